@@ -1,0 +1,1 @@
+//! CloudFormation generator (filled in by the infra issue).

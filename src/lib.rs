@@ -1,0 +1,14 @@
+//! csagent: a host agent that runs one code-server container per developer.
+//!
+//! Data flows one way: [`config`] → desired state → reconcilers (volume,
+//! secrets, containers, metrics, logs) → Docker/AWS; status reads what the
+//! reconcilers observed.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod exit;
+pub mod logging;
+pub mod secret;
+
+pub use secret::Secret;
