@@ -4,11 +4,13 @@
 //! secrets, containers, metrics, logs) → Docker/AWS; status reads what the
 //! reconcilers observed.
 
+pub mod aws;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod exit;
 pub mod logging;
+pub mod retry;
 pub mod secret;
 
 pub use secret::Secret;
