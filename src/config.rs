@@ -120,6 +120,8 @@ struct FileContainers {
     log_max_size: Option<String>,
     log_max_files: Option<u32>,
     block_metadata: Option<bool>,
+    health_interval: Option<String>,
+    health_start_period: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -279,6 +281,12 @@ pub struct ContainersConfig {
     pub log_max_files: u32,
     /// Add the DOCKER-USER rule that drops traffic to 169.254.169.254.
     pub block_metadata: bool,
+    /// Docker health check interval (timeout 10s, 3 retries).
+    #[serde(with = "humantime_serde_compat")]
+    pub health_interval: Duration,
+    /// Grace period before failed checks count (code-server's first start is slow).
+    #[serde(with = "humantime_serde_compat")]
+    pub health_start_period: Duration,
 }
 
 /// One developer, with every default resolved.
@@ -615,6 +623,15 @@ impl Validator<'_> {
                 format!("must be 1..=100 (got {log_max_files})"),
             ));
         }
+        let health_interval = self.duration(
+            "containers.health_interval",
+            c.health_interval.as_deref().unwrap_or("30s"),
+        )?;
+        self.at_least("containers.health_interval", health_interval, 1)?;
+        let health_start_period = self.duration(
+            "containers.health_start_period",
+            c.health_start_period.as_deref().unwrap_or("60s"),
+        )?;
         Ok(ContainersConfig {
             image,
             pull: c.pull.unwrap_or(PullPolicy::IfNotPresent),
@@ -627,6 +644,8 @@ impl Validator<'_> {
             log_max_size,
             log_max_files,
             block_metadata: c.block_metadata.unwrap_or(true),
+            health_interval,
+            health_start_period,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod aws;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod containers;
 pub mod exit;
 pub mod logging;
 pub mod retry;

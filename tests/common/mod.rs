@@ -145,3 +145,17 @@ pub fn path_str(p: &Path) -> &str {
 pub fn csagent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_csagent"))
 }
+
+/// A block of `n` host ports no other test in this run uses.
+pub fn port_block(n: u16) -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = NEXT.fetch_add(u32::from(n.max(1)), Ordering::Relaxed) as u16;
+    20000 + ((std::process::id() % 97) as u16) * 400 + offset
+}
+
+/// A /24 for a test's container network, distinct per test and per process.
+pub fn test_subnet() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("10.{}.{}.0/24", 200 + (std::process::id() % 50), n % 250)
+}

@@ -1,0 +1,306 @@
+//! The desired container for one developer, its Docker create body, and the hash
+//! that tells the reconciler whether a running container still matches.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::models::{
+    ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Developer};
+
+pub const LABEL_MANAGED: &str = "csagent.managed";
+pub const LABEL_DEVELOPER: &str = "csagent.developer";
+/// Scopes ownership: an agent only removes managed containers of its own project.
+pub const LABEL_PROJECT: &str = "csagent.project";
+pub const LABEL_SPEC_HASH: &str = "csagent.spec-hash";
+pub const LABEL_PASSWORD_VERSION: &str = "csagent.password-version";
+
+/// Where the credential directory and the entrypoint wrapper appear inside.
+pub const CONTAINER_SECRETS_DIR: &str = "/run/csagent";
+pub const CONTAINER_WRAPPER: &str = "/usr/local/lib/csagent/entrypoint.sh";
+/// code-server's port inside the container.
+pub const CONTAINER_PORT: &str = "8080/tcp";
+
+pub fn container_name(developer: &str) -> String {
+    format!("code-server-{developer}")
+}
+
+/// Credentials as the container receives them: a hash, never the plaintext.
+#[derive(Debug, Clone)]
+pub struct ContainerCredentials {
+    /// argon2id PHC string for `HASHED_PASSWORD`.
+    pub hashed_password: String,
+    /// Secrets Manager version of the password it was made from.
+    pub password_version: String,
+    /// Version of the Claude key, when a real key is present.
+    pub claude_key_version: Option<String>,
+    /// Host directory holding the key file (tmpfs), bind-mounted read-only.
+    pub key_dir: PathBuf,
+}
+
+/// What the image itself would run, read from its config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ImageInfo {
+    pub id: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+}
+
+/// Everything that decides what a developer's container looks like. Its hash is
+/// stored as a label; a difference means "recreate". The password *hash* is not
+/// part of it (its salt changes each time); the password *version* is.
+#[derive(Debug, Clone, Serialize)]
+pub struct DesiredSpec {
+    pub project: String,
+    pub developer: String,
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    pub port: u16,
+    pub nano_cpus: i64,
+    pub memory: i64,
+    pub memory_reservation: i64,
+    pub pids_limit: i64,
+    pub network: String,
+    pub binds: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub wrapper_sha256: String,
+    pub health_interval_ns: i64,
+    pub health_start_period_ns: i64,
+    pub log_max_size: u64,
+    pub log_max_files: u32,
+    pub password_version: String,
+    pub claude_key_version: Option<String>,
+}
+
+impl DesiredSpec {
+    pub fn new(
+        config: &Config,
+        dev: &Developer,
+        image: &ImageInfo,
+        creds: &ContainerCredentials,
+        wrapper_path: &Path,
+        wrapper_text: &str,
+    ) -> DesiredSpec {
+        let data = config.volume.mount_point.join(&dev.name);
+        let binds = vec![
+            format!("{}:/home/coder/workspace", data.join("workspace").display()),
+            format!(
+                "{}:/home/coder/.local/share/code-server",
+                data.join("config").display()
+            ),
+            format!("{}:{CONTAINER_SECRETS_DIR}:ro", creds.key_dir.display()),
+            format!("{}:{CONTAINER_WRAPPER}:ro", wrapper_path.display()),
+        ];
+        // The wrapper execs the image's own entrypoint with the image's own cmd.
+        let mut entrypoint = vec!["/bin/sh".to_string(), CONTAINER_WRAPPER.to_string()];
+        entrypoint.extend(image.entrypoint.iter().cloned());
+        DesiredSpec {
+            project: config.project.clone(),
+            developer: dev.name.clone(),
+            name: container_name(&dev.name),
+            image: config.containers.image.clone(),
+            image_id: image.id.clone(),
+            port: dev.port,
+            nano_cpus: (dev.cpus * 1e9).round() as i64,
+            memory: dev.memory as i64,
+            memory_reservation: dev.memory_reservation as i64,
+            pids_limit: config.containers.pids_limit,
+            network: config.containers.network.clone(),
+            binds,
+            entrypoint,
+            cmd: image.cmd.clone(),
+            wrapper_sha256: hex::encode(Sha256::digest(wrapper_text.as_bytes())),
+            health_interval_ns: nanos(config.containers.health_interval),
+            health_start_period_ns: nanos(config.containers.health_start_period),
+            log_max_size: config.containers.log_max_size,
+            log_max_files: config.containers.log_max_files,
+            password_version: creds.password_version.clone(),
+            claude_key_version: creds.claude_key_version.clone(),
+        }
+    }
+
+    /// Stable hash of the whole spec (first 16 bytes of SHA-256, hex).
+    pub fn hash(&self) -> String {
+        // serde_json of a struct is deterministic: fields in declaration order.
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(&Sha256::digest(&json)[..16])
+    }
+
+    pub fn labels(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_DEVELOPER.to_string(), self.developer.clone()),
+            (LABEL_PROJECT.to_string(), self.project.clone()),
+            (LABEL_SPEC_HASH.to_string(), self.hash()),
+            (
+                LABEL_PASSWORD_VERSION.to_string(),
+                self.password_version.clone(),
+            ),
+        ])
+    }
+
+    /// The create body. `hashed_password` goes in the environment: code-server
+    /// reads it there, and it is a salted argon2id hash, not the password.
+    pub fn create_body(&self, hashed_password: &str) -> ContainerCreateBody {
+        let port_bindings = HashMap::from([(
+            CONTAINER_PORT.to_string(),
+            Some(vec![PortBinding {
+                host_ip: Some("0.0.0.0".to_string()),
+                host_port: Some(self.port.to_string()),
+            }]),
+        )]);
+        let host_config = HostConfig {
+            binds: Some(self.binds.clone()),
+            port_bindings: Some(port_bindings),
+            nano_cpus: Some(self.nano_cpus),
+            memory: Some(self.memory),
+            memory_reservation: Some(self.memory_reservation),
+            pids_limit: Some(self.pids_limit),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".to_string()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), self.log_max_size.to_string()),
+                    ("max-file".to_string(), self.log_max_files.to_string()),
+                ])),
+            }),
+            network_mode: Some(self.network.clone()),
+            init: Some(false),
+            ..Default::default()
+        };
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            entrypoint: Some(self.entrypoint.clone()),
+            cmd: Some(self.cmd.clone()),
+            env: Some(vec![format!("HASHED_PASSWORD={hashed_password}")]),
+            exposed_ports: Some(vec![CONTAINER_PORT.to_string()]),
+            labels: Some(self.labels()),
+            healthcheck: Some(HealthConfig {
+                test: Some(vec![
+                    "CMD".to_string(),
+                    "curl".to_string(),
+                    "-fsS".to_string(),
+                    "-o".to_string(),
+                    "/dev/null".to_string(),
+                    "http://localhost:8080/healthz".to_string(),
+                ]),
+                interval: Some(self.health_interval_ns),
+                timeout: Some(nanos(Duration::from_secs(10))),
+                retries: Some(3),
+                start_period: Some(self.health_start_period_ns),
+                start_interval: None,
+            }),
+            host_config: Some(host_config),
+            ..Default::default()
+        }
+    }
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        Config::from_toml(
+            &format!("[volume]\ndevice = \"/dev/x\"\nmount_point = \"/data\"\n{extra}"),
+            Path::new("t.toml"),
+        )
+        .expect("valid")
+    }
+
+    fn creds(version: &str) -> ContainerCredentials {
+        ContainerCredentials {
+            hashed_password: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            password_version: version.into(),
+            claude_key_version: None,
+            key_dir: PathBuf::from("/run/csagent/dev1"),
+        }
+    }
+
+    fn image() -> ImageInfo {
+        ImageInfo {
+            id: "sha256:abc".into(),
+            entrypoint: vec![
+                "/usr/bin/entrypoint.sh".into(),
+                "--bind-addr".into(),
+                "0.0.0.0:8080".into(),
+                ".".into(),
+            ],
+            cmd: vec![],
+        }
+    }
+
+    #[test]
+    fn spec_carries_limits_binds_and_labels() {
+        let c = config("");
+        let spec = DesiredSpec::new(
+            &c,
+            &c.developers[0],
+            &image(),
+            &creds("v1"),
+            Path::new("/run/csagent/entrypoint.sh"),
+            "#!/bin/sh",
+        );
+        assert_eq!(spec.name, "code-server-dev1");
+        assert_eq!(spec.nano_cpus, 1_500_000_000);
+        assert_eq!(spec.memory, 4 << 30);
+        assert_eq!(spec.memory_reservation, 3 << 30);
+        assert!(
+            spec.binds
+                .contains(&"/data/dev1/workspace:/home/coder/workspace".to_string())
+        );
+        assert!(
+            spec.binds
+                .contains(&"/data/dev1/config:/home/coder/.local/share/code-server".to_string())
+        );
+        assert_eq!(spec.entrypoint[0..2], ["/bin/sh", CONTAINER_WRAPPER]);
+        assert_eq!(spec.entrypoint[2], "/usr/bin/entrypoint.sh");
+        let body = spec.create_body("$argon2id$hash");
+        let labels = body.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get(LABEL_MANAGED).map(String::as_str), Some("true"));
+        assert_eq!(
+            labels.get(LABEL_DEVELOPER).map(String::as_str),
+            Some("dev1")
+        );
+        assert_eq!(labels.get(LABEL_SPEC_HASH), Some(&spec.hash()));
+        let hc = body.host_config.unwrap_or_default();
+        assert_eq!(
+            hc.restart_policy.and_then(|r| r.name),
+            Some(RestartPolicyNameEnum::UNLESS_STOPPED)
+        );
+        assert_eq!(body.healthcheck.and_then(|h| h.retries), Some(3));
+    }
+
+    #[test]
+    fn hash_changes_with_what_matters_only() {
+        let c = config("");
+        let w = Path::new("/run/csagent/entrypoint.sh");
+        let a = DesiredSpec::new(&c, &c.developers[0], &image(), &creds("v1"), w, "x");
+        let same = DesiredSpec::new(&c, &c.developers[0], &image(), &creds("v1"), w, "x");
+        assert_eq!(a.hash(), same.hash(), "deterministic");
+        let rotated = DesiredSpec::new(&c, &c.developers[0], &image(), &creds("v2"), w, "x");
+        assert_ne!(a.hash(), rotated.hash(), "a new password version recreates");
+        let mut dev = c.developers[0].clone();
+        dev.memory = 6 << 30;
+        let bigger = DesiredSpec::new(&c, &dev, &image(), &creds("v1"), w, "x");
+        assert_ne!(a.hash(), bigger.hash(), "a limit change recreates");
+        let other = DesiredSpec::new(&c, &c.developers[1], &image(), &creds("v1"), w, "x");
+        assert_ne!(a.hash(), other.hash());
+    }
+}

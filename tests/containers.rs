@@ -1,0 +1,420 @@
+//! The container reconciler against the real Docker engine and the local test
+//! image: desired state, limits, ownership labels, recreation rules.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::PasswordHasher;
+use bollard::Docker;
+use bollard::query_parameters::{
+    InspectContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use common::*;
+use csagent::config::Config;
+use csagent::containers::{Action, ContainerCredentials, DesiredDeveloper, Reconciler};
+
+struct Env {
+    docker: Docker,
+    dir: tempfile::TempDir,
+    prefix: String,
+    base_port: u16,
+    subnet: String,
+    network: String,
+}
+
+impl Env {
+    async fn new(n: u16) -> Env {
+        let prefix = unique("t").replace('-', "");
+        Env {
+            docker: docker().await,
+            dir: tempfile::tempdir().expect("tempdir"),
+            base_port: port_block(n),
+            subnet: test_subnet(),
+            network: format!("csagent-{prefix}"),
+            prefix,
+        }
+    }
+
+    fn dev(&self, i: usize) -> String {
+        format!("{}-dev{i}", self.prefix)
+    }
+
+    /// A config with developers 1..=n, optionally overriding one's memory.
+    fn config(&self, devs: &[usize], memory_override: Option<(usize, &str)>) -> Config {
+        let mut toml = format!(
+            "project = \"{prefix}\"\n[volume]\ndevice = \"/dev/null\"\nmount_point = \"{root}/data\"\n\
+             [containers]\nimage = \"{TEST_IMAGE}\"\npull = \"never\"\ncpus = 0.25\nmemory = \"512MiB\"\nmemory_reservation = \"256MiB\"\n\
+             network = \"{net}\"\nsubnet = \"{subnet}\"\nhealth_interval = \"1s\"\nhealth_start_period = \"0s\"\n\
+             [agent]\nruntime_dir = \"{root}/run\"\nstate_dir = \"{root}/state\"\n",
+            root = self.dir.path().display(),
+            prefix = self.prefix,
+            net = self.network,
+            subnet = self.subnet,
+        );
+        for &i in devs {
+            toml.push_str(&format!(
+                "[[developer]]\nname = \"{}\"\nport = {}\n",
+                self.dev(i),
+                self.base_port + i as u16
+            ));
+            if let Some((j, mem)) = memory_override
+                && j == i
+            {
+                toml.push_str(&format!("memory = \"{mem}\"\n"));
+            }
+        }
+        Config::from_toml(&toml, Path::new("test.toml")).expect("test config is valid")
+    }
+
+    fn desired(
+        &self,
+        config: &Config,
+        versions: &BTreeMap<String, (String, String)>,
+    ) -> Vec<DesiredDeveloper> {
+        config
+            .developers
+            .iter()
+            .map(|d| {
+                let (version, password) = versions
+                    .get(&d.name)
+                    .cloned()
+                    .unwrap_or(("v1".into(), format!("pw-{}", d.name)));
+                let key_dir = config.agent.runtime_dir.join(&d.name);
+                std::fs::create_dir_all(&key_dir).expect("key dir");
+                for sub in ["workspace", "config"] {
+                    std::fs::create_dir_all(config.volume.mount_point.join(&d.name).join(sub))
+                        .expect("data dir");
+                }
+                DesiredDeveloper {
+                    developer: d.clone(),
+                    credentials: Ok(ContainerCredentials {
+                        hashed_password: hash(&password),
+                        password_version: version,
+                        claude_key_version: None,
+                        key_dir,
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    async fn id_of(&self, dev: &str) -> Option<String> {
+        self.docker
+            .inspect_container(
+                &format!("code-server-{dev}"),
+                None::<InspectContainerOptions>,
+            )
+            .await
+            .ok()
+            .and_then(|c| c.id)
+    }
+
+    async fn cleanup(&self) {
+        let filters = std::collections::HashMap::from([(
+            "name".to_string(),
+            vec![format!("code-server-{}", self.prefix)],
+        )]);
+        let opts = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        for c in self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .unwrap_or_default()
+        {
+            if let Some(id) = c.id {
+                let _ = self
+                    .docker
+                    .remove_container(
+                        &id,
+                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                    )
+                    .await;
+            }
+        }
+        let _ = self.docker.remove_network(&self.network).await;
+        let _ = std::process::Command::new("iptables")
+            .args([
+                "-w",
+                "-D",
+                "DOCKER-USER",
+                "-s",
+                &self.subnet,
+                "-d",
+                "169.254.169.254/32",
+                "-m",
+                "comment",
+                "--comment",
+                "csagent: containers must not reach IMDS",
+                "-j",
+                "DROP",
+            ])
+            .status();
+    }
+}
+
+fn hash(password: &str) -> String {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .expect("hash")
+        .to_string()
+}
+
+async fn login(port: u16, password: &str) -> u16 {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            "-d",
+            &format!("password={password}"),
+            &format!("http://127.0.0.1:{port}/login"),
+        ])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+async fn wait_healthy(r: &Reconciler, devs: &[String], timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        for d in devs {
+            r.observe_one(d).await;
+        }
+        let snap = r.status_handle().snapshot();
+        let all = devs
+            .iter()
+            .all(|d| snap.get(d).is_some_and(|s| s.health == "healthy"));
+        if all {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "not healthy within {timeout:?}: {:#?}",
+            snap.values()
+                .map(|s| (&s.developer, &s.state, &s.health))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn eight_developers_converge_with_limits_and_no_plaintext() {
+    let env = Env::new(9).await;
+    let devs: Vec<usize> = (1..=8).collect();
+    let config = Arc::new(env.config(&devs, None));
+    let r = Reconciler::new(env.docker.clone(), config.clone());
+    let versions = BTreeMap::new();
+    let result = r
+        .converge(&env.desired(&config, &versions))
+        .await
+        .expect("converge");
+    assert_eq!(
+        result.iter().filter(|(_, a)| *a == Action::Created).count(),
+        8,
+        "{result:?}"
+    );
+    let names: Vec<String> = devs.iter().map(|&i| env.dev(i)).collect();
+    wait_healthy(&r, &names, Duration::from_secs(60)).await;
+
+    for (&i, name) in devs.iter().zip(&names) {
+        let c = env
+            .docker
+            .inspect_container(
+                &format!("code-server-{name}"),
+                None::<InspectContainerOptions>,
+            )
+            .await
+            .expect("inspect");
+        let hc = c.host_config.clone().expect("host config");
+        assert_eq!(hc.nano_cpus, Some(250_000_000));
+        assert_eq!(hc.memory, Some(512 << 20));
+        assert_eq!(hc.memory_reservation, Some(256 << 20));
+        assert_eq!(
+            hc.restart_policy
+                .and_then(|p| p.name)
+                .map(|n| n.to_string())
+                .as_deref(),
+            Some("unless-stopped")
+        );
+        let port = hc
+            .port_bindings
+            .and_then(|p| p.get("8080/tcp").cloned().flatten())
+            .and_then(|b| b.first().and_then(|b| b.host_port.clone()));
+        assert_eq!(port, Some((env.base_port + i as u16).to_string()));
+        let binds = hc.binds.unwrap_or_default();
+        assert!(
+            binds
+                .iter()
+                .any(|b| b.ends_with(&format!("/data/{name}/workspace:/home/coder/workspace"))),
+            "{binds:?}"
+        );
+        assert!(
+            hc.security_opt
+                .unwrap_or_default()
+                .iter()
+                .any(|s| s.starts_with("no-new-privileges"))
+        );
+        let json = serde_json::to_string(&c).expect("json");
+        assert!(
+            !json.contains(&format!("pw-{name}")),
+            "plaintext password in docker inspect"
+        );
+        assert!(json.contains("HASHED_PASSWORD=$argon2id$"));
+    }
+    // The password the hash was made from logs in; another does not.
+    assert_eq!(
+        login(env.base_port + 5, &format!("pw-{}", env.dev(5))).await,
+        302
+    );
+    assert_eq!(login(env.base_port + 5, "wrong").await, 200);
+    // The metadata rule is in DOCKER-USER.
+    let rules = run("iptables", &["-w", "-S", "DOCKER-USER"]);
+    assert!(
+        rules.contains(&format!("-s {} -d 169.254.169.254/32", env.subnet)),
+        "{rules}"
+    );
+
+    // A second pass changes nothing.
+    let again = r
+        .converge(&env.desired(&config, &versions))
+        .await
+        .expect("converge");
+    assert!(
+        again.iter().all(|(_, a)| *a == Action::Unchanged),
+        "{again:?}"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn changes_touch_only_the_affected_developer() {
+    let env = Env::new(4).await;
+    let config = Arc::new(env.config(&[1, 2, 3], None));
+    let mut r = Reconciler::new(env.docker.clone(), config.clone());
+    let mut versions = BTreeMap::new();
+    r.converge(&env.desired(&config, &versions))
+        .await
+        .expect("converge");
+    let ids: Vec<Option<String>> =
+        futures_util::future::join_all((1..=3).map(|i| env.id_of_owned(i))).await;
+    assert!(ids.iter().all(Option::is_some));
+
+    // docker kill one: the next pass (or the restart policy) brings it back, same container.
+    run("docker", &["kill", &format!("code-server-{}", env.dev(2))]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let res = r
+        .converge(&env.desired(&config, &versions))
+        .await
+        .expect("converge");
+    assert!(
+        res.iter()
+            .all(|(_, a)| matches!(a, Action::Unchanged | Action::Started)),
+        "{res:?}"
+    );
+    r.observe_one(&env.dev(2)).await;
+    assert_eq!(r.status_handle().snapshot()[&env.dev(2)].state, "running");
+
+    // One developer's memory changes: only that one is recreated.
+    let changed = Arc::new(env.config(&[1, 2, 3], Some((3, "768MiB"))));
+    r.set_config(changed.clone());
+    let res = r
+        .converge(&env.desired(&changed, &versions))
+        .await
+        .expect("converge");
+    let by_dev: BTreeMap<_, _> = res.into_iter().collect();
+    assert_eq!(
+        by_dev[&env.dev(3)],
+        Action::Recreated("spec changed".into())
+    );
+    assert_eq!(env.id_of(&env.dev(1)).await, ids[0]);
+    assert_eq!(env.id_of(&env.dev(2)).await, ids[1]);
+    assert_ne!(env.id_of(&env.dev(3)).await, ids[2]);
+
+    // Password rotation for dev1: only dev1 is recreated; new password works, old fails.
+    versions.insert(env.dev(1), ("v2".to_string(), "rotated-pw".to_string()));
+    let id3 = env.id_of(&env.dev(3)).await;
+    let res = r
+        .converge(&env.desired(&changed, &versions))
+        .await
+        .expect("converge");
+    let by_dev: BTreeMap<_, _> = res.into_iter().collect();
+    assert_eq!(
+        by_dev[&env.dev(1)],
+        Action::Recreated("credentials rotated".into())
+    );
+    assert_eq!(by_dev[&env.dev(2)], Action::Unchanged);
+    assert_eq!(env.id_of(&env.dev(3)).await, id3);
+    wait_healthy(&r, &[env.dev(1)], Duration::from_secs(30)).await;
+    assert_eq!(login(env.base_port + 1, "rotated-pw").await, 302);
+    assert_eq!(
+        login(env.base_port + 1, &format!("pw-{}", env.dev(1))).await,
+        200
+    );
+
+    // Developer 2 removed from the config: its container goes, its data stays.
+    let marker = changed
+        .volume
+        .mount_point
+        .join(env.dev(2))
+        .join("workspace/keep.txt");
+    std::fs::write(&marker, "mine").expect("write");
+    let fewer = Arc::new(env.config(&[1, 3], Some((3, "768MiB"))));
+    r.set_config(fewer.clone());
+    let res = r
+        .converge(&env.desired(&fewer, &versions))
+        .await
+        .expect("converge");
+    assert!(res.contains(&(env.dev(2), Action::Removed)), "{res:?}");
+    assert_eq!(env.id_of(&env.dev(2)).await, None);
+    assert_eq!(std::fs::read_to_string(&marker).expect("data kept"), "mine");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn unlabelled_container_named_like_ours_is_left_alone() {
+    let env = Env::new(2).await;
+    let config = Arc::new(env.config(&[1], None));
+    let name = format!("code-server-{}", env.dev(1));
+    run("docker", &["create", "--name", &name, TEST_IMAGE]);
+    let before = env.id_of(&env.dev(1)).await;
+    let r = Reconciler::new(env.docker.clone(), config.clone());
+    let res = r
+        .converge(&env.desired(&config, &BTreeMap::new()))
+        .await
+        .expect("converge");
+    match &res[0].1 {
+        Action::Skipped(why) => assert!(why.contains("without the csagent.managed label"), "{why}"),
+        other => panic!("expected Skipped, got {other:?}"),
+    }
+    assert_eq!(env.id_of(&env.dev(1)).await, before, "not touched");
+    let snap = r.status_handle().snapshot();
+    assert!(
+        snap[&env.dev(1)].state.starts_with("unmanaged"),
+        "{:?}",
+        snap[&env.dev(1)]
+    );
+    assert!(snap[&env.dev(1)].problem.is_some());
+    env.cleanup().await;
+}
+
+impl Env {
+    async fn id_of_owned(&self, i: usize) -> Option<String> {
+        self.id_of(&self.dev(i)).await
+    }
+}
