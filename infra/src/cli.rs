@@ -1,0 +1,150 @@
+//! The command line. Parsed by clap, then turned into [`Settings`] and validated; a bad value
+//! is reported naming its option.
+
+use crate::Format;
+use crate::settings::{OptionError, Settings, UBUNTU_2204_AMI_PARAMETER};
+use clap::Parser;
+
+/// Prints the CloudFormation template of the csagent environment to stdout.
+///
+/// One stack: VPC with two public subnets, ALB with a wildcard certificate and one host rule,
+/// target group and DNS record per developer, one EC2 host running csagent (IMDSv2 only, hop
+/// limit one) with an encrypted gp3 data volume, generated per-developer passwords in Secrets
+/// Manager, log groups, alarms, a dashboard and a daily backup.
+///
+/// Deploy with `aws cloudformation deploy --template-file env.json --stack-name NAME
+/// --capabilities CAPABILITY_IAM --s3-bucket BUCKET` (a template above 51,200 bytes has to go
+/// through an S3 bucket).
+#[derive(Debug, Parser)]
+#[command(name = "infra", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    /// Number of developers dev1..devN (1..=64). Shapes the template: one target group,
+    /// listener rule, DNS record, log group, alarm and two secrets each.
+    #[arg(long, value_name = "N", required_unless_present_any = ["print_agent_config"])]
+    pub developers: Option<u32>,
+
+    /// Parent domain: developer N is served at https://devN.<DOMAIN> [Parameter DomainName].
+    #[arg(long, value_name = "DOMAIN", required_unless_present_any = ["print_agent_config", "print_user_data"])]
+    pub domain: Option<String>,
+
+    /// Route 53 hosted zone id of DOMAIN, e.g. Z0123456789ABCDEFGHIJ [Parameter HostedZoneId].
+    #[arg(long, value_name = "ZONE_ID", required_unless_present_any = ["print_agent_config", "print_user_data"])]
+    pub hosted_zone_id: Option<String>,
+
+    /// Output format of the template.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+
+    /// JSON without indentation (smaller; CloudFormation takes at most 51,200 bytes inline).
+    #[arg(long)]
+    pub compact: bool,
+
+    /// Project name: prefix of secrets, log groups and resource names [Parameter ProjectName].
+    #[arg(long, value_name = "NAME", default_value = "code-server-multi-dev")]
+    pub project: String,
+
+    /// Environment tag [Parameter Environment].
+    #[arg(long, value_name = "VALUE", default_value = "production")]
+    pub environment: String,
+
+    /// CostCenter tag [Parameter CostCenter].
+    #[arg(long, value_name = "VALUE", default_value = "Engineering")]
+    pub cost_center: String,
+
+    /// EC2 instance type of the host, x86_64 [Parameter InstanceType].
+    #[arg(long, value_name = "TYPE", default_value = "t3.2xlarge")]
+    pub instance_type: String,
+
+    /// EC2 key pair for SSH; default none (use SSM Session Manager) [Parameter KeyPairName].
+    #[arg(long, value_name = "NAME")]
+    pub key_pair: Option<String>,
+
+    /// IPv4 CIDR allowed to SSH to the host; default none [Parameter AdminSshCidr].
+    #[arg(long, value_name = "CIDR")]
+    pub admin_cidr: Option<String>,
+
+    /// Root volume size in GiB [Parameter RootVolumeSize].
+    #[arg(long, value_name = "GIB", default_value_t = 50)]
+    pub root_volume_gb: u32,
+
+    /// Data volume size in GiB [Parameter DataVolumeSize].
+    #[arg(long, value_name = "GIB", default_value_t = 500)]
+    pub data_volume_gb: u32,
+
+    /// E-mail address subscribed to the alarm topic; default none [Parameter AlarmEmail].
+    #[arg(long, value_name = "ADDRESS")]
+    pub alarm_email: Option<String>,
+
+    /// Days each daily backup of the data volume is kept [Parameter BackupRetentionDays].
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub backup_retention_days: u32,
+
+    /// Days CloudWatch Logs keeps container and agent logs [Parameter LogRetentionDays].
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub log_retention_days: u32,
+
+    /// URL of the csagent .deb: https:// (e.g. a presigned S3 URL), s3://bucket/key (read with
+    /// the instance role) or file://; without it the Parameter has no default and must be
+    /// given at deploy time [Parameter DebUrl].
+    #[arg(long, value_name = "URL")]
+    pub deb_url: Option<String>,
+
+    /// Port of dev1; developer N listens on BASE_PORT + N - 1.
+    #[arg(long, value_name = "PORT", default_value_t = 8443)]
+    pub base_port: u16,
+
+    /// ARN of an existing ACM certificate for *.DOMAIN; default none: the stack requests one and
+    /// validates it by DNS in the hosted zone [Parameter ExistingCertificateArn].
+    #[arg(long, value_name = "ARN")]
+    pub certificate_arn: Option<String>,
+
+    /// S3 bucket for ALB access logs; default none [Parameter AccessLogBucket].
+    #[arg(long, value_name = "BUCKET")]
+    pub access_log_bucket: Option<String>,
+
+    /// SSM parameter that holds the AMI id [Parameter LatestAmiId].
+    #[arg(long, value_name = "PATH", default_value = UBUNTU_2204_AMI_PARAMETER)]
+    pub ami_ssm_parameter: String,
+
+    /// Print only the agent's /etc/csagent/config.toml (sample region and volume id).
+    #[arg(long, conflicts_with_all = ["print_user_data", "format", "compact"])]
+    pub print_agent_config: bool,
+
+    /// Print only the user-data script, placeholders filled with sample values.
+    #[arg(long, conflicts_with_all = ["format", "compact"])]
+    pub print_user_data: bool,
+}
+
+impl Cli {
+    /// The validated settings; an error names the option at fault.
+    pub fn settings(&self) -> Result<Settings, OptionError> {
+        let defaults = Settings::default();
+        let settings = Settings {
+            // Only --print-agent-config may omit it; it then describes the default 8.
+            developers: self.developers.unwrap_or(defaults.developers),
+            base_port: self.base_port,
+            domain: self.domain.clone().unwrap_or(defaults.domain),
+            hosted_zone_id: self
+                .hosted_zone_id
+                .clone()
+                .unwrap_or(defaults.hosted_zone_id),
+            project: self.project.clone(),
+            environment: self.environment.clone(),
+            cost_center: self.cost_center.clone(),
+            instance_type: self.instance_type.clone(),
+            key_pair: self.key_pair.clone().unwrap_or_default(),
+            admin_cidr: self.admin_cidr.clone().unwrap_or_default(),
+            root_volume_gb: self.root_volume_gb,
+            data_volume_gb: self.data_volume_gb,
+            alarm_email: self.alarm_email.clone().unwrap_or_default(),
+            backup_retention_days: self.backup_retention_days,
+            log_retention_days: self.log_retention_days,
+            deb_url: self.deb_url.clone().unwrap_or_default(),
+            access_log_bucket: self.access_log_bucket.clone().unwrap_or_default(),
+            ami_ssm_parameter: self.ami_ssm_parameter.clone(),
+            certificate_arn: self.certificate_arn.clone().unwrap_or_default(),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+}

@@ -1,0 +1,97 @@
+//! The host: one EC2 instance (Ubuntu 22.04 from Canonical's public SSM parameter, IMDSv2 only
+//! with hop limit 1, encrypted gp3 root, detailed monitoring) and the data volume (gp3,
+//! encrypted, snapshot on delete or replacement) attached as /dev/sdf.
+//!
+//! No cycle: the user data needs the volume id (`Ref DataVolume`), so the volume must not
+//! depend on the instance; its AZ is therefore the same `Fn::Select`/`Fn::GetAZs` expression as
+//! the instance's subnet, not `GetAtt Instance.AvailabilityZone`. The attachment depends on both.
+
+use crate::agent_config::user_data_template;
+use crate::cfn::{
+    Resources, get_att, if_, name_tag, no_value, r#ref, resource, skip_checkov, sub, tags, with,
+};
+use crate::naming::DATA_DEVICE;
+use crate::network::availability_zone;
+use crate::settings::Settings;
+use serde_json::json;
+
+/// Adds the instance, the data volume and its attachment.
+pub fn add(res: &mut Resources, s: &Settings) {
+    let instance = resource(
+        "AWS::EC2::Instance",
+        json!({
+            "ImageId": r#ref("LatestAmiId"),
+            "InstanceType": r#ref("InstanceType"),
+            "IamInstanceProfile": r#ref("InstanceProfile"),
+            "KeyName": if_("HasKeyPair", r#ref("KeyPairName"), no_value()),
+            "NetworkInterfaces": [{
+                "DeviceIndex": "0",
+                "SubnetId": r#ref("PublicSubnetA"),
+                "GroupSet": [get_att("HostSecurityGroup", "GroupId")],
+                "AssociatePublicIpAddress": true,
+                "DeleteOnTermination": true,
+            }],
+            // IMDSv2 only, and a hop limit of 1: a process in a bridge-networked container is
+            // one hop further away and cannot fetch the instance role's credentials (which
+            // could read every developer's secrets).
+            "MetadataOptions": {
+                "HttpEndpoint": "enabled",
+                "HttpTokens": "required",
+                "HttpPutResponseHopLimit": 1,
+                "InstanceMetadataTags": "disabled",
+            },
+            "BlockDeviceMappings": [{
+                "DeviceName": "/dev/sda1",
+                "Ebs": {
+                    "VolumeSize": r#ref("RootVolumeSize"),
+                    "VolumeType": "gp3",
+                    "Encrypted": true,
+                    "DeleteOnTermination": true,
+                },
+            }],
+            "EbsOptimized": true,
+            "Monitoring": true,
+            "PropagateTagsToVolumeOnCreation": true,
+            "UserData": { "Fn::Base64": sub(user_data_template(s)) },
+            "Tags": tags(&[name_tag("host")]),
+        }),
+    );
+    // The user data downloads the .deb: the default route must exist before the host boots.
+    let instance = with(instance, "DependsOn", json!("PublicDefaultRoute"));
+    res.add(
+        "Instance",
+        skip_checkov(
+            instance,
+            &[(
+                "CKV_AWS_88",
+                "The host needs outbound internet (packages, container images, AWS APIs) and the design has no NAT gateway to save its cost; inbound is still limited by the security group to the developer ports from the ALB (and SSH only from AdminSshCidr).",
+            )],
+        ),
+    );
+
+    let volume = resource(
+        "AWS::EC2::Volume",
+        json!({
+            "AvailabilityZone": availability_zone(0),
+            "Size": r#ref("DataVolumeSize"),
+            "VolumeType": "gp3",
+            "Encrypted": true,
+            "Tags": tags(&[name_tag("data")]),
+        }),
+    );
+    let volume = with(volume, "DeletionPolicy", json!("Snapshot"));
+    let volume = with(volume, "UpdateReplacePolicy", json!("Snapshot"));
+    res.add("DataVolume", volume);
+
+    res.add(
+        "DataVolumeAttachment",
+        resource(
+            "AWS::EC2::VolumeAttachment",
+            json!({
+                "InstanceId": r#ref("Instance"),
+                "VolumeId": r#ref("DataVolume"),
+                "Device": DATA_DEVICE,
+            }),
+        ),
+    );
+}

@@ -1,0 +1,37 @@
+//! Outputs: each developer's URL, the ALB's DNS name, the instance and data volume ids, and the
+//! alarm topic.
+
+use crate::cfn::{get_att, r#ref, sub};
+use crate::settings::Settings;
+use serde_json::{Map, Value, json};
+
+/// The Outputs section.
+pub fn outputs(s: &Settings) -> Value {
+    let mut o = Map::new();
+    for dev in s.developer_list() {
+        o.insert(
+            format!("{}Url", dev.id()),
+            json!({
+                "Description": format!("code-server URL of {} (port {})", dev.name, dev.port),
+                "Value": sub(format!("https://{}.${{DomainName}}", dev.name)),
+            }),
+        );
+    }
+    o.insert(
+        "LoadBalancerDnsName".into(),
+        json!({ "Description": "DNS name of the ALB", "Value": get_att("LoadBalancer", "DNSName") }),
+    );
+    o.insert(
+        "InstanceId".into(),
+        json!({ "Description": "Id of the code-server host (SSM Session Manager target)", "Value": r#ref("Instance") }),
+    );
+    o.insert(
+        "DataVolumeId".into(),
+        json!({ "Description": "Id of the data volume (the agent's volume_id)", "Value": r#ref("DataVolume") }),
+    );
+    o.insert(
+        "AlarmTopicArn".into(),
+        json!({ "Description": "SNS topic every alarm notifies", "Value": r#ref("AlarmTopic") }),
+    );
+    Value::Object(o)
+}

@@ -1,0 +1,220 @@
+//! Template Parameters (defaults from the command line), Conditions, and the console's
+//! parameter grouping.
+
+use crate::cfn::r#ref;
+use crate::settings::{self, LOG_RETENTION_DAYS, Settings};
+use serde_json::{Map, Value, json};
+
+fn string_param(description: &str, default: &str, pattern: &str, constraint: &str) -> Value {
+    json!({
+        "Type": "String",
+        "Description": description,
+        "Default": default,
+        "AllowedPattern": pattern,
+        "ConstraintDescription": constraint,
+    })
+}
+
+fn number_param(description: &str, default: u32, min: u32, max: u32) -> Value {
+    json!({
+        "Type": "Number",
+        "Description": description,
+        "Default": default,
+        "MinValue": min,
+        "MaxValue": max,
+    })
+}
+
+/// The Parameters section.
+pub fn parameters(s: &Settings) -> Value {
+    let mut p = Map::new();
+    p.insert(
+        "ProjectName".into(),
+        string_param(
+            "Project name: prefix of secret names (<project>/devN/...), log groups (/aws/ec2/<project>/...) and resource names. Must match the agent's `project`.",
+            &s.project,
+            settings::PROJECT_PATTERN,
+            "2-32 characters of a-z, 0-9 and '-', starting with a letter",
+        ),
+    );
+    p.insert(
+        "Environment".into(),
+        string_param(
+            "Value of the Environment tag.",
+            &s.environment,
+            settings::TAG_VALUE_PATTERN,
+            "1-128 tag-safe characters",
+        ),
+    );
+    p.insert(
+        "CostCenter".into(),
+        string_param(
+            "Value of the CostCenter tag.",
+            &s.cost_center,
+            settings::TAG_VALUE_PATTERN,
+            "1-128 tag-safe characters",
+        ),
+    );
+    p.insert(
+        "InstanceType".into(),
+        string_param(
+            "EC2 instance type of the host (x86_64: the AMI is amd64).",
+            &s.instance_type,
+            settings::INSTANCE_TYPE_PATTERN,
+            "an instance type such as t3.2xlarge",
+        ),
+    );
+    p.insert(
+        "LatestAmiId".into(),
+        json!({
+            "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+            "Description": "SSM parameter holding the AMI id; the default is Canonical's current Ubuntu 22.04 amd64 image.",
+            "Default": s.ami_ssm_parameter,
+        }),
+    );
+    p.insert(
+        "KeyPairName".into(),
+        string_param(
+            "Optional EC2 key pair for SSH. Leave empty and use SSM Session Manager instead.",
+            &s.key_pair,
+            settings::KEY_PAIR_PATTERN,
+            "empty or an EC2 key pair name",
+        ),
+    );
+    p.insert(
+        "AdminSshCidr".into(),
+        string_param(
+            "Optional IPv4 CIDR allowed to SSH to the host (port 22). Empty: no SSH rule.",
+            &s.admin_cidr,
+            settings::CIDR_PATTERN,
+            "empty or an IPv4 CIDR such as 203.0.113.10/32",
+        ),
+    );
+    p.insert(
+        "RootVolumeSize".into(),
+        number_param(
+            "Root volume size in GiB (gp3, encrypted).",
+            s.root_volume_gb,
+            20,
+            16384,
+        ),
+    );
+    p.insert(
+        "DataVolumeSize".into(),
+        number_param(
+            "Data volume size in GiB (gp3, encrypted, snapshot on delete), mounted by the agent at /mnt/ebs-data.",
+            s.data_volume_gb,
+            1,
+            16384,
+        ),
+    );
+    p.insert(
+        "DomainName".into(),
+        string_param(
+            "Parent domain; developer N is served at https://devN.<domain>.",
+            &s.domain,
+            settings::DOMAIN_PATTERN,
+            "a lower-case DNS name such as dev.example.com",
+        ),
+    );
+    p.insert(
+        "HostedZoneId".into(),
+        json!({
+            "Type": "AWS::Route53::HostedZone::Id",
+            "Description": "Route 53 hosted zone of DomainName: certificate validation records and one alias record per developer.",
+            "Default": s.hosted_zone_id,
+        }),
+    );
+    p.insert(
+        "AlarmEmail".into(),
+        string_param(
+            "Optional e-mail address subscribed to the alarm topic (confirm the subscription e-mail). Empty: no subscription.",
+            &s.alarm_email,
+            settings::EMAIL_PATTERN,
+            "empty or an e-mail address",
+        ),
+    );
+    p.insert(
+        "BackupRetentionDays".into(),
+        number_param(
+            "Days AWS Backup keeps each daily recovery point of the data volume.",
+            s.backup_retention_days,
+            1,
+            36500,
+        ),
+    );
+    p.insert(
+        "LogRetentionDays".into(),
+        json!({
+            "Type": "Number",
+            "Description": "Days CloudWatch Logs keeps the container and agent logs.",
+            "Default": s.log_retention_days,
+            "AllowedValues": LOG_RETENTION_DAYS,
+        }),
+    );
+    let mut deb = json!({
+        "Type": "String",
+        "Description": "Where the host fetches the csagent .deb: https:// (a presigned S3 URL works), s3://bucket/key (read with the instance role via the AWS CLI), or file:// (a baked image).",
+        "AllowedPattern": settings::DEB_URL_PATTERN,
+        "ConstraintDescription": "https://, s3:// or file:// URL without quotes or spaces",
+    });
+    if !s.deb_url.is_empty()
+        && let Some(obj) = deb.as_object_mut()
+    {
+        obj.insert("Default".into(), Value::from(s.deb_url.clone()));
+    }
+    p.insert("DebUrl".into(), deb);
+    p.insert(
+        "ExistingCertificateArn".into(),
+        string_param(
+            "Optional ARN of an existing ACM certificate (in this region) covering *.<DomainName>. Empty: the stack requests a wildcard certificate and validates it by DNS in HostedZoneId.",
+            &s.certificate_arn,
+            settings::CERTIFICATE_ARN_PATTERN,
+            "empty or an ACM certificate ARN",
+        ),
+    );
+    p.insert(
+        "AccessLogBucket".into(),
+        string_param(
+            "Optional S3 bucket for ALB access logs (its policy must allow ELB log delivery). Empty: access logs off.",
+            &s.access_log_bucket,
+            settings::BUCKET_PATTERN,
+            "empty or an S3 bucket name",
+        ),
+    );
+    Value::Object(p)
+}
+
+/// The Conditions section.
+pub fn conditions() -> Value {
+    let not_empty = |param: &str| json!({ "Fn::Not": [ { "Fn::Equals": [r#ref(param), ""] } ] });
+    json!({
+        "HasKeyPair": not_empty("KeyPairName"),
+        "HasAdminSshCidr": not_empty("AdminSshCidr"),
+        "HasAlarmEmail": not_empty("AlarmEmail"),
+        "HasAccessLogBucket": not_empty("AccessLogBucket"),
+        "CreateCertificate": { "Fn::Equals": [r#ref("ExistingCertificateArn"), ""] },
+        "DebUrlIsS3": {
+            "Fn::Equals": [
+                { "Fn::Select": [0, { "Fn::Split": ["://", r#ref("DebUrl")] }] },
+                "s3"
+            ]
+        },
+    })
+}
+
+/// `AWS::CloudFormation::Interface`: how the console groups the Parameters.
+pub fn interface() -> Value {
+    json!({
+        "ParameterGroups": [
+            { "Label": { "default": "Project and tags" },
+              "Parameters": ["ProjectName", "Environment", "CostCenter"] },
+            { "Label": { "default": "Host" },
+              "Parameters": ["InstanceType", "LatestAmiId", "RootVolumeSize", "DataVolumeSize", "DebUrl", "KeyPairName", "AdminSshCidr"] },
+            { "Label": { "default": "DNS and TLS" },
+              "Parameters": ["DomainName", "HostedZoneId", "ExistingCertificateArn", "AccessLogBucket"] },
+            { "Label": { "default": "Operations" },
+              "Parameters": ["AlarmEmail", "LogRetentionDays", "BackupRetentionDays"] },
+        ]
+    })
+}

@@ -1,0 +1,660 @@
+//! Validated settings: what the command line asks for, checked once, so every template module
+//! can trust its input. Errors name the option at fault (`--developers: must be 1..=64`).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// Most developers one template supports. An ALB listener takes at most 100 rules and a
+/// CloudFormation stack at most 500 resources; 64 developers use 481 resources (see the tests).
+pub const MAX_DEVELOPERS: u32 = 64;
+
+/// Log retention values that CloudWatch Logs accepts.
+pub const LOG_RETENTION_DAYS: [u32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+/// A bad command-line value: which option, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionError {
+    /// The option as typed, e.g. `--developers`.
+    pub option: &'static str,
+    /// What is wrong, e.g. `must be 1..=64 (got 0)`.
+    pub message: String,
+}
+
+impl fmt::Display for OptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.option, self.message)
+    }
+}
+
+impl std::error::Error for OptionError {}
+
+fn bad(option: &'static str, message: impl Into<String>) -> OptionError {
+    OptionError {
+        option,
+        message: message.into(),
+    }
+}
+
+/// Everything that shapes the template. Fields that become template Parameters set those
+/// Parameters' defaults; `developers` and `base_port` shape the resources themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Number of developers, `dev1..devN`.
+    pub developers: u32,
+    /// Port of `dev1`; developer N listens on `base_port + N - 1`.
+    pub base_port: u16,
+    /// Parent domain; developer N is served at `dev<N>.<domain>`.
+    pub domain: String,
+    /// Route 53 hosted zone of `domain` (certificate validation and the alias records).
+    pub hosted_zone_id: String,
+    /// Project name: prefix of secret names, log groups and resource names.
+    pub project: String,
+    /// `Environment` tag.
+    pub environment: String,
+    /// `CostCenter` tag.
+    pub cost_center: String,
+    /// EC2 instance type (x86_64: the AMI is Ubuntu 22.04 amd64).
+    pub instance_type: String,
+    /// EC2 key pair name; empty: none (use SSM Session Manager).
+    pub key_pair: String,
+    /// CIDR allowed to SSH to the host; empty: no SSH rule.
+    pub admin_cidr: String,
+    /// Root volume size in GiB.
+    pub root_volume_gb: u32,
+    /// Data volume size in GiB.
+    pub data_volume_gb: u32,
+    /// Alarm e-mail address; empty: no subscription.
+    pub alarm_email: String,
+    /// Days AWS Backup keeps each daily recovery point.
+    pub backup_retention_days: u32,
+    /// Days CloudWatch Logs keeps container and agent logs.
+    pub log_retention_days: u32,
+    /// Where user data fetches the csagent .deb (https://, s3:// or file://); empty: the
+    /// Parameter has no default and must be given at deploy time.
+    pub deb_url: String,
+    /// Bucket for ALB access logs; empty: access logs off.
+    pub access_log_bucket: String,
+    /// SSM parameter holding the AMI id (default: Canonical's Ubuntu 22.04 amd64 gp2 image).
+    pub ami_ssm_parameter: String,
+    /// ARN of an existing ACM certificate covering `*.<domain>`; empty: the template requests
+    /// and DNS-validates a wildcard certificate itself.
+    pub certificate_arn: String,
+}
+
+/// Canonical's public SSM parameter for the current Ubuntu 22.04 amd64 AMI.
+pub const UBUNTU_2204_AMI_PARAMETER: &str =
+    "/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/hvm/ebs-gp2/ami-id";
+
+impl Default for Settings {
+    /// The seed plan's values for 8 developers on `dev.example.com` (a sample zone id).
+    fn default() -> Self {
+        Settings {
+            developers: 8,
+            base_port: 8443,
+            domain: "dev.example.com".into(),
+            hosted_zone_id: "Z1234567890ABC".into(),
+            project: "code-server-multi-dev".into(),
+            environment: "production".into(),
+            cost_center: "Engineering".into(),
+            instance_type: "t3.2xlarge".into(),
+            key_pair: String::new(),
+            admin_cidr: String::new(),
+            root_volume_gb: 50,
+            data_volume_gb: 500,
+            alarm_email: String::new(),
+            backup_retention_days: 30,
+            log_retention_days: 30,
+            deb_url: String::new(),
+            access_log_bucket: String::new(),
+            ami_ssm_parameter: UBUNTU_2204_AMI_PARAMETER.into(),
+            certificate_arn: String::new(),
+        }
+    }
+}
+
+// Patterns shared by the Rust validation and the template's AllowedPattern, so a value the
+// CLI accepts is never refused by CloudFormation (and the other way round).
+pub(crate) const PROJECT_PATTERN: &str = "^[a-z][a-z0-9-]{0,30}[a-z0-9]$";
+pub(crate) const TAG_VALUE_PATTERN: &str = "^[A-Za-z0-9 _.:/=+@-]{1,128}$";
+pub(crate) const INSTANCE_TYPE_PATTERN: &str = "^[a-z][a-z0-9-]*\\.[a-z0-9]+$";
+pub(crate) const KEY_PAIR_PATTERN: &str = "^[ -~]{0,255}$";
+pub(crate) const CIDR_PATTERN: &str = "^$|^([0-9]{1,3}\\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$";
+pub(crate) const EMAIL_PATTERN: &str = "^$|^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$";
+pub(crate) const DEB_URL_PATTERN: &str = "^(https|s3|file)://[^'\\s]+$";
+pub(crate) const DOMAIN_PATTERN: &str =
+    "^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
+pub(crate) const CERTIFICATE_ARN_PATTERN: &str =
+    "^$|^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$";
+pub(crate) const BUCKET_PATTERN: &str = "^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$";
+
+impl Settings {
+    /// Checks every field; the first problem found is returned, naming its option.
+    pub fn validate(&self) -> Result<(), OptionError> {
+        if !(1..=MAX_DEVELOPERS).contains(&self.developers) {
+            return Err(bad(
+                "--developers",
+                format!("must be 1..={MAX_DEVELOPERS} (got {})", self.developers),
+            ));
+        }
+        let last_port = u32::from(self.base_port) + self.developers - 1;
+        if self.base_port < 1024 || last_port > 65535 {
+            return Err(bad(
+                "--base-port",
+                format!(
+                    "must be 1024 or more and leave room for {} developer ports up to 65535 (got {})",
+                    self.developers, self.base_port
+                ),
+            ));
+        }
+        validate_domain(&self.domain)?;
+        if !is_hosted_zone_id(&self.hosted_zone_id) {
+            return Err(bad(
+                "--hosted-zone-id",
+                format!(
+                    "must look like a Route 53 zone id, 'Z' then capital letters and digits (got {:?})",
+                    self.hosted_zone_id
+                ),
+            ));
+        }
+        validate_project(&self.project)?;
+        validate_tag_value("--environment", &self.environment)?;
+        validate_tag_value("--cost-center", &self.cost_center)?;
+        validate_instance_type(&self.instance_type)?;
+        if self.key_pair.len() > 255 || !self.key_pair.chars().all(|c| (' '..='~').contains(&c)) {
+            return Err(bad(
+                "--key-pair",
+                "must be at most 255 printable ASCII characters",
+            ));
+        }
+        validate_cidr(&self.admin_cidr)?;
+        if !(20..=16384).contains(&self.root_volume_gb) {
+            return Err(bad(
+                "--root-volume-gb",
+                format!("must be 20..=16384 (got {})", self.root_volume_gb),
+            ));
+        }
+        if !(1..=16384).contains(&self.data_volume_gb) {
+            return Err(bad(
+                "--data-volume-gb",
+                format!("must be 1..=16384 (got {})", self.data_volume_gb),
+            ));
+        }
+        validate_email(&self.alarm_email)?;
+        if !(1..=36500).contains(&self.backup_retention_days) {
+            return Err(bad(
+                "--backup-retention-days",
+                format!("must be 1..=36500 (got {})", self.backup_retention_days),
+            ));
+        }
+        if !LOG_RETENTION_DAYS.contains(&self.log_retention_days) {
+            return Err(bad(
+                "--log-retention-days",
+                format!(
+                    "must be one of the values CloudWatch Logs accepts: {:?} (got {})",
+                    LOG_RETENTION_DAYS, self.log_retention_days
+                ),
+            ));
+        }
+        validate_deb_url(&self.deb_url)?;
+        validate_bucket(&self.access_log_bucket)?;
+        validate_certificate_arn(&self.certificate_arn)?;
+        if !self.ami_ssm_parameter.starts_with('/')
+            || self.ami_ssm_parameter.len() > 2048
+            || !self
+                .ami_ssm_parameter
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_./-".contains(c))
+        {
+            return Err(bad(
+                "--ami-ssm-parameter",
+                "must be an SSM parameter path such as /aws/service/...",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Port of developer `n` (1-based).
+    pub fn port(&self, n: u32) -> u16 {
+        // validate() guarantees base_port + developers - 1 <= 65535.
+        let port = u32::from(self.base_port) + n - 1;
+        u16::try_from(port).unwrap_or(u16::MAX)
+    }
+
+    /// Developers as (number, name, port): `(1, "dev1", 8443)`, …
+    pub fn developer_list(&self) -> Vec<Developer> {
+        (1..=self.developers)
+            .map(|n| Developer {
+                number: n,
+                name: format!("dev{n}"),
+                port: self.port(n),
+            })
+            .collect()
+    }
+
+    /// The last developer's port.
+    pub fn last_port(&self) -> u16 {
+        self.port(self.developers)
+    }
+}
+
+/// One developer's identity in the template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Developer {
+    /// 1-based number: listener rule priority.
+    pub number: u32,
+    /// `dev<N>`: DNS label, `Developer` metric dimension, secret and log group path segment.
+    pub name: String,
+    /// Container port on the host.
+    pub port: u16,
+}
+
+impl Developer {
+    /// Logical-id prefix, e.g. `Dev3`.
+    pub fn id(&self) -> String {
+        format!("Dev{}", self.number)
+    }
+}
+
+fn validate_domain(domain: &str) -> Result<(), OptionError> {
+    let err = || {
+        bad(
+            "--domain",
+            format!(
+                "must be a lower-case DNS name with at least two labels, e.g. dev.example.com (got {domain:?})"
+            ),
+        )
+    };
+    // Room for "dev64." in front of it.
+    if domain.len() > 240 {
+        return Err(err());
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return Err(err());
+    }
+    for label in &labels {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(err());
+        }
+    }
+    let tld_ok = labels
+        .last()
+        .and_then(|l| l.chars().next())
+        .is_some_and(|c| c.is_ascii_lowercase());
+    if !tld_ok {
+        return Err(err());
+    }
+    Ok(())
+}
+
+fn is_hosted_zone_id(id: &str) -> bool {
+    id.len() >= 2
+        && id.len() <= 32
+        && id.starts_with('Z')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+fn validate_project(project: &str) -> Result<(), OptionError> {
+    let ok = (2..=32).contains(&project.len())
+        && project.starts_with(|c: char| c.is_ascii_lowercase())
+        && !project.ends_with('-')
+        && project
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "--project",
+            format!(
+                "must be 2..=32 characters of a-z, 0-9 and '-', starting with a letter and not ending with '-' (got {project:?})"
+            ),
+        ))
+    }
+}
+
+fn validate_tag_value(option: &'static str, value: &str) -> Result<(), OptionError> {
+    let ok = (1..=128).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _.:/=+@-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            option,
+            format!(
+                "must be 1..=128 characters of A-Z a-z 0-9 space _ . : / = + @ - (got {value:?})"
+            ),
+        ))
+    }
+}
+
+fn validate_instance_type(value: &str) -> Result<(), OptionError> {
+    let ok = match value.split_once('.') {
+        Some((family, size)) => {
+            family.starts_with(|c: char| c.is_ascii_lowercase())
+                && family
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !size.is_empty()
+                && size
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "--instance-type",
+            format!("must look like t3.2xlarge (got {value:?})"),
+        ))
+    }
+}
+
+fn validate_cidr(value: &str) -> Result<(), OptionError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let err = |why: &str| bad("--admin-cidr", format!("{why} (got {value:?})"));
+    let (addr, prefix) = value
+        .split_once('/')
+        .ok_or_else(|| err("must be an IPv4 CIDR such as 203.0.113.10/32"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| err("must be an IPv4 CIDR such as 203.0.113.10/32"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| *p <= 32 && !prefix.starts_with('+'))
+        .ok_or_else(|| err("prefix length must be 0..=32"))?;
+    if prefix == 0 {
+        return Err(err(
+            "must not open SSH to the whole internet; use SSM Session Manager or a narrower CIDR",
+        ));
+    }
+    let mask = u32::MAX << (32 - u32::from(prefix));
+    if u32::from(addr) & !mask != 0 {
+        return Err(err("host bits are set; use the network address"));
+    }
+    Ok(())
+}
+
+fn validate_email(value: &str) -> Result<(), OptionError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let ok = match value.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !value.chars().any(|c| c.is_whitespace())
+                && !domain.contains('@')
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "--alarm-email",
+            format!("must be an e-mail address (got {value:?})"),
+        ))
+    }
+}
+
+fn validate_deb_url(value: &str) -> Result<(), OptionError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let scheme_ok = ["https://", "s3://", "file://"]
+        .iter()
+        .any(|s| value.starts_with(s) && value.len() > s.len());
+    // The URL is placed between single quotes in the user-data script.
+    let chars_ok = !value.chars().any(|c| c == '\'' || c.is_whitespace());
+    if scheme_ok && chars_ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "--deb-url",
+            format!(
+                "must start with https://, s3:// or file:// and contain no quote or space (got {value:?})"
+            ),
+        ))
+    }
+}
+
+fn validate_bucket(value: &str) -> Result<(), OptionError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let ok = (3..=63).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "--access-log-bucket",
+            format!("must be an S3 bucket name (got {value:?})"),
+        ))
+    }
+}
+
+fn validate_certificate_arn(value: &str) -> Result<(), OptionError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let parts: Vec<&str> = value.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[1].chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        && parts[2] == "acm"
+        && !parts[3].is_empty()
+        && parts[3]
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && parts[4].len() == 12
+        && parts[4].chars().all(|c| c.is_ascii_digit())
+        && parts[5].strip_prefix("certificate/").is_some_and(|id| {
+            !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "--certificate-arn",
+            format!(
+                "must be an ACM certificate ARN, arn:aws:acm:REGION:ACCOUNT:certificate/ID (got {value:?})"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(f: impl FnOnce(&mut Settings)) -> Result<(), OptionError> {
+        let mut s = Settings::default();
+        f(&mut s);
+        s.validate()
+    }
+
+    fn option_of(r: Result<(), OptionError>) -> &'static str {
+        match r {
+            Ok(()) => "ok",
+            Err(e) => e.option,
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Settings::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn developers_range() {
+        assert_eq!(option_of(with(|s| s.developers = 0)), "--developers");
+        assert_eq!(option_of(with(|s| s.developers = 65)), "--developers");
+        assert_eq!(option_of(with(|s| s.developers = 1)), "ok");
+        assert_eq!(option_of(with(|s| s.developers = 64)), "ok");
+        let e = with(|s| s.developers = 0).unwrap_err();
+        assert_eq!(e.to_string(), "--developers: must be 1..=64 (got 0)");
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(option_of(with(|s| s.base_port = 80)), "--base-port");
+        assert_eq!(option_of(with(|s| s.base_port = 65530)), "--base-port");
+        assert_eq!(
+            option_of(with(|s| {
+                s.base_port = 65528;
+                s.developers = 8
+            })),
+            "ok"
+        );
+        let s = Settings::default();
+        let ports: Vec<u16> = s.developer_list().iter().map(|d| d.port).collect();
+        assert_eq!(ports, (8443..=8450).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn names_and_addresses() {
+        assert_eq!(
+            option_of(with(|s| s.domain = "localhost".into())),
+            "--domain"
+        );
+        assert_eq!(
+            option_of(with(|s| s.domain = "Dev.Example.com".into())),
+            "--domain"
+        );
+        assert_eq!(option_of(with(|s| s.domain = "a..b".into())), "--domain");
+        assert_eq!(
+            option_of(with(|s| s.domain = "dev.example.com".into())),
+            "ok"
+        );
+        assert_eq!(
+            option_of(with(|s| s.hosted_zone_id = "abc".into())),
+            "--hosted-zone-id"
+        );
+        assert_eq!(option_of(with(|s| s.hosted_zone_id = "Z123".into())), "ok");
+        assert_eq!(
+            option_of(with(|s| s.project = "Bad_Name".into())),
+            "--project"
+        );
+        assert_eq!(option_of(with(|s| s.project = "x".into())), "--project");
+        assert_eq!(option_of(with(|s| s.project = "ends-".into())), "--project");
+        assert_eq!(
+            option_of(with(|s| s.environment = String::new())),
+            "--environment"
+        );
+        assert_eq!(
+            option_of(with(|s| s.cost_center = "a\"b".into())),
+            "--cost-center"
+        );
+        assert_eq!(
+            option_of(with(|s| s.instance_type = "t3".into())),
+            "--instance-type"
+        );
+        assert_eq!(option_of(with(|s| s.key_pair = "é".into())), "--key-pair");
+        assert_eq!(
+            option_of(with(|s| s.admin_cidr = "1.2.3.4".into())),
+            "--admin-cidr"
+        );
+        assert_eq!(
+            option_of(with(|s| s.admin_cidr = "0.0.0.0/0".into())),
+            "--admin-cidr"
+        );
+        assert_eq!(
+            option_of(with(|s| s.admin_cidr = "10.0.0.1/24".into())),
+            "--admin-cidr"
+        );
+        assert_eq!(
+            option_of(with(|s| s.admin_cidr = "203.0.113.0/24".into())),
+            "ok"
+        );
+        assert_eq!(
+            option_of(with(|s| s.alarm_email = "nope".into())),
+            "--alarm-email"
+        );
+        assert_eq!(
+            option_of(with(|s| s.alarm_email = "ops@example.com".into())),
+            "ok"
+        );
+        assert_eq!(
+            option_of(with(|s| s.deb_url = "http://x/a.deb".into())),
+            "--deb-url"
+        );
+        assert_eq!(
+            option_of(with(|s| s.deb_url = "https://x/a'b.deb".into())),
+            "--deb-url"
+        );
+        assert_eq!(
+            option_of(with(|s| s.deb_url = "s3://bucket/csagent.deb".into())),
+            "ok"
+        );
+        assert_eq!(
+            option_of(with(|s| s.access_log_bucket = "Bad Bucket".into())),
+            "--access-log-bucket"
+        );
+        assert_eq!(
+            option_of(with(|s| s.ami_ssm_parameter = "no-slash".into())),
+            "--ami-ssm-parameter"
+        );
+        assert_eq!(
+            option_of(with(
+                |s| s.certificate_arn = "arn:aws:iam::123456789012:role/x".into()
+            )),
+            "--certificate-arn"
+        );
+        assert_eq!(
+            option_of(with(|s| {
+                s.certificate_arn =
+                "arn:aws:acm:ap-southeast-7:123456789012:certificate/0a1b2c3d-aaaa-bbbb-cccc-0123456789ab".into()
+            })),
+            "ok"
+        );
+    }
+
+    #[test]
+    fn sizes_and_retention() {
+        assert_eq!(
+            option_of(with(|s| s.root_volume_gb = 8)),
+            "--root-volume-gb"
+        );
+        assert_eq!(
+            option_of(with(|s| s.data_volume_gb = 0)),
+            "--data-volume-gb"
+        );
+        assert_eq!(
+            option_of(with(|s| s.backup_retention_days = 0)),
+            "--backup-retention-days"
+        );
+        assert_eq!(
+            option_of(with(|s| s.log_retention_days = 31)),
+            "--log-retention-days"
+        );
+        assert_eq!(option_of(with(|s| s.log_retention_days = 365)), "ok");
+    }
+}

@@ -1,0 +1,664 @@
+//! Structure of the generated template for 1, 8, 40 (and 64) developers: every developer has its
+//! target group, listener rule, record, secrets, log group and alarm; ports and priorities are
+//! unique; no plaintext secret; IMDS options; least-privilege policy; no dependency cycle; every
+//! reference resolves; tags everywhere.
+
+use infra::{Format, Settings, build_template, render};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+const COUNTS: [u32; 3] = [1, 8, 40];
+
+fn template(developers: u32) -> Value {
+    let s = Settings {
+        developers,
+        ..Settings::default()
+    };
+    s.validate().unwrap();
+    build_template(&s)
+}
+
+fn resources(t: &Value) -> &serde_json::Map<String, Value> {
+    t["Resources"].as_object().unwrap()
+}
+
+fn of_type<'a>(t: &'a Value, kind: &str) -> Vec<(&'a String, &'a Value)> {
+    resources(t)
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .collect()
+}
+
+fn sub_text(v: &Value) -> &str {
+    v["Fn::Sub"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a Fn::Sub: {v}"))
+}
+
+#[test]
+fn every_developer_has_target_group_rule_record_secrets_logs_alarm_and_url() {
+    for n in COUNTS {
+        let t = template(n);
+        let res = resources(&t);
+        for d in 1..=n {
+            let port = 8443 + d - 1;
+            let tg = &res[&format!("Dev{d}TargetGroup")];
+            assert_eq!(tg["Type"], "AWS::ElasticLoadBalancingV2::TargetGroup");
+            let p = &tg["Properties"];
+            assert_eq!(p["Port"], port);
+            assert_eq!(p["Targets"][0]["Port"], port);
+            assert_eq!(p["Targets"][0]["Id"]["Ref"], "Instance");
+            assert_eq!(p["HealthCheckPath"], "/healthz");
+            assert_eq!(p["Matcher"]["HttpCode"], "200");
+
+            let rule = &res[&format!("Dev{d}ListenerRule")]["Properties"];
+            assert_eq!(rule["Priority"], d);
+            assert_eq!(rule["ListenerArn"]["Ref"], "HttpsListener");
+            assert_eq!(
+                sub_text(&rule["Conditions"][0]["HostHeaderConfig"]["Values"][0]),
+                format!("dev{d}.${{DomainName}}")
+            );
+            assert_eq!(rule["Actions"][0]["Type"], "forward");
+            assert_eq!(
+                rule["Actions"][0]["TargetGroupArn"]["Ref"],
+                format!("Dev{d}TargetGroup")
+            );
+
+            let record = &res[&format!("Dev{d}DnsRecord")];
+            assert_eq!(record["Type"], "AWS::Route53::RecordSet");
+            let rp = &record["Properties"];
+            assert_eq!(sub_text(&rp["Name"]), format!("dev{d}.${{DomainName}}"));
+            assert_eq!(rp["Type"], "A");
+            assert_eq!(rp["HostedZoneId"]["Ref"], "HostedZoneId");
+            assert_eq!(
+                rp["AliasTarget"]["DNSName"]["Fn::GetAtt"],
+                serde_json::json!(["LoadBalancer", "DNSName"])
+            );
+
+            let pw = &res[&format!("Dev{d}PasswordSecret")]["Properties"];
+            assert_eq!(
+                sub_text(&pw["Name"]),
+                format!("${{ProjectName}}/dev{d}/password")
+            );
+            let key = &res[&format!("Dev{d}ClaudeApiKeySecret")]["Properties"];
+            assert_eq!(
+                sub_text(&key["Name"]),
+                format!("${{ProjectName}}/dev{d}/claude-api-key")
+            );
+            assert_eq!(key["SecretString"], "REPLACE_WITH_ACTUAL_KEY");
+
+            let lg = &res[&format!("Dev{d}LogGroup")]["Properties"];
+            assert_eq!(
+                sub_text(&lg["LogGroupName"]),
+                format!("/aws/ec2/${{ProjectName}}/containers/dev{d}")
+            );
+            assert_eq!(lg["RetentionInDays"]["Ref"], "LogRetentionDays");
+
+            let alarm = &res[&format!("Dev{d}ContainerHealthAlarm")]["Properties"];
+            assert_eq!(alarm["MetricName"], "container_healthy");
+            assert_eq!(alarm["Namespace"], "CodeServer");
+            assert_eq!(alarm["Dimensions"][1]["Name"], "Developer");
+            assert_eq!(alarm["Dimensions"][1]["Value"], format!("dev{d}"));
+
+            assert_eq!(
+                sub_text(&t["Outputs"][format!("Dev{d}Url")]["Value"]),
+                format!("https://dev{d}.${{DomainName}}")
+            );
+        }
+        // Nothing for a developer that does not exist.
+        assert!(!res.contains_key(&format!("Dev{}TargetGroup", n + 1)));
+        assert_eq!(
+            of_type(&t, "AWS::ElasticLoadBalancingV2::TargetGroup").len(),
+            n as usize
+        );
+        assert_eq!(
+            of_type(&t, "AWS::ElasticLoadBalancingV2::ListenerRule").len(),
+            n as usize
+        );
+        assert_eq!(of_type(&t, "AWS::Route53::RecordSet").len(), n as usize);
+        assert_eq!(
+            of_type(&t, "AWS::SecretsManager::Secret").len(),
+            2 * n as usize
+        );
+        assert_eq!(of_type(&t, "AWS::Logs::LogGroup").len(), n as usize + 1);
+    }
+}
+
+#[test]
+fn ports_and_priorities_are_unique_and_inside_the_security_group_range() {
+    for n in COUNTS {
+        let t = template(n);
+        let ports: Vec<u64> = of_type(&t, "AWS::ElasticLoadBalancingV2::TargetGroup")
+            .iter()
+            .map(|(_, r)| r["Properties"]["Port"].as_u64().unwrap())
+            .collect();
+        let unique: HashSet<_> = ports.iter().collect();
+        assert_eq!(unique.len(), ports.len(), "duplicate port for {n}");
+        let priorities: Vec<u64> = of_type(&t, "AWS::ElasticLoadBalancingV2::ListenerRule")
+            .iter()
+            .map(|(_, r)| r["Properties"]["Priority"].as_u64().unwrap())
+            .collect();
+        let unique: HashSet<_> = priorities.iter().collect();
+        assert_eq!(unique.len(), priorities.len(), "duplicate priority for {n}");
+        assert!(priorities.iter().all(|p| (1..=50000).contains(p)));
+
+        let ingress = &resources(&t)["HostSecurityGroup"]["Properties"]["SecurityGroupIngress"];
+        let rules = ingress.as_array().unwrap();
+        assert_eq!(rules.len(), 1, "exactly the developer ports");
+        assert_eq!(rules[0]["FromPort"], 8443);
+        assert_eq!(rules[0]["ToPort"], 8443 + n - 1);
+        assert_eq!(
+            rules[0]["SourceSecurityGroupId"]["Fn::GetAtt"][0],
+            "AlbSecurityGroup"
+        );
+        for p in &ports {
+            assert!((8443..=u64::from(8443 + n - 1)).contains(p));
+        }
+    }
+}
+
+#[test]
+fn no_plaintext_password_anywhere() {
+    for n in COUNTS {
+        let t = template(n);
+        for (id, r) in of_type(&t, "AWS::SecretsManager::Secret") {
+            let p = &r["Properties"];
+            let name = sub_text(&p["Name"]);
+            if name.ends_with("/password") {
+                assert!(p.get("SecretString").is_none(), "{id} has a SecretString");
+                let g = &p["GenerateSecretString"];
+                assert!(g["PasswordLength"].as_u64().unwrap() >= 24, "{id}");
+                assert_eq!(g["ExcludePunctuation"], true, "{id}");
+            } else {
+                assert!(name.ends_with("/claude-api-key"), "{id}: {name}");
+                assert_eq!(p["SecretString"], "REPLACE_WITH_ACTUAL_KEY");
+            }
+        }
+        // No parameter carries a secret either.
+        for (name, p) in t["Parameters"].as_object().unwrap() {
+            assert!(!name.to_lowercase().contains("password"), "{name}");
+            assert!(p.get("NoEcho").is_none(), "{name}");
+        }
+        // And the rendered text holds no SecretString but the placeholder.
+        let text = render(&t, Format::Json, true).unwrap();
+        assert_eq!(
+            text.matches("\"SecretString\"").count(),
+            n as usize,
+            "only the Claude key placeholders"
+        );
+    }
+}
+
+#[test]
+fn instance_has_imdsv2_hop_limit_1_and_encrypted_volumes() {
+    let t = template(8);
+    let res = resources(&t);
+    let p = &res["Instance"]["Properties"];
+    let m = &p["MetadataOptions"];
+    assert_eq!(m["HttpTokens"], "required");
+    assert_eq!(m["HttpPutResponseHopLimit"], 1);
+    assert_eq!(m["HttpEndpoint"], "enabled");
+    assert_eq!(p["ImageId"]["Ref"], "LatestAmiId");
+    assert_eq!(
+        t["Parameters"]["LatestAmiId"]["Type"],
+        "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+    );
+    assert_eq!(
+        t["Parameters"]["LatestAmiId"]["Default"],
+        "/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/hvm/ebs-gp2/ami-id"
+    );
+    let root = &p["BlockDeviceMappings"][0]["Ebs"];
+    assert_eq!(root["Encrypted"], true);
+    assert_eq!(root["VolumeType"], "gp3");
+    assert_eq!(root["VolumeSize"]["Ref"], "RootVolumeSize");
+    assert_eq!(t["Parameters"]["RootVolumeSize"]["Default"], 50);
+
+    let v = &res["DataVolume"];
+    assert_eq!(v["DeletionPolicy"], "Snapshot");
+    assert_eq!(v["UpdateReplacePolicy"], "Snapshot");
+    assert_eq!(v["Properties"]["Encrypted"], true);
+    assert_eq!(v["Properties"]["VolumeType"], "gp3");
+    assert_eq!(t["Parameters"]["DataVolumeSize"]["Default"], 500);
+    // Same AZ as the instance's subnet, without depending on the instance.
+    assert_eq!(
+        v["Properties"]["AvailabilityZone"],
+        res["PublicSubnetA"]["Properties"]["AvailabilityZone"]
+    );
+    let a = &res["DataVolumeAttachment"]["Properties"];
+    assert_eq!(a["Device"], "/dev/sdf");
+    assert_eq!(a["InstanceId"]["Ref"], "Instance");
+    assert_eq!(a["VolumeId"]["Ref"], "DataVolume");
+}
+
+#[test]
+fn user_data_installs_the_deb_and_writes_the_agent_config() {
+    let s = Settings::default();
+    let t = build_template(&s);
+    let script = sub_text(&resources(&t)["Instance"]["Properties"]["UserData"]["Fn::Base64"]);
+    assert!(script.starts_with("#!/bin/bash\n"));
+    let config = infra::agent_config_toml(
+        "${ProjectName}",
+        "${AWS::Region}",
+        "${DataVolume}",
+        s.developers,
+        s.base_port,
+    );
+    assert!(script.contains(&config));
+    assert!(script.contains("DEB_URL='${DebUrl}'"));
+    assert!(script.contains("./csagent_*.deb"));
+    assert!(script.contains("chmod 0640 /etc/csagent/config.toml.new"));
+    assert!(script.contains("systemctl restart csagent"));
+}
+
+#[test]
+fn instance_policy_is_least_privilege() {
+    let t = template(8);
+    let role = &resources(&t)["InstanceRole"]["Properties"];
+    assert_eq!(
+        role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"],
+        "ec2.amazonaws.com"
+    );
+    assert_eq!(
+        sub_text(&role["ManagedPolicyArns"][0]),
+        "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    );
+    let statements = role["Policies"][0]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    let mut star_actions = BTreeSet::new();
+    for st in statements {
+        let st = st.get("Fn::If").map(|f| &f[1]).unwrap_or(st);
+        assert_eq!(st["Effect"], "Allow");
+        let actions: Vec<&str> = match &st["Action"] {
+            Value::String(a) => vec![a.as_str()],
+            Value::Array(a) => a.iter().map(|x| x.as_str().unwrap()).collect(),
+            other => panic!("bad Action {other}"),
+        };
+        for a in &actions {
+            assert!(!a.contains('*'), "wildcard action {a}");
+        }
+        match &st["Resource"] {
+            Value::String(r) if r == "*" => {
+                star_actions.extend(actions.iter().map(|a| a.to_string()));
+                if actions.contains(&"cloudwatch:PutMetricData") {
+                    assert_eq!(
+                        st["Condition"]["StringEquals"]["cloudwatch:namespace"],
+                        "CodeServer"
+                    );
+                }
+            }
+            r => {
+                let text = r.to_string();
+                if actions.iter().any(|a| a.starts_with("secretsmanager:")) {
+                    assert!(text.contains(":secret:${ProjectName}/*"), "{text}");
+                }
+                if actions.contains(&"logs:PutLogEvents") {
+                    assert!(
+                        text.contains(":log-group:/aws/ec2/${ProjectName}/*"),
+                        "{text}"
+                    );
+                }
+            }
+        }
+    }
+    let expected: BTreeSet<String> = [
+        "cloudwatch:PutMetricData",
+        "secretsmanager:BatchGetSecretValue",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(
+        star_actions, expected,
+        "only actions without resource-level permissions use *"
+    );
+}
+
+#[test]
+fn alarms_notify_the_topic_and_cover_the_agent_metrics() {
+    let t = template(8);
+    let res = resources(&t);
+    for (id, a) in of_type(&t, "AWS::CloudWatch::Alarm") {
+        assert_eq!(
+            a["Properties"]["AlarmActions"][0]["Ref"], "AlarmTopic",
+            "{id}"
+        );
+    }
+    let heartbeat = &res["AgentHeartbeatAlarm"]["Properties"];
+    assert_eq!(heartbeat["MetricName"], "agent_heartbeat");
+    assert_eq!(heartbeat["TreatMissingData"], "breaching");
+    let disk = &res["DataDiskAlarm"]["Properties"];
+    assert_eq!(disk["MetricName"], "disk_used_percent");
+    assert_eq!(disk["Threshold"], 85.0);
+    assert_eq!(disk["Dimensions"][1]["Name"], "path");
+    assert_eq!(disk["Dimensions"][1]["Value"], "/mnt/ebs-data");
+    let mem = &res["MemoryAlarm"]["Properties"];
+    assert_eq!(mem["MetricName"], "mem_used_percent");
+    assert_eq!(mem["Threshold"], 90.0);
+    let cpu = &res["HighCpuAlarm"]["Properties"];
+    assert_eq!(cpu["Namespace"], "AWS/EC2");
+    assert_eq!(cpu["MetricName"], "CPUUtilization");
+    assert_eq!(res["AlarmEmailSubscription"]["Condition"], "HasAlarmEmail");
+
+    let body = sub_text(&res["Dashboard"]["Properties"]["DashboardBody"]);
+    let parsed: Value = serde_json::from_str(body).unwrap();
+    assert!(parsed["widgets"].as_array().unwrap().len() >= 10);
+    for metric in infra::naming::HOST_METRICS
+        .iter()
+        .chain(infra::naming::DEVELOPER_METRICS.iter())
+        .chain(infra::naming::ROLLUP_METRICS.iter())
+    {
+        assert!(
+            body.contains(&format!("\"{metric}\"")) || body.contains(&format!("\\\"{metric}\\\"")),
+            "{metric} not on the dashboard"
+        );
+    }
+}
+
+/// Logical ids a value depends on: Ref, GetAtt and Fn::Sub placeholders (parameters and
+/// pseudo parameters are filtered out by the caller).
+fn references(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("Ref") {
+                out.insert(r.clone());
+            }
+            if let Some(Value::Array(a)) = m.get("Fn::GetAtt") {
+                if let Some(Value::String(r)) = a.first() {
+                    out.insert(r.clone());
+                }
+            }
+            if let Some(s) = m.get("Fn::Sub") {
+                let (text, vars) = match s {
+                    Value::String(t) => (t.as_str(), None),
+                    Value::Array(a) => (a[0].as_str().unwrap(), a.get(1)),
+                    _ => panic!("bad Fn::Sub"),
+                };
+                let local: BTreeSet<String> = vars
+                    .and_then(|v| v.as_object())
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default();
+                for name in infra::agent_config::placeholders(text) {
+                    let base = name.split('.').next().unwrap().to_string();
+                    if !local.contains(&base) {
+                        out.insert(base);
+                    }
+                }
+                if let Some(v) = vars {
+                    references(v, out);
+                }
+            }
+            for (k, child) in m {
+                if k != "Fn::Sub" {
+                    references(child, out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|c| references(c, out)),
+        _ => {}
+    }
+}
+
+fn dependency_graph(t: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    let res = resources(t);
+    let mut graph = BTreeMap::new();
+    for (id, r) in res {
+        let mut refs = BTreeSet::new();
+        references(&r["Properties"], &mut refs);
+        match &r.get("DependsOn") {
+            Some(Value::String(d)) => {
+                refs.insert(d.clone());
+            }
+            Some(Value::Array(a)) => refs.extend(a.iter().map(|d| d.as_str().unwrap().to_string())),
+            _ => {}
+        }
+        graph.insert(
+            id.clone(),
+            refs.into_iter().filter(|r| res.contains_key(r)).collect(),
+        );
+    }
+    graph
+}
+
+#[test]
+fn every_reference_resolves() {
+    for n in COUNTS {
+        let t = template(n);
+        let params: BTreeSet<&String> = t["Parameters"].as_object().unwrap().keys().collect();
+        let conditions: BTreeSet<&String> = t["Conditions"].as_object().unwrap().keys().collect();
+        let res = resources(&t);
+        let mut refs = BTreeSet::new();
+        references(&t["Resources"], &mut refs);
+        references(&t["Outputs"], &mut refs);
+        references(&t["Conditions"], &mut refs);
+        for r in &refs {
+            assert!(
+                res.contains_key(r) || params.contains(r) || r.starts_with("AWS::"),
+                "unknown reference {r}"
+            );
+        }
+        for (id, r) in res {
+            if let Some(c) = r.get("Condition") {
+                assert!(
+                    conditions.contains(&c.as_str().unwrap().to_string()),
+                    "{id}"
+                );
+            }
+        }
+        // Every parameter is used somewhere.
+        for p in params {
+            assert!(refs.contains(p.as_str()), "parameter {p} is unused");
+        }
+    }
+}
+
+#[test]
+fn no_dependency_cycle() {
+    for n in COUNTS {
+        let graph = dependency_graph(&template(n));
+        // Kahn's algorithm: everything must be removable.
+        let mut remaining = graph.clone();
+        loop {
+            let ready: Vec<String> = remaining
+                .iter()
+                .filter(|(_, deps)| deps.iter().all(|d| !remaining.contains_key(d)))
+                .map(|(id, _)| id.clone())
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            for id in ready {
+                remaining.remove(&id);
+            }
+        }
+        assert!(remaining.is_empty(), "cycle among {:?}", remaining.keys());
+    }
+    // The specific edges the design relies on.
+    let g = dependency_graph(&template(8));
+    assert!(g["HttpsListener"].contains("Certificate"));
+    assert!(g["Dev1DnsRecord"].contains("LoadBalancer"));
+    assert!(!g["Dev1DnsRecord"].contains("HttpsListener"));
+    assert!(
+        g["Instance"].contains("DataVolume"),
+        "user data reads the volume id"
+    );
+    assert!(!g["DataVolume"].contains("Instance"));
+    assert!(g["DataVolumeAttachment"].contains("Instance"));
+    assert!(g["Instance"].contains("PublicDefaultRoute"));
+}
+
+#[test]
+fn every_taggable_resource_has_the_four_tags() {
+    // Types whose CloudFormation schema has no tags.
+    let untaggable: HashSet<&str> = [
+        "AWS::EC2::VPCGatewayAttachment",
+        "AWS::EC2::Route",
+        "AWS::EC2::SubnetRouteTableAssociation",
+        "AWS::EC2::SecurityGroupIngress",
+        "AWS::EC2::VolumeAttachment",
+        "AWS::IAM::InstanceProfile",
+        "AWS::ElasticLoadBalancingV2::ListenerRule",
+        "AWS::Route53::RecordSet",
+        "AWS::SNS::Subscription",
+        "AWS::CloudWatch::Dashboard",
+        "AWS::Backup::BackupSelection",
+    ]
+    .into_iter()
+    .collect();
+    let t = template(8);
+    for (id, r) in resources(&t) {
+        let kind = r["Type"].as_str().unwrap();
+        if untaggable.contains(kind) {
+            continue;
+        }
+        let p = &r["Properties"];
+        let keys: BTreeSet<String> = if let Some(list) = p["Tags"].as_array() {
+            list.iter()
+                .map(|t| t["Key"].as_str().unwrap().to_string())
+                .collect()
+        } else if let Some(map) = p
+            .get("BackupVaultTags")
+            .or_else(|| p.get("BackupPlanTags"))
+            .and_then(|m| m.as_object())
+        {
+            map.keys().cloned().collect()
+        } else {
+            panic!("{id} ({kind}) has no tags");
+        };
+        for k in ["Project", "Environment", "ManagedBy", "CostCenter"] {
+            assert!(keys.contains(k), "{id} lacks tag {k}");
+        }
+    }
+}
+
+#[test]
+fn backup_selects_the_data_volume_with_the_parameter_retention() {
+    let t = template(8);
+    let res = resources(&t);
+    let rule = &res["BackupPlan"]["Properties"]["BackupPlan"]["BackupPlanRule"][0];
+    assert_eq!(
+        rule["Lifecycle"]["DeleteAfterDays"]["Ref"],
+        "BackupRetentionDays"
+    );
+    assert_eq!(rule["TargetBackupVault"]["Ref"], "BackupVault");
+    let sel = &res["BackupSelection"]["Properties"]["BackupSelection"];
+    assert!(sub_text(&sel["Resources"][0]).ends_with(":volume/${DataVolume}"));
+    assert_eq!(sel["IamRoleArn"]["Fn::GetAtt"][0], "BackupRole");
+}
+
+#[test]
+fn load_balancer_listeners() {
+    let t = template(8);
+    let res = resources(&t);
+    let attrs: BTreeMap<String, Value> =
+        res["LoadBalancer"]["Properties"]["LoadBalancerAttributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a.get("Key").is_some())
+            .map(|a| (a["Key"].as_str().unwrap().to_string(), a["Value"].clone()))
+            .collect();
+    assert_eq!(attrs["idle_timeout.timeout_seconds"], "3600");
+    assert_eq!(
+        attrs["routing.http.drop_invalid_header_fields.enabled"],
+        "true"
+    );
+    let http = &res["HttpListener"]["Properties"];
+    assert_eq!(http["Port"], 80);
+    assert_eq!(http["DefaultActions"][0]["Type"], "redirect");
+    assert_eq!(
+        http["DefaultActions"][0]["RedirectConfig"]["Protocol"],
+        "HTTPS"
+    );
+    let https = &res["HttpsListener"]["Properties"];
+    assert_eq!(https["Port"], 443);
+    assert_eq!(
+        https["DefaultActions"][0]["FixedResponseConfig"]["StatusCode"],
+        "404"
+    );
+    let cert = &res["Certificate"]["Properties"];
+    assert_eq!(sub_text(&cert["DomainName"]), "*.${DomainName}");
+    assert_eq!(cert["ValidationMethod"], "DNS");
+    assert_eq!(
+        cert["DomainValidationOptions"][0]["HostedZoneId"]["Ref"],
+        "HostedZoneId"
+    );
+}
+
+#[test]
+fn sixty_four_developers_fit_the_cloudformation_limits() {
+    let t = template(64);
+    assert!(
+        resources(&t).len() <= 500,
+        "{} resources",
+        resources(&t).len()
+    );
+    assert!(t["Outputs"].as_object().unwrap().len() <= 200);
+    assert!(t["Parameters"].as_object().unwrap().len() <= 200);
+    let compact = render(&t, Format::Json, true).unwrap();
+    assert!(
+        compact.len() <= 1_000_000,
+        "{} bytes (S3 template limit)",
+        compact.len()
+    );
+}
+
+#[test]
+fn yaml_and_json_carry_the_same_template() {
+    for n in COUNTS {
+        let t = template(n);
+        let yaml = render(&t, Format::Yaml, false).unwrap();
+        let back: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(back, t, "YAML round trip for {n}");
+        // Long-form intrinsics only (no !Ref tags), so any YAML parser reads it.
+        assert!(
+            !yaml.contains(": !") && !yaml.contains("- !"),
+            "short-form tag in YAML"
+        );
+        let json = render(&t, Format::Json, false).unwrap();
+        let back: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, t);
+    }
+}
+
+#[test]
+fn options_become_parameter_defaults() {
+    let s = Settings {
+        developers: 3,
+        base_port: 9000,
+        project: "acme-dev".into(),
+        domain: "code.acme.io".into(),
+        hosted_zone_id: "Z0ACME".into(),
+        alarm_email: "ops@acme.io".into(),
+        admin_cidr: "198.51.100.7/32".into(),
+        key_pair: "admin".into(),
+        deb_url: "s3://acme-artifacts/csagent_0.1.0_amd64.deb".into(),
+        backup_retention_days: 7,
+        ..Settings::default()
+    };
+    s.validate().unwrap();
+    let t = build_template(&s);
+    let p = &t["Parameters"];
+    assert_eq!(p["ProjectName"]["Default"], "acme-dev");
+    assert_eq!(p["DomainName"]["Default"], "code.acme.io");
+    assert_eq!(p["HostedZoneId"]["Default"], "Z0ACME");
+    assert_eq!(p["AlarmEmail"]["Default"], "ops@acme.io");
+    assert_eq!(p["AdminSshCidr"]["Default"], "198.51.100.7/32");
+    assert_eq!(p["KeyPairName"]["Default"], "admin");
+    assert_eq!(
+        p["DebUrl"]["Default"],
+        "s3://acme-artifacts/csagent_0.1.0_amd64.deb"
+    );
+    assert_eq!(p["BackupRetentionDays"]["Default"], 7);
+    assert_eq!(p["InstanceType"]["Default"], "t3.2xlarge");
+    let ports: Vec<u64> = (1..=3)
+        .map(|d| {
+            resources(&t)[&format!("Dev{d}TargetGroup")]["Properties"]["Port"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ports, vec![9000, 9001, 9002]);
+    // Without --deb-url the parameter has no default (must be given at deploy time).
+    assert!(template(1)["Parameters"]["DebUrl"].get("Default").is_none());
+}

@@ -1,0 +1,40 @@
+//! The config the infra template's user data writes is one the agent accepts.
+
+use std::path::Path;
+
+use csagent::config::{Config, VolumeSource};
+
+#[test]
+fn infra_user_data_config_passes_check_config() {
+    for (devs, port) in [(1u32, 8443u16), (8, 8443), (40, 9000), (64, 8443)] {
+        let text = infra::agent_config_toml(
+            "code-server-multi-dev",
+            "ap-southeast-7",
+            "vol-0123456789abcdef0",
+            devs,
+            port,
+        );
+        let c = Config::from_toml(&text, Path::new("user-data.toml"))
+            .unwrap_or_else(|e| panic!("{devs} developers: {e}\n{text}"));
+        assert_eq!(c.developers.len(), devs as usize);
+        assert_eq!(c.developers[0].port, port);
+        assert_eq!(c.region.as_deref(), Some("ap-southeast-7"));
+        assert_eq!(
+            c.volume.source,
+            VolumeSource::VolumeId("vol-0123456789abcdef0".into())
+        );
+        // The secret names the template creates are the ones the agent reads.
+        assert_eq!(
+            c.render(&c.secrets.password_name, "dev1"),
+            "code-server-multi-dev/dev1/password"
+        );
+        assert_eq!(
+            c.render(&c.secrets.claude_api_key_name, "dev1"),
+            "code-server-multi-dev/dev1/claude-api-key"
+        );
+        assert_eq!(
+            c.render(&c.logs.group, "dev1"),
+            "/aws/ec2/code-server-multi-dev/containers/dev1"
+        );
+    }
+}
