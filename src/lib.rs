@@ -13,5 +13,6 @@ pub mod exit;
 pub mod logging;
 pub mod retry;
 pub mod secret;
+pub mod volume;
 
 pub use secret::Secret;
