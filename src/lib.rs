@@ -13,6 +13,7 @@ pub mod exit;
 pub mod logging;
 pub mod retry;
 pub mod secret;
+pub mod secrets;
 pub mod volume;
 
 pub use secret::Secret;

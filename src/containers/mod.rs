@@ -10,7 +10,7 @@ pub mod network;
 pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -130,21 +130,6 @@ impl StatusHandle {
     }
 }
 
-/// The wrapper put in front of the image's entrypoint: exports the Claude key
-/// from the read-only tmpfs file (so it never appears in `docker inspect`), then
-/// runs the image's own entrypoint and command unchanged.
-pub const ENTRYPOINT_WRAPPER: &str = r#"#!/bin/sh
-# Installed by csagent. Exports the developer's Claude API key from a read-only
-# tmpfs file, then runs the image's own entrypoint with its arguments.
-key_file=/run/csagent/claude-api-key
-if [ -r "$key_file" ]; then
-  ANTHROPIC_API_KEY=$(cat "$key_file")
-  CLAUDE_API_KEY=$ANTHROPIC_API_KEY
-  export ANTHROPIC_API_KEY CLAUDE_API_KEY
-fi
-exec "$@"
-"#;
-
 pub struct Reconciler {
     docker: Docker,
     config: Arc<Config>,
@@ -174,11 +159,6 @@ impl Reconciler {
         &self.docker
     }
 
-    /// Path of the entrypoint wrapper on the host.
-    pub fn wrapper_path(&self) -> PathBuf {
-        self.config.agent.runtime_dir.join("entrypoint.sh")
-    }
-
     /// One full pass: network, firewall, image, every developer, and removal of
     /// managed containers no longer configured. Per-developer failures are
     /// recorded and do not stop the others.
@@ -193,7 +173,6 @@ impl Reconciler {
             // Degrades status; containers still run (the IMDS hop limit still protects).
             tracing::error!(error = %e, "cannot install the metadata firewall rule");
         }
-        write_atomic(&self.wrapper_path(), ENTRYPOINT_WRAPPER.as_bytes(), 0o555)?;
         let image = self.ensure_image().await;
 
         let work = desired.iter().map(|d| self.converge_one(d, &image));
@@ -334,14 +313,7 @@ impl Reconciler {
             Ok(i) => i,
             Err(e) => return Action::Failed(e.clone()),
         };
-        let spec = DesiredSpec::new(
-            &self.config,
-            dev,
-            image,
-            creds,
-            &self.wrapper_path(),
-            ENTRYPOINT_WRAPPER,
-        );
+        let spec = DesiredSpec::new(&self.config, dev, image, creds);
         let want_hash = spec.hash();
 
         let Some(c) = existing else {
@@ -603,7 +575,16 @@ impl Reconciler {
             let base = action.split(':').next().unwrap_or("").to_string();
             if matches!(
                 base.as_str(),
-                "die" | "health_status" | "destroy" | "start" | "stop" | "kill" | "oom"
+                "die"
+                    | "health_status"
+                    | "destroy"
+                    | "start"
+                    | "stop"
+                    | "kill"
+                    | "oom"
+                    | "pause"
+                    | "unpause"
+                    | "restart"
             ) {
                 self.observe_one(&dev).await;
                 on_event(dev, base);
@@ -616,39 +597,4 @@ impl Reconciler {
 /// Backoff used between reconnect attempts to dockerd.
 pub fn reconnect_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
-}
-
-/// Writes a file atomically: temp file in the same directory, fsync, rename.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), ContainersError> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let io = |source| ContainersError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if std::fs::read(path).ok().as_deref() == Some(data) {
-        return Ok(());
-    }
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(data).map_err(io)?;
-    f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

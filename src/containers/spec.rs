@@ -2,7 +2,7 @@
 //! that tells the reconciler whether a running container still matches.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::models::{
@@ -13,6 +13,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Developer};
+use crate::secrets::{CONTAINER_KEY_DIR, wrapped_entrypoint};
 
 pub const LABEL_MANAGED: &str = "csagent.managed";
 pub const LABEL_DEVELOPER: &str = "csagent.developer";
@@ -21,9 +22,6 @@ pub const LABEL_PROJECT: &str = "csagent.project";
 pub const LABEL_SPEC_HASH: &str = "csagent.spec-hash";
 pub const LABEL_PASSWORD_VERSION: &str = "csagent.password-version";
 
-/// Where the credential directory and the entrypoint wrapper appear inside.
-pub const CONTAINER_SECRETS_DIR: &str = "/run/csagent";
-pub const CONTAINER_WRAPPER: &str = "/usr/local/lib/csagent/entrypoint.sh";
 /// code-server's port inside the container.
 pub const CONTAINER_PORT: &str = "8080/tcp";
 
@@ -71,7 +69,6 @@ pub struct DesiredSpec {
     pub binds: Vec<String>,
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
-    pub wrapper_sha256: String,
     pub health_interval_ns: i64,
     pub health_start_period_ns: i64,
     pub log_max_size: u64,
@@ -86,8 +83,6 @@ impl DesiredSpec {
         dev: &Developer,
         image: &ImageInfo,
         creds: &ContainerCredentials,
-        wrapper_path: &Path,
-        wrapper_text: &str,
     ) -> DesiredSpec {
         let data = config.volume.mount_point.join(&dev.name);
         let binds = vec![
@@ -96,12 +91,11 @@ impl DesiredSpec {
                 "{}:/home/coder/.local/share/code-server",
                 data.join("config").display()
             ),
-            format!("{}:{CONTAINER_SECRETS_DIR}:ro", creds.key_dir.display()),
-            format!("{}:{CONTAINER_WRAPPER}:ro", wrapper_path.display()),
+            format!("{}:{CONTAINER_KEY_DIR}:ro", creds.key_dir.display()),
         ];
-        // The wrapper execs the image's own entrypoint with the image's own cmd.
-        let mut entrypoint = vec!["/bin/sh".to_string(), CONTAINER_WRAPPER.to_string()];
-        entrypoint.extend(image.entrypoint.iter().cloned());
+        // The wrapper exports the Claude key from the read-only tmpfs file, then
+        // execs the image's own entrypoint with the image's own cmd.
+        let entrypoint = wrapped_entrypoint(&image.entrypoint);
         DesiredSpec {
             project: config.project.clone(),
             developer: dev.name.clone(),
@@ -117,7 +111,6 @@ impl DesiredSpec {
             binds,
             entrypoint,
             cmd: image.cmd.clone(),
-            wrapper_sha256: hex::encode(Sha256::digest(wrapper_text.as_bytes())),
             health_interval_ns: nanos(config.containers.health_interval),
             health_start_period_ns: nanos(config.containers.health_start_period),
             log_max_size: config.containers.log_max_size,
@@ -215,6 +208,7 @@ fn nanos(d: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn config(extra: &str) -> Config {
         Config::from_toml(
@@ -249,14 +243,7 @@ mod tests {
     #[test]
     fn spec_carries_limits_binds_and_labels() {
         let c = config("");
-        let spec = DesiredSpec::new(
-            &c,
-            &c.developers[0],
-            &image(),
-            &creds("v1"),
-            Path::new("/run/csagent/entrypoint.sh"),
-            "#!/bin/sh",
-        );
+        let spec = DesiredSpec::new(&c, &c.developers[0], &image(), &creds("v1"));
         assert_eq!(spec.name, "code-server-dev1");
         assert_eq!(spec.nano_cpus, 1_500_000_000);
         assert_eq!(spec.memory, 4 << 30);
@@ -269,8 +256,8 @@ mod tests {
             spec.binds
                 .contains(&"/data/dev1/config:/home/coder/.local/share/code-server".to_string())
         );
-        assert_eq!(spec.entrypoint[0..2], ["/bin/sh", CONTAINER_WRAPPER]);
-        assert_eq!(spec.entrypoint[2], "/usr/bin/entrypoint.sh");
+        assert_eq!(spec.entrypoint[0..2], ["/bin/sh", "-c"]);
+        assert!(spec.entrypoint[2].contains("exec '/usr/bin/entrypoint.sh' '--bind-addr'"));
         let body = spec.create_body("$argon2id$hash");
         let labels = body.labels.clone().unwrap_or_default();
         assert_eq!(labels.get(LABEL_MANAGED).map(String::as_str), Some("true"));
@@ -290,17 +277,16 @@ mod tests {
     #[test]
     fn hash_changes_with_what_matters_only() {
         let c = config("");
-        let w = Path::new("/run/csagent/entrypoint.sh");
-        let a = DesiredSpec::new(&c, &c.developers[0], &image(), &creds("v1"), w, "x");
-        let same = DesiredSpec::new(&c, &c.developers[0], &image(), &creds("v1"), w, "x");
+        let a = DesiredSpec::new(&c, &c.developers[0], &image(), &creds("v1"));
+        let same = DesiredSpec::new(&c, &c.developers[0], &image(), &creds("v1"));
         assert_eq!(a.hash(), same.hash(), "deterministic");
-        let rotated = DesiredSpec::new(&c, &c.developers[0], &image(), &creds("v2"), w, "x");
+        let rotated = DesiredSpec::new(&c, &c.developers[0], &image(), &creds("v2"));
         assert_ne!(a.hash(), rotated.hash(), "a new password version recreates");
         let mut dev = c.developers[0].clone();
         dev.memory = 6 << 30;
-        let bigger = DesiredSpec::new(&c, &dev, &image(), &creds("v1"), w, "x");
+        let bigger = DesiredSpec::new(&c, &dev, &image(), &creds("v1"));
         assert_ne!(a.hash(), bigger.hash(), "a limit change recreates");
-        let other = DesiredSpec::new(&c, &c.developers[1], &image(), &creds("v1"), w, "x");
+        let other = DesiredSpec::new(&c, &c.developers[1], &image(), &creds("v1"));
         assert_ne!(a.hash(), other.hash());
     }
 }

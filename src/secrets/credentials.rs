@@ -1,0 +1,431 @@
+//! Handing credentials to a container without putting them in `docker inspect`.
+//!
+//! - The password goes in as an argon2id PHC string (`HASHED_PASSWORD`), which
+//!   code-server verifies at `/login`; the plaintext never leaves the agent.
+//! - The Claude API key goes in as a file: `<runtime_dir>/<developer>/claude-api-key`
+//!   on a tmpfs, mode 0400 owned by the container user, in a directory (mode 0500)
+//!   that is bind-mounted read-only at [`CONTAINER_KEY_DIR`]. Mount the directory,
+//!   not the file: the file is replaced by rename, and a file bind mount would keep
+//!   showing the old inode.
+//! - A small `/bin/sh` wrapper ([`entrypoint_wrapper`]) exports the file's content as
+//!   `ANTHROPIC_API_KEY` (what Claude Code reads) and `CLAUDE_API_KEY`, then execs
+//!   the image's own entrypoint ([`image_command`]). The key lives in the server's
+//!   process environment, not in the container's config.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use argon2::password_hash::PasswordHasher;
+use argon2::{Algorithm, Argon2, Params, Version};
+use nix::sys::statfs::{TMPFS_MAGIC, statfs};
+use zeroize::Zeroizing;
+
+use crate::Secret;
+use crate::config::{Config, is_developer_name};
+
+/// Where the developer's key directory is mounted inside the container.
+pub const CONTAINER_KEY_DIR: &str = "/run/csagent";
+
+/// The key file's name, on the host and in the container.
+pub const KEY_FILE_NAME: &str = "claude-api-key";
+
+/// argon2id parameters: OWASP's first recommendation (19 MiB, 2 passes, 1 lane).
+/// Verification reads them back from the PHC string, so changing them later only
+/// affects new hashes.
+const ARGON2_M_KIB: u32 = 19_456;
+const ARGON2_T: u32 = 2;
+const ARGON2_P: u32 = 1;
+
+/// ramfs has no constant in nix.
+const RAMFS_MAGIC: u32 = 0x8584_58f6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("hashing a password with argon2id failed: {0}")]
+    Hash(String),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is on {fs}, not tmpfs or ramfs: credential files must never reach a disk (point agent.runtime_dir at a tmpfs such as /run/csagent)"
+    )]
+    NotTmpfs { path: PathBuf, fs: String },
+    #[error("{0:?} is not a developer name that can name a directory")]
+    BadDeveloper(String),
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CredentialError {
+    let path = path.to_path_buf();
+    move |source| CredentialError::Io { op, path, source }
+}
+
+/// The argon2id PHC string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`) of
+/// `password`, with a fresh random salt.
+pub fn hash_password(password: &Secret) -> Result<String, CredentialError> {
+    let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, None)
+        .map_err(|e| CredentialError::Hash(e.to_string()))?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(password.expose().as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| CredentialError::Hash(e.to_string()))
+}
+
+/// Whether [`CredentialFiles::open`] insists on a memory filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageCheck {
+    /// The agent's setting: refuse anything but tmpfs/ramfs.
+    RequireTmpfs,
+    /// Tests only: allow any filesystem.
+    AllowAnyFilesystemForTests,
+}
+
+/// The per-developer Claude key files under the runtime directory.
+#[derive(Debug, Clone)]
+pub struct CredentialFiles {
+    runtime_dir: PathBuf,
+    uid: u32,
+    gid: u32,
+}
+
+impl CredentialFiles {
+    /// Key files under `runtime_dir` (created if missing), owned by `uid`:`gid`;
+    /// `runtime_dir` must be on tmpfs or ramfs.
+    pub fn new(runtime_dir: &Path, uid: u32, gid: u32) -> Result<CredentialFiles, CredentialError> {
+        CredentialFiles::open(runtime_dir, uid, gid, StorageCheck::RequireTmpfs)
+    }
+
+    /// `agent.runtime_dir`, owned by `containers.uid`/`gid`; it must be a tmpfs.
+    pub fn from_config(config: &Config) -> Result<CredentialFiles, CredentialError> {
+        CredentialFiles::new(
+            &config.agent.runtime_dir,
+            config.containers.uid,
+            config.containers.gid,
+        )
+    }
+
+    /// Creates `runtime_dir` (0755) if needed and checks what it lives on.
+    pub fn open(
+        runtime_dir: &Path,
+        uid: u32,
+        gid: u32,
+        check: StorageCheck,
+    ) -> Result<CredentialFiles, CredentialError> {
+        if !runtime_dir.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(runtime_dir)
+                .map_err(io("create directory", runtime_dir))?;
+        }
+        if check == StorageCheck::RequireTmpfs {
+            let st = statfs(runtime_dir).map_err(|e| CredentialError::Io {
+                op: "statfs",
+                path: runtime_dir.to_path_buf(),
+                source: e.into(),
+            })?;
+            let kind = st.filesystem_type();
+            // The magic's integer type differs between targets; compare as u32.
+            #[allow(clippy::unnecessary_cast)]
+            let is_ramfs = kind.0 as u32 == RAMFS_MAGIC;
+            if kind != TMPFS_MAGIC && !is_ramfs {
+                return Err(CredentialError::NotTmpfs {
+                    path: runtime_dir.to_path_buf(),
+                    fs: format!("a filesystem of type {:#x}", kind.0),
+                });
+            }
+        }
+        Ok(CredentialFiles {
+            runtime_dir: runtime_dir.to_path_buf(),
+            uid,
+            gid,
+        })
+    }
+
+    /// The host directory to bind-mount read-only at [`CONTAINER_KEY_DIR`].
+    pub fn dir(&self, developer: &str) -> PathBuf {
+        self.runtime_dir.join(developer)
+    }
+
+    /// The key file on the host.
+    pub fn key_path(&self, developer: &str) -> PathBuf {
+        self.dir(developer).join(KEY_FILE_NAME)
+    }
+
+    /// Makes the developer's directory hold exactly `key`: written atomically
+    /// (temp file, fchown, fsync, rename) when it differs, removed when None
+    /// (placeholder or missing key). Returns the directory to bind-mount read-only
+    /// at [`CONTAINER_KEY_DIR`].
+    pub fn write(&self, developer: &str, key: Option<&Secret>) -> Result<PathBuf, CredentialError> {
+        if !is_developer_name(developer) {
+            return Err(CredentialError::BadDeveloper(developer.to_string()));
+        }
+        let dir = self.dir(developer);
+        self.ensure_dir(&dir)?;
+        let path = dir.join(KEY_FILE_NAME);
+        let Some(key) = key.filter(|k| !k.is_empty()) else {
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(developer, "Claude API key file removed");
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io("remove", &path)(e)),
+            }
+            return Ok(dir);
+        };
+        if self.is_current(&path, key)? {
+            return Ok(dir);
+        }
+        let tmp = dir.join(format!(".{KEY_FILE_NAME}.tmp"));
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove", &tmp)(e)),
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        std::os::unix::fs::fchown(&file, Some(self.uid), Some(self.gid))
+            .map_err(io("chown", &tmp))?;
+        file.write_all(key.expose().as_bytes())
+            .map_err(io("write", &tmp))?;
+        file.sync_all().map_err(io("fsync", &tmp))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(io("rename into place", &path))?;
+        tracing::info!(developer, "Claude API key file written");
+        Ok(dir)
+    }
+
+    /// Removes the developer's directory (the developer left the config).
+    pub fn remove(&self, developer: &str) -> Result<(), CredentialError> {
+        if !is_developer_name(developer) {
+            return Err(CredentialError::BadDeveloper(developer.to_string()));
+        }
+        let dir = self.dir(developer);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("remove", &dir)(e)),
+        }
+    }
+
+    /// The directory exists with mode 0500, owned by the container user.
+    fn ensure_dir(&self, dir: &Path) -> Result<(), CredentialError> {
+        match DirBuilder::new().mode(0o500).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("create directory", dir)(e)),
+        }
+        std::os::unix::fs::chown(dir, Some(self.uid), Some(self.gid)).map_err(io("chown", dir))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o500)).map_err(io("chmod", dir))?;
+        Ok(())
+    }
+
+    /// Whether the file already holds `key` with the right owner and mode.
+    fn is_current(&self, path: &Path, key: &Secret) -> Result<bool, CredentialError> {
+        use std::os::unix::fs::MetadataExt;
+        let mut file = match fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io("open", path)(e)),
+        };
+        let meta = file.metadata().map_err(io("stat", path))?;
+        if meta.uid() != self.uid || meta.gid() != self.gid || meta.mode() & 0o777 != 0o400 {
+            return Ok(false);
+        }
+        let mut content = Zeroizing::new(Vec::new());
+        file.read_to_end(&mut content).map_err(io("read", path))?;
+        Ok(content.as_slice() == key.expose().as_bytes())
+    }
+}
+
+/// The `/bin/sh` script that exports the key from [`CONTAINER_KEY_DIR`] (when the
+/// file is there and readable) as `ANTHROPIC_API_KEY` and `CLAUDE_API_KEY`, then
+/// execs `original_entrypoint` with the container's command (`"$@"`). The script
+/// names the file, never its content.
+pub fn entrypoint_wrapper(original_entrypoint: &[String]) -> String {
+    wrapper_script(
+        &format!("{CONTAINER_KEY_DIR}/{KEY_FILE_NAME}"),
+        original_entrypoint,
+    )
+}
+
+fn wrapper_script(key_file: &str, original_entrypoint: &[String]) -> String {
+    let mut exec = String::from("exec");
+    for arg in original_entrypoint {
+        exec.push(' ');
+        exec.push_str(&shell_quote(arg));
+    }
+    format!(
+        "# csagent: export the Claude API key from its file, then run the image's entrypoint.\n\
+         csagent_key_file={file}\n\
+         if [ -r \"$csagent_key_file\" ]; then\n\
+         \x20 IFS= read -r ANTHROPIC_API_KEY < \"$csagent_key_file\" || true\n\
+         \x20 if [ -n \"$ANTHROPIC_API_KEY\" ]; then\n\
+         \x20   CLAUDE_API_KEY=$ANTHROPIC_API_KEY\n\
+         \x20   export ANTHROPIC_API_KEY CLAUDE_API_KEY\n\
+         \x20 else\n\
+         \x20   unset ANTHROPIC_API_KEY\n\
+         \x20 fi\n\
+         fi\n\
+         unset csagent_key_file\n\
+         {exec} \"$@\"\n",
+        file = shell_quote(key_file),
+    )
+}
+
+/// The container's `Entrypoint` that runs [`entrypoint_wrapper`]; keep the image's
+/// `Cmd` (or your own) as the container's `Cmd`: it arrives as `"$@"`. Docker
+/// clears the image's `Cmd` when `Entrypoint` is set, so set `Cmd` explicitly.
+pub fn wrapped_entrypoint(original_entrypoint: &[String]) -> Vec<String> {
+    vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        entrypoint_wrapper(original_entrypoint),
+        // $0 of the script, shown in `ps`.
+        "csagent-entrypoint".to_string(),
+    ]
+}
+
+/// Single-quotes `s` for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// An image's own entrypoint and command, from its config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageCommand {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+}
+
+/// Reads `image`'s `Entrypoint` and `Cmd` (the wrapper must exec exactly these).
+pub async fn image_command(
+    docker: &bollard::Docker,
+    image: &str,
+) -> Result<ImageCommand, bollard::errors::Error> {
+    let inspect = docker.inspect_image(image).await?;
+    let config = inspect.config.unwrap_or_default();
+    Ok(ImageCommand {
+        entrypoint: config.entrypoint.unwrap_or_default(),
+        cmd: config.cmd.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use argon2::PasswordVerifier;
+    use argon2::password_hash::phc::PasswordHash;
+
+    use super::*;
+
+    #[test]
+    fn hash_is_argon2id_and_verifies() {
+        let pw = Secret::new("correct horse battery staple");
+        let h = hash_password(&pw).expect("hash");
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        assert!(!h.contains(pw.expose()));
+        let parsed = PasswordHash::new(&h).expect("PHC string");
+        assert!(
+            Argon2::default()
+                .verify_password(pw.expose().as_bytes(), &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"wrong", &parsed)
+                .is_err()
+        );
+        assert_ne!(h, hash_password(&pw).expect("hash"), "salted");
+    }
+
+    #[test]
+    fn quoting_survives_awkward_arguments() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        let script = entrypoint_wrapper(&["/usr/bin/entrypoint.sh".into(), "--bind-addr".into()]);
+        assert!(script.contains("exec '/usr/bin/entrypoint.sh' '--bind-addr' \"$@\""));
+        assert!(script.contains("'/run/csagent/claude-api-key'"));
+        assert!(entrypoint_wrapper(&[]).contains("\nexec \"$@\"\n"));
+    }
+
+    /// Runs the wrapper under the host's /bin/sh with a fake "entrypoint" that
+    /// prints what it received.
+    fn run_wrapper(key_file: &Path, extra: &[&str]) -> String {
+        let original = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            "printf '%s|%s|%s|%s' \"${ANTHROPIC_API_KEY-unset}\" \"${CLAUDE_API_KEY-unset}\" \"$1\" \"$2\"".to_string(),
+            "inner".to_string(),
+            "it's one arg".to_string(),
+        ];
+        let script = wrapper_script(key_file.to_str().expect("utf-8"), &original);
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .arg("csagent-entrypoint")
+            .args(extra)
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("CLAUDE_API_KEY")
+            .output()
+            .expect("run /bin/sh");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn wrapper_exports_the_key_and_passes_arguments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("claude-api-key");
+        fs::write(&key, "sk-ant-test-123").expect("write");
+        assert_eq!(
+            run_wrapper(&key, &["from cmd"]),
+            "sk-ant-test-123|sk-ant-test-123|it's one arg|from cmd"
+        );
+        fs::write(&key, "sk-ant-test-456\n").expect("write");
+        assert_eq!(
+            run_wrapper(&key, &[]),
+            "sk-ant-test-456|sk-ant-test-456|it's one arg|"
+        );
+        fs::remove_file(&key).expect("rm");
+        assert_eq!(run_wrapper(&key, &[]), "unset|unset|it's one arg|");
+        fs::write(&key, "").expect("write");
+        assert_eq!(run_wrapper(&key, &[]), "unset|unset|it's one arg|");
+    }
+
+    #[test]
+    fn refuses_a_disk_unless_told_otherwise() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let on_tmpfs = statfs(dir.path())
+            .map(|s| s.filesystem_type() == TMPFS_MAGIC)
+            .unwrap_or(false);
+        let strict = CredentialFiles::open(dir.path(), 0, 0, StorageCheck::RequireTmpfs);
+        if on_tmpfs {
+            assert!(strict.is_ok());
+        } else {
+            let e = strict.expect_err("a disk directory is refused");
+            assert!(matches!(e, CredentialError::NotTmpfs { .. }), "{e}");
+            assert!(e.to_string().contains("agent.runtime_dir"), "{e}");
+        }
+        let lax = CredentialFiles::open(
+            dir.path(),
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+            StorageCheck::AllowAnyFilesystemForTests,
+        )
+        .expect("allowed for tests");
+        assert!(matches!(
+            lax.write("../etc", None),
+            Err(CredentialError::BadDeveloper(_))
+        ));
+    }
+}
