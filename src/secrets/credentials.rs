@@ -12,9 +12,9 @@
 //!   the image's own entrypoint ([`image_command`]). The key lives in the server's
 //!   process environment, not in the container's config.
 
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use argon2::password_hash::PasswordHasher;
@@ -180,25 +180,15 @@ impl CredentialFiles {
         if self.is_current(&path, key)? {
             return Ok(dir);
         }
-        let tmp = dir.join(format!(".{KEY_FILE_NAME}.tmp"));
-        match fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(io("remove", &tmp)(e)),
-        }
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o400)
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
-        std::os::unix::fs::fchown(&file, Some(self.uid), Some(self.gid))
-            .map_err(io("chown", &tmp))?;
-        file.write_all(key.expose().as_bytes())
-            .map_err(io("write", &tmp))?;
-        file.sync_all().map_err(io("fsync", &tmp))?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(io("rename into place", &path))?;
+        crate::fsutil::write_atomic(
+            &path,
+            key.expose().as_bytes(),
+            crate::fsutil::Perms {
+                mode: Some(0o400),
+                owner: Some((self.uid, self.gid)),
+            },
+        )
+        .map_err(io("write", &path))?;
         tracing::info!(developer, "Claude API key file written");
         Ok(dir)
     }

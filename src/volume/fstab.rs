@@ -16,10 +16,9 @@
 //! written when the line is already right.
 
 use std::ffi::OsStr;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use super::VolumeError;
 use crate::config::Filesystem;
@@ -165,63 +164,10 @@ pub(crate) fn ensure(
     Ok(true)
 }
 
-/// Replaces `path` with `content` so that a crash leaves either the old or the
-/// new file, never a torn one.
+/// Replaces `path` with `content` atomically, keeping its mode and owner.
 pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<(), VolumeError> {
-    // Write where the file really is (if /etc/fstab is a link, keep the link).
-    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let dir = target
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("/"))
-        .to_path_buf();
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "fstab".to_string());
-    let tmp: PathBuf = dir.join(format!(".{name}.csagent-{}.tmp", std::process::id()));
-    let existing = std::fs::metadata(&target).ok();
-    let mode = existing
-        .as_ref()
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o644);
-
-    let create = || {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-    };
-    let result = (|| {
-        let mut file = match create() {
-            // Left by an earlier run that crashed with the same pid: ours to replace.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::remove_file(&tmp)
-                .and_then(|()| create())
-                .map_err(|e| VolumeError::io("cannot create", &tmp, e))?,
-            other => other.map_err(|e| VolumeError::io("cannot create", &tmp, e))?,
-        };
-        file.write_all(content)
-            .map_err(|e| VolumeError::io("cannot write", &tmp, e))?;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(|e| VolumeError::io("cannot chmod", &tmp, e))?;
-        if let Some(m) = &existing {
-            std::os::unix::fs::fchown(&file, Some(m.uid()), Some(m.gid()))
-                .map_err(|e| VolumeError::io("cannot chown", &tmp, e))?;
-        }
-        file.sync_all()
-            .map_err(|e| VolumeError::io("cannot fsync", &tmp, e))?;
-        std::fs::rename(&tmp, &target)
-            .map_err(|e| VolumeError::io("cannot rename into place", &target, e))?;
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| VolumeError::io("cannot fsync", &dir, e))
-    })();
-    if result.is_err() {
-        // Only our own temp file; the fstab itself is untouched.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::fsutil::write_atomic(path, content, crate::fsutil::Perms::default())
+        .map_err(|e| VolumeError::io("cannot write atomically", path, e))
 }
 
 /// Same fields, the mount point (already matched as a path, so "/mnt/x/" equals
@@ -311,6 +257,7 @@ pub(crate) fn source_is(source: &str, uuid: Option<&str>, device_rdev: u64) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     const UUID: &str = "db37f730-7cf2-47f4-a5e6-46adf2f9bba3";
 

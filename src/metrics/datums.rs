@@ -1,0 +1,347 @@
+//! What is published: metric names, units and dimensions, and the mapping from one
+//! interval's samples to CloudWatch datums. Every datum of an interval carries the
+//! interval's own timestamp, so a backlog sent later lands where it belongs.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+
+use super::collect::{DeveloperSample, HostSample};
+
+/// Standard resolution: one datapoint per minute is all the alarms need, and
+/// high resolution (1) costs more per alarm.
+pub const STORAGE_RESOLUTION: i32 = 60;
+
+pub const DIM_INSTANCE: &str = "InstanceId";
+pub const DIM_DEVELOPER: &str = "Developer";
+pub const DIM_PATH: &str = "path";
+
+// Host (InstanceId); the disk ones also have `path`. The CloudWatch agent's names.
+pub const MEM_USED_PERCENT: &str = "mem_used_percent";
+pub const DISK_USED_PERCENT: &str = "disk_used_percent";
+pub const DISK_FREE: &str = "disk_free";
+// Per developer (InstanceId, Developer).
+pub const CONTAINER_HEALTHY: &str = "container_healthy";
+pub const CONTAINER_RUNNING: &str = "container_running";
+pub const CPU_PERCENT: &str = "cpu_percent";
+pub const MEM_USED_BYTES: &str = "mem_used_bytes";
+// (`mem_used_percent` again, with the Developer dimension: of the container's limit.)
+pub const RESTARTS: &str = "restarts";
+pub const ACTIVE: &str = "active";
+// Rollups (InstanceId).
+pub const DEVELOPERS_HEALTHY: &str = "developers_healthy";
+pub const DEVELOPERS_ACTIVE: &str = "developers_active";
+// The agent itself (InstanceId).
+pub const AGENT_HEARTBEAT: &str = "agent_heartbeat";
+pub const SECRETS_STALENESS_SECONDS: &str = "secrets_staleness_seconds";
+pub const LOG_LAG_SECONDS: &str = "log_lag_seconds";
+pub const METRICS_DROPPED: &str = "metrics_dropped";
+
+/// Host metrics per disk path.
+pub const PER_DISK: &[&str] = &[DISK_USED_PERCENT, DISK_FREE];
+/// The metrics every developer has.
+pub const PER_DEVELOPER: &[&str] = &[
+    CONTAINER_HEALTHY,
+    CONTAINER_RUNNING,
+    CPU_PERCENT,
+    MEM_USED_BYTES,
+    MEM_USED_PERCENT,
+    RESTARTS,
+    ACTIVE,
+];
+/// Host-level metrics with only the InstanceId dimension.
+pub const PER_HOST: &[&str] = &[
+    MEM_USED_PERCENT,
+    DEVELOPERS_HEALTHY,
+    DEVELOPERS_ACTIVE,
+    AGENT_HEARTBEAT,
+    SECRETS_STALENESS_SECONDS,
+    LOG_LAG_SECONDS,
+    METRICS_DROPPED,
+];
+
+/// How many datums (= distinct custom metrics) one interval produces at most for
+/// `developers` developers and `disks` disk paths.
+pub fn datums_per_interval(developers: usize, disks: usize) -> usize {
+    PER_HOST.len() + PER_DISK.len() * disks + PER_DEVELOPER.len() * developers
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Percent,
+    Bytes,
+    Count,
+    Seconds,
+}
+
+impl Unit {
+    fn sdk(self) -> StandardUnit {
+        match self {
+            Unit::Percent => StandardUnit::Percent,
+            Unit::Bytes => StandardUnit::Bytes,
+            Unit::Count => StandardUnit::Count,
+            Unit::Seconds => StandardUnit::Seconds,
+        }
+    }
+}
+
+/// One value of one metric at one time, before it becomes an SDK `MetricDatum`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Datum {
+    pub name: &'static str,
+    pub dimensions: Vec<(&'static str, String)>,
+    pub value: f64,
+    pub unit: Unit,
+    pub timestamp: SystemTime,
+}
+
+impl Datum {
+    pub fn dimension(&self, name: &str) -> Option<&str> {
+        self.dimensions
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn to_sdk(&self) -> MetricDatum {
+        let mut b = MetricDatum::builder()
+            .metric_name(self.name)
+            .value(self.value)
+            .unit(self.unit.sdk())
+            .storage_resolution(STORAGE_RESOLUTION)
+            .timestamp(DateTime::from(self.timestamp));
+        for (k, v) in &self.dimensions {
+            b = b.dimensions(Dimension::builder().name(*k).value(v).build());
+        }
+        b.build()
+    }
+}
+
+/// What the agent reports about itself for one interval.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentSample {
+    pub secrets_staleness_seconds: f64,
+    pub log_lag_seconds: Option<f64>,
+    /// Datums dropped from the full buffer since the previous interval's report.
+    pub dropped_since_last: u64,
+}
+
+/// Everything collected in one interval.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub timestamp: SystemTime,
+    pub host: HostSample,
+    /// Developers whose container state could be read (a Docker error leaves a
+    /// developer out rather than reporting made-up zeros).
+    pub developers: Vec<DeveloperSample>,
+    pub agent: AgentSample,
+}
+
+/// `t` rounded down to a whole second: one interval's datums share it exactly.
+pub fn whole_seconds(t: SystemTime) -> SystemTime {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn flag(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+/// The datums for one interval. Values that are not finite are left out
+/// (CloudWatch rejects the whole request for one NaN).
+pub fn build(instance_id: &str, sample: &Sample) -> Vec<Datum> {
+    let ts = sample.timestamp;
+    let host = || vec![(DIM_INSTANCE, instance_id.to_string())];
+    let mut out = Vec::with_capacity(datums_per_interval(
+        sample.developers.len(),
+        sample.host.disks.len(),
+    ));
+    let mut push = |name: &'static str, dimensions, value: f64, unit| {
+        if value.is_finite() {
+            out.push(Datum {
+                name,
+                dimensions,
+                value,
+                unit,
+                timestamp: ts,
+            });
+        }
+    };
+
+    if let Some(p) = sample.host.mem_used_percent {
+        push(MEM_USED_PERCENT, host(), p, Unit::Percent);
+    }
+    for d in &sample.host.disks {
+        let dims = || {
+            vec![
+                (DIM_INSTANCE, instance_id.to_string()),
+                (DIM_PATH, d.path.clone()),
+            ]
+        };
+        push(DISK_USED_PERCENT, dims(), d.used_percent, Unit::Percent);
+        push(DISK_FREE, dims(), d.free_bytes as f64, Unit::Bytes);
+    }
+
+    let mut healthy = 0u32;
+    let mut active = 0u32;
+    for dev in &sample.developers {
+        let dims = || {
+            vec![
+                (DIM_INSTANCE, instance_id.to_string()),
+                (DIM_DEVELOPER, dev.developer.clone()),
+            ]
+        };
+        healthy += u32::from(dev.healthy);
+        active += u32::from(dev.active);
+        push(CONTAINER_HEALTHY, dims(), flag(dev.healthy), Unit::Count);
+        push(CONTAINER_RUNNING, dims(), flag(dev.running), Unit::Count);
+        if let Some(c) = dev.cpu_percent {
+            push(CPU_PERCENT, dims(), c, Unit::Percent);
+        }
+        if let Some(m) = dev.mem_used_bytes {
+            push(MEM_USED_BYTES, dims(), m as f64, Unit::Bytes);
+        }
+        if let Some(p) = dev.mem_used_percent {
+            push(MEM_USED_PERCENT, dims(), p, Unit::Percent);
+        }
+        push(RESTARTS, dims(), dev.restarts as f64, Unit::Count);
+        push(ACTIVE, dims(), flag(dev.active), Unit::Count);
+    }
+    push(DEVELOPERS_HEALTHY, host(), f64::from(healthy), Unit::Count);
+    push(DEVELOPERS_ACTIVE, host(), f64::from(active), Unit::Count);
+
+    push(AGENT_HEARTBEAT, host(), 1.0, Unit::Count);
+    push(
+        SECRETS_STALENESS_SECONDS,
+        host(),
+        sample.agent.secrets_staleness_seconds,
+        Unit::Seconds,
+    );
+    if let Some(lag) = sample.agent.log_lag_seconds {
+        push(LOG_LAG_SECONDS, host(), lag, Unit::Seconds);
+    }
+    push(
+        METRICS_DROPPED,
+        host(),
+        sample.agent.dropped_since_last as f64,
+        Unit::Count,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::collect::DiskSample;
+
+    fn dev(name: &str, running: bool, healthy: bool, active: bool) -> DeveloperSample {
+        DeveloperSample {
+            developer: name.into(),
+            running,
+            healthy,
+            cpu_percent: Some(12.5),
+            mem_used_bytes: Some(100 << 20),
+            mem_used_percent: Some(2.5),
+            restarts: 3,
+            active,
+        }
+    }
+
+    fn sample(devs: usize, log_lag: Option<f64>) -> Sample {
+        Sample {
+            timestamp: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            host: HostSample {
+                mem_used_percent: Some(40.0),
+                disks: vec![
+                    DiskSample {
+                        path: "/mnt/ebs-data".into(),
+                        used_percent: 10.0,
+                        free_bytes: 1 << 30,
+                    },
+                    DiskSample {
+                        path: "/".into(),
+                        used_percent: 50.0,
+                        free_bytes: 2 << 30,
+                    },
+                ],
+            },
+            developers: (1..=devs)
+                .map(|i| dev(&format!("dev{i}"), true, i % 2 == 0, i % 3 == 0))
+                .collect(),
+            agent: AgentSample {
+                secrets_staleness_seconds: 30.0,
+                log_lag_seconds: log_lag,
+                dropped_since_last: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn eight_developers_make_67_datums_with_the_right_dimensions() {
+        let d = build("i-0abc", &sample(8, Some(1.5)));
+        assert_eq!(d.len(), 67);
+        assert_eq!(d.len(), datums_per_interval(8, 2));
+        assert!(
+            d.iter()
+                .all(|x| x.dimension(DIM_INSTANCE) == Some("i-0abc"))
+        );
+        for x in &d {
+            let expected = match x.name {
+                DISK_USED_PERCENT | DISK_FREE => 2,
+                n if PER_DEVELOPER.contains(&n) && x.dimension(DIM_DEVELOPER).is_some() => 2,
+                _ => 1,
+            };
+            assert_eq!(x.dimensions.len(), expected, "{x:?}");
+        }
+        let by_name = |n: &str| d.iter().filter(|x| x.name == n).count();
+        assert_eq!(by_name(CPU_PERCENT), 8);
+        assert_eq!(by_name(MEM_USED_PERCENT), 9, "8 developers + the host");
+        assert_eq!(by_name(DISK_FREE), 2);
+        let value = |n: &str| d.iter().find(|x| x.name == n).map(|x| x.value);
+        assert_eq!(value(DEVELOPERS_HEALTHY), Some(4.0));
+        assert_eq!(value(DEVELOPERS_ACTIVE), Some(2.0));
+        assert_eq!(value(AGENT_HEARTBEAT), Some(1.0));
+        assert_eq!(value(LOG_LAG_SECONDS), Some(1.5));
+        let ts = d[0].timestamp;
+        assert!(d.iter().all(|x| x.timestamp == ts));
+    }
+
+    #[test]
+    fn log_lag_is_left_out_when_unknown_and_nan_is_never_sent() {
+        let mut s = sample(1, None);
+        s.agent.secrets_staleness_seconds = f64::NAN;
+        let d = build("i-1", &s);
+        assert!(d.iter().all(|x| x.name != LOG_LAG_SECONDS));
+        assert!(d.iter().all(|x| x.name != SECRETS_STALENESS_SECONDS));
+        assert!(d.iter().all(|x| x.value.is_finite()));
+    }
+
+    #[test]
+    fn sdk_datum_has_unit_resolution_timestamp_and_dimensions() {
+        let d = build("i-1", &sample(1, None));
+        let cpu = d
+            .iter()
+            .find(|x| x.name == CPU_PERCENT)
+            .expect("cpu datum")
+            .to_sdk();
+        assert_eq!(cpu.unit(), Some(&StandardUnit::Percent));
+        assert_eq!(cpu.storage_resolution(), Some(60));
+        assert_eq!(cpu.timestamp().map(|t| t.secs()), Some(1_700_000_000));
+        let dims: Vec<(&str, &str)> = cpu
+            .dimensions()
+            .iter()
+            .map(|x| (x.name().unwrap_or(""), x.value().unwrap_or("")))
+            .collect();
+        assert_eq!(dims, vec![("InstanceId", "i-1"), ("Developer", "dev1")]);
+    }
+
+    #[test]
+    fn whole_seconds_truncates() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_999);
+        assert_eq!(
+            whole_seconds(t),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! Health, disk and memory metrics to CloudWatch: csagent replaces the CloudWatch
+//! agent on this host.
+//!
+//! Every `metrics.interval` (60 s) the agent collects one sample ([`collect`]),
+//! turns it into datums ([`datums`]), appends them to a bounded buffer and sends
+//! the buffer ([`publish`]). Namespace `metrics.namespace` (default `CodeServer`),
+//! StorageResolution 60, all datums of one interval share its timestamp.
+//!
+//! | metric | dimensions | unit | meaning |
+//! |---|---|---|---|
+//! | `mem_used_percent` | InstanceId | Percent | host memory, (total − available) / total |
+//! | `disk_used_percent` | InstanceId, path | Percent | `df` Use% of the data mount and of `/` |
+//! | `disk_free` | InstanceId, path | Bytes | `df` Avail |
+//! | `container_healthy` | InstanceId, Developer | Count | 1 when Docker's health check says healthy |
+//! | `container_running` | InstanceId, Developer | Count | 1 when the container runs |
+//! | `cpu_percent` | InstanceId, Developer | Percent | `docker stats` CPU% ÷ the container's CPU limit |
+//! | `mem_used_bytes` | InstanceId, Developer | Bytes | `docker stats` MEM USAGE (without inactive file cache) |
+//! | `mem_used_percent` | InstanceId, Developer | Percent | of the container's memory limit |
+//! | `restarts` | InstanceId, Developer | Count | Docker's restart count of the container |
+//! | `active` | InstanceId, Developer | Count | 1 when code-server's `/healthz` says `"alive"` |
+//! | `developers_healthy` | InstanceId | Count | developers with container_healthy = 1 |
+//! | `developers_active` | InstanceId | Count | developers with active = 1 |
+//! | `agent_heartbeat` | InstanceId | Count | 1 every interval (alarm on missing data) |
+//! | `secrets_staleness_seconds` | InstanceId | Seconds | since the last successful secrets poll |
+//! | `log_lag_seconds` | InstanceId | Seconds | log shipper's lag (left out while unknown) |
+//! | `metrics_dropped` | InstanceId | Count | datums dropped since the previous interval |
+//!
+//! For 8 developers that is 5 host + 56 per-developer + 2 rollup + 4 agent = 67
+//! custom metrics, sent in one PutMetricData call per interval: at ~$0.30 per
+//! metric-month and 43,200 calls a month ($0.01 per 1,000) about $20.53 a month
+//! (`docs/metrics.md` has the breakdown).
+//!
+//! A stopped or missing container reports running 0, healthy 0, active 0 and zero
+//! CPU and memory. When Docker itself cannot be asked, that developer's datums are
+//! left out for the interval (missing data, not invented zeros).
+//!
+//! When CloudWatch cannot be reached or throttles, datums wait in memory, bounded
+//! to one hour of intervals (the current one included); beyond that the oldest are
+//! dropped and counted in [`MetricsStatus::dropped_datums`] and the
+//! `metrics_dropped` metric. The backlog is sent later, oldest first, with its
+//! original timestamps. Retries use [`crate::retry`] (SDK retries off): a few
+//! jittered attempts per interval, then the next interval tries again.
+
+pub mod collect;
+pub mod datums;
+pub mod publish;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::aws::Identity;
+use crate::config::Config;
+use collect::{Collector, DeveloperSample};
+use datums::{AgentSample, Sample};
+use publish::Publisher;
+
+/// How much backlog is kept while CloudWatch is unreachable.
+pub const BUFFER_SPAN: Duration = Duration::from_secs(3600);
+
+/// Longest the final flush on shutdown may take.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error(
+        "PutMetricData to namespace {namespace} failed ({buffered} datums kept for the next try): {message}"
+    )]
+    Publish {
+        namespace: String,
+        buffered: usize,
+        message: String,
+    },
+    #[error(
+        "PutMetricData to namespace {namespace} did not finish within {budget:?} ({buffered} datums kept for the next try)"
+    )]
+    Timeout {
+        namespace: String,
+        budget: Duration,
+        buffered: usize,
+    },
+}
+
+/// What `csagent status` shows about metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MetricsStatus {
+    pub last_publish: Option<SystemTime>,
+    /// Datums CloudWatch accepted since the agent started.
+    pub published_datums: u64,
+    /// Successful PutMetricData calls since the agent started.
+    pub put_calls: u64,
+    /// Datums waiting to be sent.
+    pub buffered_datums: usize,
+    /// Datums given up on (buffer full, or rejected by CloudWatch).
+    pub dropped_datums: u64,
+    pub last_error: Option<String>,
+    /// The last interval's per-developer readings (status shows CPU% and memory).
+    pub developers: BTreeMap<String, DeveloperSample>,
+}
+
+/// A cheap clone of the live status.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsStatusHandle(Arc<Mutex<MetricsStatus>>);
+
+impl MetricsStatusHandle {
+    pub fn snapshot(&self) -> MetricsStatus {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Numbers other parts of the agent own, handed in each interval.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extra {
+    pub secrets_staleness_seconds: f64,
+    /// None until the log shipper knows its lag; the metric is then left out.
+    pub log_lag_seconds: Option<f64>,
+}
+
+/// Collects and publishes; one per agent.
+pub struct Metrics {
+    enabled: bool,
+    interval: Duration,
+    namespace: String,
+    instance_id: String,
+    collector: Collector,
+    publisher: Publisher,
+    status: MetricsStatusHandle,
+    /// Dropped count already reported in a `metrics_dropped` datum.
+    reported_dropped: u64,
+}
+
+impl Metrics {
+    pub fn new(
+        cw: aws_sdk_cloudwatch::Client,
+        docker: bollard::Docker,
+        config: &Config,
+        identity: &Identity,
+    ) -> Metrics {
+        let collector = Collector::new(
+            docker,
+            &config.project,
+            config.developers.clone(),
+            &config.volume.mount_point,
+        );
+        let per_interval =
+            datums::datums_per_interval(collector.developer_count(), collector.disk_count());
+        let capacity = per_interval * buffered_intervals(config.metrics.interval);
+        let status = MetricsStatusHandle::default();
+        Metrics {
+            enabled: config.metrics.enabled,
+            interval: config.metrics.interval,
+            namespace: config.metrics.namespace.clone(),
+            instance_id: identity.instance_id.clone(),
+            collector,
+            publisher: Publisher::new(cw, &config.metrics.namespace, capacity, status.clone()),
+            status,
+            reported_dropped: 0,
+        }
+    }
+
+    pub fn status_handle(&self) -> MetricsStatusHandle {
+        self.status.clone()
+    }
+
+    /// Datums the buffer holds at most.
+    pub fn buffer_capacity(&self) -> usize {
+        self.publisher.buffer().capacity()
+    }
+
+    /// How long one interval's publishing may take before it is left for the next.
+    fn flush_budget(&self) -> Duration {
+        (self.interval * 3 / 4).clamp(Duration::from_secs(2), Duration::from_secs(45))
+    }
+
+    /// One interval: collect, enqueue, send the backlog (this interval's datums
+    /// included). Returns the number of datums CloudWatch accepted in this call;
+    /// on an error they stay buffered for the next call.
+    pub async fn collect_and_publish(&mut self, extra: &Extra) -> Result<usize, MetricsError> {
+        let timestamp = datums::whole_seconds(SystemTime::now());
+        let host = self.collector.host();
+        let developers = self.collector.developers().await;
+        {
+            let mut s = self.status.0.lock().unwrap_or_else(|e| e.into_inner());
+            s.developers = developers
+                .iter()
+                .map(|d| (d.developer.clone(), d.clone()))
+                .collect();
+        }
+        let dropped = self.publisher.buffer().dropped();
+        let sample = Sample {
+            timestamp,
+            host,
+            developers,
+            agent: AgentSample {
+                secrets_staleness_seconds: extra.secrets_staleness_seconds,
+                log_lag_seconds: extra.log_lag_seconds,
+                dropped_since_last: dropped.saturating_sub(self.reported_dropped),
+            },
+        };
+        self.reported_dropped = dropped;
+        let batch = datums::build(&self.instance_id, &sample);
+        tracing::debug!(
+            datums = batch.len(),
+            developers = sample.developers.len(),
+            "metrics: collected"
+        );
+        self.publisher.enqueue(batch);
+        self.flush_within(self.flush_budget()).await
+    }
+
+    /// Sends what is buffered, giving up (keeping the rest) after `budget`.
+    pub async fn flush_within(&mut self, budget: Duration) -> Result<usize, MetricsError> {
+        match tokio::time::timeout(budget, self.publisher.flush()).await {
+            Ok(r) => r,
+            Err(_) => {
+                let err = MetricsError::Timeout {
+                    namespace: self.namespace.clone(),
+                    budget,
+                    buffered: self.publisher.buffer().len(),
+                };
+                let mut s = self.status.0.lock().unwrap_or_else(|e| e.into_inner());
+                s.last_error = Some(err.to_string());
+                Err(err)
+            }
+        }
+    }
+
+    /// Collects and publishes every `metrics.interval` until `shutdown` turns true
+    /// (or its sender goes away), then makes one last flush of at most
+    /// [`SHUTDOWN_FLUSH`]. Returns at once when metrics are disabled.
+    pub async fn run(
+        mut self,
+        extra: impl Fn() -> Extra + Send + 'static,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        if !self.enabled {
+            tracing::info!("metrics: disabled in the config");
+            return;
+        }
+        tracing::info!(
+            namespace = %self.namespace,
+            interval = ?self.interval,
+            buffer = self.buffer_capacity(),
+            "metrics: publishing to CloudWatch"
+        );
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stopped(&mut shutdown) => break,
+                _ = ticker.tick() => {}
+            }
+            let values = extra();
+            tokio::select! {
+                biased;
+                _ = stopped(&mut shutdown) => break,
+                r = self.collect_and_publish(&values) => match r {
+                    Ok(n) => tracing::debug!(published = n, "metrics: interval done"),
+                    Err(e) => tracing::warn!(error = %e, "metrics: publishing failed; will retry next interval"),
+                },
+            }
+        }
+        if !self.publisher.buffer().is_empty() {
+            match self.flush_within(SHUTDOWN_FLUSH).await {
+                Ok(n) => tracing::info!(published = n, "metrics: final flush done"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: final flush incomplete; datums lost")
+                }
+            }
+        }
+    }
+}
+
+/// Intervals in [`BUFFER_SPAN`], at least one.
+fn buffered_intervals(interval: Duration) -> usize {
+    let secs = interval.as_secs_f64().max(0.001);
+    ((BUFFER_SPAN.as_secs_f64() / secs).ceil() as usize).max(1)
+}
+
+/// Resolves when `rx` says true or its sender is gone.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_holds_an_hour() {
+        assert_eq!(buffered_intervals(Duration::from_secs(60)), 60);
+        assert_eq!(buffered_intervals(Duration::from_secs(7200)), 1);
+        assert_eq!(buffered_intervals(Duration::from_millis(1500)), 2400);
+        assert_eq!(datums::datums_per_interval(8, 2) * 60, 4020);
+    }
+
+    #[tokio::test]
+    async fn stopped_on_true_or_closed_sender() {
+        let (tx, mut rx) = watch::channel(false);
+        let wait = tokio::time::timeout(Duration::from_millis(50), stopped(&mut rx)).await;
+        assert!(wait.is_err(), "false keeps running");
+        tx.send_replace(true);
+        stopped(&mut rx).await;
+        let (tx, mut rx) = watch::channel(false);
+        drop(tx);
+        stopped(&mut rx).await;
+    }
+}
