@@ -12,6 +12,7 @@ pub mod containers;
 pub mod exit;
 pub mod fsutil;
 pub mod logging;
+pub mod logs;
 pub mod metrics;
 pub mod retry;
 pub mod secret;

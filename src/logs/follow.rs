@@ -1,0 +1,454 @@
+//! Docker logs → lines: parses the `timestamps=true` prefix, puts Docker's 16 KiB
+//! partial messages back together, and knows which messages a resumed follow has
+//! already shipped.
+//!
+//! ## Resuming from a checkpoint
+//! Docker's `since` is whole seconds, so a resumed follow starts at the second of
+//! the checkpoint and must skip what was shipped. A [`Position`] names a place in
+//! a container's log in a way that survives that:
+//!
+//! - each message gets an *effective* timestamp, the largest Docker timestamp seen
+//!   so far (stdout and stderr are copied by separate goroutines, so the json-file
+//!   order is not always timestamp order; the effective timestamp is monotonic);
+//! - a position is (effective timestamp of the last message consumed, how many
+//!   consumed messages have that effective timestamp *and* a Docker timestamp
+//!   inside `since`'s second, i.e. would be returned again).
+//!
+//! A follow resumes with `since` one second before the checkpoint's second, so a
+//! message written after the checkpoint but stamped slightly earlier (the other
+//! output's copier) is still returned; reordering by more than a second would
+//! need the json-file logger's mutex held that long. Docker returns exactly the
+//! messages whose own timestamp is ≥ `since`; their effective timestamps come out
+//! the same as in the first pass (the maximum that defines each one is among the
+//! returned messages), and the counts agree, so "skip until the position is
+//! passed" skips exactly what was consumed before — no line twice, none lost.
+
+/// A place in a container's log (see the module doc).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct Position {
+    /// Effective timestamp of the last consumed message, nanoseconds since the epoch.
+    pub ts_ns: i64,
+    /// Consumed messages at exactly `ts_ns` whose own timestamp is at or after
+    /// [`Position::since_secs`], i.e. that Docker returns again when resumed.
+    pub count: u64,
+}
+
+const NS: i64 = 1_000_000_000;
+
+impl Position {
+    /// Docker's `since` (whole seconds) to resume from here: one second early,
+    /// for messages stamped slightly out of order (0, from the start, when empty).
+    pub fn since_secs(&self) -> i64 {
+        (self.ts_ns.div_euclid(NS) - 1).max(0)
+    }
+}
+
+/// Advances positions message by message and says which were already consumed
+/// before the resume point.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    pos: Position,
+    resume: Position,
+}
+
+impl Tracker {
+    /// A follow that resumes after `resume` (the default position: from the start).
+    pub fn new(resume: Position) -> Tracker {
+        Tracker {
+            pos: Position::default(),
+            resume,
+        }
+    }
+
+    /// Where the last consumed message left the log; what the next follow
+    /// resumes from.
+    pub fn position(&self) -> Position {
+        self.pos.max(self.resume)
+    }
+
+    /// Consumes one Docker message with its own timestamp (`None` when it had
+    /// none); returns its effective timestamp and whether it was already consumed
+    /// before the resume point (skip it).
+    pub fn advance(&mut self, raw_ns: Option<i64>) -> (i64, bool) {
+        let raw = raw_ns.unwrap_or(self.pos.ts_ns);
+        if raw > self.pos.ts_ns {
+            self.pos = Position {
+                ts_ns: raw,
+                count: 1,
+            };
+        } else if raw >= self.pos.since_secs() * NS {
+            self.pos.count += 1;
+        }
+        (self.pos.ts_ns, self.pos <= self.resume)
+    }
+}
+
+/// Which output a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Stdout,
+    Stderr,
+}
+
+/// A complete line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    /// Effective timestamp of its last message (monotonic in emission order).
+    pub ts_ns: i64,
+    pub source: Source,
+    /// Without the trailing newline; not yet UTF-8 checked.
+    pub bytes: Vec<u8>,
+    /// Where to resume once this line is shipped.
+    pub end: Position,
+}
+
+/// A line begun but not finished (Docker split it into 16 KiB messages).
+#[derive(Debug, Default)]
+struct Partial {
+    bytes: Vec<u8>,
+    /// Position before its first message.
+    start: Position,
+}
+
+/// Splits `"<RFC3339Nano> <payload>"` into (timestamp ns, payload).
+pub fn parse_frame(frame: &[u8]) -> (Option<i64>, &[u8]) {
+    let Some(sp) = frame.iter().position(|b| *b == b' ') else {
+        return (None, frame);
+    };
+    match std::str::from_utf8(&frame[..sp])
+        .ok()
+        .and_then(parse_rfc3339_ns)
+    {
+        Some(ns) => (Some(ns), &frame[sp + 1..]),
+        None => (None, frame),
+    }
+}
+
+/// Nanoseconds since the epoch from Docker's `2006-01-02T15:04:05.000000000Z`
+/// (any fraction length, `Z` or `±hh:mm`).
+pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if !t.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut i = 19;
+    let mut frac: i64 = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let mut digits = 0;
+        while let Some(c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            if digits < 9 {
+                frac = frac * 10 + i64::from(c - b'0');
+                digits += 1;
+            }
+            i += 1;
+        }
+        while digits < 9 {
+            frac *= 10;
+            digits += 1;
+        }
+    }
+    let offset_s = match b.get(i) {
+        Some(b'Z') | Some(b'z') if i + 1 == b.len() => 0,
+        Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+            let o = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+            if *sign == b'+' { -o } else { o }
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec + offset_s;
+    secs.checked_mul(NS)?.checked_add(frac)
+}
+
+/// Days since 1970-01-01 (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Turns Docker messages into lines, tracking positions.
+#[derive(Debug)]
+pub struct Reassembler {
+    tracker: Tracker,
+    stdout: Partial,
+    stderr: Partial,
+    /// Most bytes held for one unfinished line before it is emitted anyway.
+    max_line: usize,
+}
+
+impl Reassembler {
+    pub fn new(resume: Position, max_line: usize) -> Reassembler {
+        Reassembler {
+            tracker: Tracker::new(resume),
+            stdout: Partial::default(),
+            stderr: Partial::default(),
+            max_line,
+        }
+    }
+
+    /// A fresh follow from Docker (after a reconnect or a restart): positions are
+    /// counted again from `position()`, unfinished lines are kept.
+    pub fn resume(&mut self) {
+        self.tracker = Tracker::new(self.tracker.position());
+    }
+
+    /// Where the next follow starts (`since`), and what it skips.
+    pub fn position(&self) -> Position {
+        self.tracker.position()
+    }
+
+    /// Feeds one Docker message (a frame with the timestamp prefix); returns the
+    /// line it completes, if any.
+    pub fn push(&mut self, source: Source, frame: &[u8]) -> Option<Line> {
+        let before = self.tracker.position();
+        let (raw, payload) = parse_frame(frame);
+        let (ts_ns, skip) = self.tracker.advance(raw);
+        if skip {
+            return None;
+        }
+        let (complete, body) = match payload.strip_suffix(b"\n") {
+            Some(b) => (true, b),
+            None => (false, payload),
+        };
+        let max_line = self.max_line;
+        let partial = self.partial(source);
+        if partial.bytes.is_empty() {
+            partial.start = before;
+        }
+        partial.bytes.extend_from_slice(body);
+        if !complete && partial.bytes.len() < max_line {
+            return None;
+        }
+        let bytes = std::mem::take(&mut partial.bytes);
+        Some(self.line(source, ts_ns, bytes))
+    }
+
+    /// Emits unfinished lines (the container stopped: they are final).
+    pub fn flush(&mut self) -> Vec<Line> {
+        let ts_ns = self.tracker.position().ts_ns;
+        let mut out = Vec::new();
+        for source in [Source::Stdout, Source::Stderr] {
+            let bytes = std::mem::take(&mut self.partial(source).bytes);
+            if !bytes.is_empty() {
+                out.push(self.line(source, ts_ns, bytes));
+            }
+        }
+        out
+    }
+
+    fn partial(&mut self, source: Source) -> &mut Partial {
+        match source {
+            Source::Stdout => &mut self.stdout,
+            Source::Stderr => &mut self.stderr,
+        }
+    }
+
+    fn line(&self, source: Source, ts_ns: i64, bytes: Vec<u8>) -> Line {
+        // While the other output has an unfinished line, resuming past this one
+        // would skip the unfinished line's first messages: hold the checkpoint at
+        // its start (after a crash this line may be shipped twice; none is lost).
+        let other = match source {
+            Source::Stdout => &self.stderr,
+            Source::Stderr => &self.stdout,
+        };
+        let end = if other.bytes.is_empty() {
+            self.tracker.position()
+        } else {
+            other.start
+        };
+        Line {
+            ts_ns,
+            source,
+            bytes,
+            end,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(ts: &str, payload: &str) -> Vec<u8> {
+        format!("{ts} {payload}").into_bytes()
+    }
+
+    #[test]
+    fn parses_docker_timestamps() {
+        assert_eq!(
+            parse_rfc3339_ns("1970-01-01T00:00:01.000000002Z"),
+            Some(1_000_000_002)
+        );
+        assert_eq!(
+            parse_rfc3339_ns("2024-02-29T12:34:56.123456789Z"),
+            Some(1_709_210_096_123_456_789)
+        );
+        assert_eq!(
+            parse_rfc3339_ns("2024-02-29T12:34:56Z"),
+            Some(1_709_210_096_000_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ns("2024-02-29T14:34:56.5+02:00"),
+            Some(1_709_210_096_500_000_000)
+        );
+        assert_eq!(parse_rfc3339_ns("yesterday"), None);
+        assert_eq!(parse_rfc3339_ns("2024-13-29T12:34:56Z"), None);
+        let (ts, rest) = parse_frame(b"2024-02-29T12:34:56.000000001Z hello world\n");
+        assert_eq!(ts, Some(1_709_210_096_000_000_001));
+        assert_eq!(rest, b"hello world\n");
+        let (ts, rest) = parse_frame(b"no timestamp here");
+        assert_eq!((ts, rest), (None, &b"no timestamp here"[..]));
+    }
+
+    const T: &str = "2024-02-29T12:34:56";
+
+    /// Every line of `frames` from a follow resumed at `resume`.
+    fn lines(resume: Position, frames: &[(Source, Vec<u8>)]) -> Vec<Line> {
+        let mut r = Reassembler::new(resume, 1 << 20);
+        frames.iter().filter_map(|(s, f)| r.push(*s, f)).collect()
+    }
+
+    fn text(lines: &[Line]) -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn resuming_skips_exactly_what_was_shipped() {
+        use Source::*;
+        // Several lines share a nanosecond, one stderr line is out of order, and
+        // the first lines are in an earlier second that `since` will not return.
+        let frames: Vec<(Source, Vec<u8>)> = vec![
+            (Stdout, frame(&format!("{T}.900000000Z"), "a\n")),
+            (Stdout, frame(&format!("{T}.999999999Z"), "b\n")),
+            (Stdout, frame("2024-02-29T12:34:57.000000001Z", "c\n")),
+            (Stdout, frame("2024-02-29T12:34:57.000000001Z", "d\n")),
+            (Stderr, frame(&format!("{T}.999999999Z"), "e\n")), // out of order, earlier second
+            (Stdout, frame("2024-02-29T12:34:57.000000001Z", "f\n")),
+            (Stderr, frame("2024-02-29T12:34:57.000000000Z", "g\n")), // out of order, same second
+            (Stdout, frame("2024-02-29T12:34:57.5Z", "h\n")),
+            (Stdout, frame("2024-02-29T12:34:59.000000001Z", "i\n")),
+            (Stderr, frame("2024-02-29T12:34:58.999999999Z", "j\n")), // earlier second than i
+            (Stdout, frame("2024-02-29T12:34:59.000000001Z", "k\n")),
+        ];
+        let all = lines(Position::default(), &frames);
+        assert_eq!(
+            text(&all),
+            ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"]
+        );
+        for cut in 0..all.len() {
+            let resume = all[cut].end;
+            // What Docker returns for since = floor(resume): messages whose own
+            // timestamp is in that second or later, in file order.
+            let since_ns = resume.since_secs() * NS;
+            let returned: Vec<_> = frames
+                .iter()
+                .filter(|(_, f)| parse_frame(f).0.unwrap() >= since_ns)
+                .cloned()
+                .collect();
+            let again = lines(resume, &returned);
+            assert_eq!(
+                text(&again),
+                text(&all[cut + 1..]),
+                "resumed after line {cut} ({resume:?})"
+            );
+            for (a, b) in again.iter().zip(&all[cut + 1..]) {
+                assert_eq!(a.end, b.end);
+                assert_eq!(a.ts_ns, b.ts_ns);
+            }
+        }
+    }
+
+    #[test]
+    fn effective_timestamps_are_monotonic() {
+        use Source::*;
+        let all = lines(
+            Position::default(),
+            &[
+                (Stdout, frame(&format!("{T}.5Z"), "x\n")),
+                (Stderr, frame(&format!("{T}.4Z"), "y\n")),
+                (Stdout, frame("garbage-no-space", "")),
+            ],
+        );
+        assert_eq!(all[0].ts_ns, all[1].ts_ns);
+        assert_eq!(
+            all.len(),
+            1 + 1,
+            "a frame without timestamp and newline waits"
+        );
+    }
+
+    #[test]
+    fn partial_messages_are_joined() {
+        use Source::*;
+        let frames = vec![
+            (Stdout, frame(&format!("{T}.1Z"), "first half ")),
+            (Stderr, frame(&format!("{T}.2Z"), "err\n")),
+            (Stdout, frame(&format!("{T}.3Z"), "second half\n")),
+            (Stdout, frame(&format!("{T}.4Z"), "next\n")),
+        ];
+        let all = lines(Position::default(), &frames);
+        assert_eq!(text(&all), ["err", "first half second half", "next"]);
+        // The stderr line's checkpoint is held before the unfinished stdout line.
+        assert_eq!(all[0].end, Position::default());
+        assert!(all[1].end > all[0].end);
+        // Resuming after the joined line skips all its messages.
+        let again = lines(all[1].end, &frames);
+        assert_eq!(text(&again), ["next"]);
+        // Resuming at the held checkpoint repeats the stderr line, loses nothing.
+        let again = lines(all[0].end, &frames);
+        assert_eq!(text(&again), ["err", "first half second half", "next"]);
+    }
+
+    #[test]
+    fn flush_emits_unfinished_lines_and_max_line_bounds_memory() {
+        let mut r = Reassembler::new(Position::default(), 8);
+        assert_eq!(
+            r.push(Source::Stdout, &frame(&format!("{T}Z"), "1234")),
+            None
+        );
+        let l = r
+            .push(Source::Stdout, &frame(&format!("{T}Z"), "5678"))
+            .unwrap();
+        assert_eq!(l.bytes, b"12345678");
+        assert_eq!(
+            r.push(Source::Stdout, &frame(&format!("{T}Z"), "tail")),
+            None
+        );
+        let rest = r.flush();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].bytes, b"tail");
+        assert_eq!(rest[0].end, r.position());
+    }
+}

@@ -1,0 +1,941 @@
+//! Container logs to CloudWatch Logs against the real Docker engine and moto:
+//! nothing lost, nothing twice — through restarts, SIGKILLs, an outage, long and
+//! invalid lines and a burst — and every PutLogEvents call within the limits.
+//!
+//! Each test has its own project (so its own log groups), its own developers and
+//! containers, and a config that lists only those developers, so tests running
+//! side by side never ship each other's containers.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_cloudwatchlogs::config::interceptors::BeforeSerializationInterceptorContextRef;
+use aws_sdk_cloudwatchlogs::config::{ConfigBag, Intercept};
+use aws_sdk_cloudwatchlogs::operation::put_log_events::PutLogEventsInput;
+use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use common::*;
+use csagent::aws::Identity;
+use csagent::config::Config;
+use csagent::logs::{Shipper, ShipperOptions};
+use tokio::sync::watch;
+
+const INSTANCE: &str = "i-0123456789abcdef0";
+/// The child-process mode of this test binary (see `ship_logs_child`).
+const CHILD_ENV: &str = "CSAGENT_LOGS_TEST_CHILD_CONFIG";
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// A config shipping only `developers`, with state under `state_dir`.
+fn config(project: &str, developers: &[&str], state_dir: &Path, endpoint: &str) -> Config {
+    let devs: String = developers
+        .iter()
+        .map(|d| format!("[[developer]]\nname = \"{d}\"\n"))
+        .collect();
+    let text = format!(
+        r#"project = "{project}"
+region = "{REGION}"
+instance_id = "{INSTANCE}"
+[aws]
+endpoint_url = "{endpoint}"
+[volume]
+device = "/dev/null"
+[logs]
+retention_days = 7
+[agent]
+state_dir = "{}"
+{devs}"#,
+        state_dir.display()
+    );
+    Config::from_toml(&text, Path::new("logs-test.toml")).expect("test config is valid")
+}
+
+fn identity() -> Identity {
+    Identity {
+        region: REGION.to_string(),
+        instance_id: INSTANCE.to_string(),
+    }
+}
+
+/// What one PutLogEvents call carried.
+#[derive(Debug, Clone)]
+struct PutCall {
+    events: usize,
+    /// As CloudWatch counts it: message bytes + 26 per event.
+    bytes: usize,
+    chronological: bool,
+    span_ms: i64,
+    longest_message: usize,
+}
+
+/// Records every PutLogEvents the shipper sends.
+#[derive(Debug, Clone, Default)]
+struct Recorder {
+    calls: Arc<Mutex<Vec<PutCall>>>,
+}
+
+impl Recorder {
+    fn calls(&self) -> Vec<PutCall> {
+        self.calls.lock().expect("recorder lock").clone()
+    }
+}
+
+impl Intercept for Recorder {
+    fn name(&self) -> &'static str {
+        "PutLogEventsRecorder"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(input) = context.input().downcast_ref::<PutLogEventsInput>() {
+            let events = input.log_events();
+            let ts: Vec<i64> = events.iter().map(|e| e.timestamp()).collect();
+            let call = PutCall {
+                events: events.len(),
+                bytes: events.iter().map(|e| e.message().len() + 26).sum(),
+                chronological: ts.windows(2).all(|w| w[0] <= w[1]),
+                span_ms: ts.last().unwrap_or(&0) - ts.first().unwrap_or(&0),
+                longest_message: events.iter().map(|e| e.message().len()).max().unwrap_or(0),
+            };
+            self.calls.lock().expect("recorder lock").push(call);
+        }
+        Ok(())
+    }
+}
+
+/// A CloudWatch Logs client for `endpoint` with test credentials and bounded
+/// timeouts (like the agent's), optionally recording puts.
+async fn logs_client(endpoint: &str, recorder: Option<Recorder>) -> aws_sdk_cloudwatchlogs::Client {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "csagent-tests",
+        ))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(20))
+                .operation_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .load()
+        .await;
+    let mut builder = aws_sdk_cloudwatchlogs::config::Builder::from(&sdk);
+    if let Some(r) = recorder {
+        builder = builder.interceptor(r);
+    }
+    aws_sdk_cloudwatchlogs::Client::from_conf(builder.build())
+}
+
+/// Short delays so tests are quick; the logic is the agent's.
+fn test_options() -> ShipperOptions {
+    ShipperOptions {
+        flush_interval: Duration::from_millis(300),
+        flush_timeout: Duration::from_secs(5),
+        buffer_bytes: 4 * 1024 * 1024,
+        backoff: csagent::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(3)),
+        readback_settle: Duration::from_millis(200),
+    }
+}
+
+/// A shipper running in this process; stopped (and awaited) by `stop`.
+struct Running {
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), csagent::logs::LogsError>>,
+    status: csagent::logs::LogsStatusHandle,
+}
+
+impl Running {
+    async fn start(
+        docker: Docker,
+        client: aws_sdk_cloudwatchlogs::Client,
+        config: &Config,
+        options: ShipperOptions,
+    ) -> Running {
+        let shipper = Shipper::new(docker, client, config, &identity()).with_options(options);
+        let status = shipper.status_handle();
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(shipper.run(rx));
+        Running {
+            shutdown,
+            task,
+            status,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("the shipper stops within its flush timeout")
+            .expect("shipper task")
+            .expect("shipper run");
+    }
+}
+
+/// A managed container for `developer` running the fake code-server.
+struct TestContainer {
+    docker: Docker,
+    id: String,
+    ip: Ipv4Addr,
+}
+
+impl TestContainer {
+    async fn start(docker: &Docker, developer: &str, env: &[(&str, String)]) -> TestContainer {
+        let name = format!("code-server-{developer}");
+        let labels = HashMap::from([
+            ("csagent.managed".to_string(), "true".to_string()),
+            ("csagent.developer".to_string(), developer.to_string()),
+            ("csagent.test".to_string(), "logs".to_string()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(TEST_IMAGE.to_string()),
+            labels: Some(labels),
+            env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            ..Default::default()
+        };
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                body,
+            )
+            .await
+            .expect(
+                "create the test container (is the test image built? scripts/build-test-image.sh)",
+            );
+        docker
+            .start_container(&created.id, None)
+            .await
+            .expect("start the test container");
+        let inspect = docker
+            .inspect_container(&created.id, None)
+            .await
+            .expect("inspect the test container");
+        let ip = inspect
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| n.into_values().find_map(|e| e.ip_address))
+            .and_then(|ip| ip.parse().ok())
+            .expect("the test container has a bridge IP address");
+        let c = TestContainer {
+            docker: docker.clone(),
+            id: created.id,
+            ip,
+        };
+        c.wait_http().await;
+        c
+    }
+
+    async fn wait_http(&self) {
+        let addr = SocketAddr::from((self.ip, 8080));
+        for _ in 0..100 {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("fake code-server in {} did not listen", self.id);
+    }
+
+    /// The fake code-server prints `count` lines `<prefix><i>`.
+    async fn print(&self, count: u64, prefix: &str) {
+        let path = format!("/print?count={count}&prefix={}", encode(prefix));
+        let resp = http(self.ip, "GET", &path, b"").await;
+        assert!(
+            resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"),
+            "{resp}"
+        );
+    }
+
+    /// The fake code-server writes `body` to stdout byte for byte.
+    async fn print_raw(&self, body: &[u8]) {
+        let resp = http(self.ip, "POST", "/print", body).await;
+        assert!(resp.contains(" 200 "), "{resp}");
+    }
+
+    async fn remove(mut self) {
+        let id = std::mem::take(&mut self.id);
+        self.docker
+            .remove_container(
+                &id,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
+            .await
+            .expect("remove the test container");
+    }
+}
+
+impl Drop for TestContainer {
+    /// A failed test still removes its container.
+    fn drop(&mut self) {
+        if !self.id.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &self.id])
+                .output();
+        }
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request; returns the response head and body as text.
+async fn http(ip: Ipv4Addr, method: &str, path: &str, body: &[u8]) -> String {
+    let (method, path, body) = (method.to_string(), path.to_string(), body.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect((ip, 8080)).expect("connect to the fake code-server");
+        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).expect("send request");
+        s.write_all(&body).expect("send body");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .expect("http task")
+}
+
+/// Every message in the stream, oldest first.
+async fn read_stream(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    stream: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let resp = client
+            .get_log_events()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .start_from_head(true)
+            .set_next_token(token.clone())
+            .send()
+            .await;
+        let Ok(resp) = resp else {
+            return out; // group or stream not there yet
+        };
+        let page: Vec<String> = resp
+            .events()
+            .iter()
+            .map(|e| e.message().unwrap_or_default().to_string())
+            .collect();
+        let next = resp.next_forward_token().map(str::to_string);
+        let done = page.is_empty() || next.is_none() || next == token;
+        out.extend(page);
+        if done {
+            return out;
+        }
+        token = next;
+    }
+}
+
+/// Messages in the stream that start with `prefix`.
+async fn lines_with(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    prefix: &str,
+) -> Vec<String> {
+    read_stream(client, group, INSTANCE)
+        .await
+        .into_iter()
+        .filter(|m| m.starts_with(prefix))
+        .collect()
+}
+
+/// Waits until the stream holds at least `n` lines starting with `prefix`.
+async fn wait_for_lines(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    prefix: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let lines = lines_with(client, group, prefix).await;
+        if lines.len() >= n || start.elapsed() > timeout {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn numbered(prefix: &str, range: std::ops::RangeInclusive<u64>) -> Vec<String> {
+    range.map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Says which numbered lines are missing or repeated, for a readable failure.
+fn assert_exactly_once(got: &[String], want: &[String]) {
+    if got == want {
+        return;
+    }
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for g in got {
+        *counts.entry(g.as_str()).or_default() += 1;
+    }
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|w| !counts.contains_key(w.as_str()))
+        .collect();
+    let repeated: Vec<(&&str, &usize)> = counts.iter().filter(|(_, c)| **c > 1).collect();
+    let first_out_of_order = got.iter().zip(want).position(|(g, w)| g != w);
+    panic!(
+        "got {} lines, want {}; {} missing (first: {:?}), {} repeated (some: {:?}), first difference at {:?}",
+        got.len(),
+        want.len(),
+        missing.len(),
+        missing.iter().take(5).collect::<Vec<_>>(),
+        repeated.len(),
+        repeated.iter().take(5).collect::<Vec<_>>(),
+        first_out_of_order
+    );
+}
+
+fn group_of(config: &Config, developer: &str) -> String {
+    config.render(&config.logs.group, developer)
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// Numbered lines arrive exactly once, in order; lines printed later follow; a
+/// recreated container (new id, same developer) continues in the same stream;
+/// the group gets its retention; status reports what was shipped; a restarted
+/// shipper resumes from its checkpoint; a restarted container is followed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbered_lines_in_order_and_recreated_container_continues() {
+    let docker = docker().await;
+    let dev = unique("lg");
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = config(&unique("logs-order"), &[&dev], state.path(), &moto_url());
+    let group = group_of(&config, &dev);
+    let client = logs_client(&moto_url(), None).await;
+
+    // Started before the container: discovery sees it through the event stream.
+    let shipper = Running::start(docker.clone(), client.clone(), &config, test_options()).await;
+    let c = TestContainer::start(
+        &docker,
+        &dev,
+        &[
+            ("FAKE_PRINT_LINES", "1000".into()),
+            ("FAKE_PRINT_PREFIX", "n ".into()),
+        ],
+    )
+    .await;
+    c.print(500, "n x").await; // "n x1".."n x500"
+    let got = wait_for_lines(&client, &group, "n ", 1500, Duration::from_secs(60)).await;
+    let mut want = numbered("n ", 1..=1000);
+    want.extend(numbered("n x", 1..=500));
+    assert_exactly_once(&got, &want);
+
+    // Recreated: the old container goes, a new one for the same developer comes.
+    c.remove().await;
+    let c2 = TestContainer::start(
+        &docker,
+        &dev,
+        &[
+            ("FAKE_PRINT_LINES", "300".into()),
+            ("FAKE_PRINT_PREFIX", "n y".into()),
+        ],
+    )
+    .await;
+    let got = wait_for_lines(&client, &group, "n ", 1800, Duration::from_secs(60)).await;
+    want.extend(numbered("n y", 1..=300));
+    assert_exactly_once(&got, &want);
+    let all = read_stream(&client, &group, INSTANCE).await;
+    assert_eq!(
+        all.iter()
+            .filter(|m| m.contains("HTTP server listening"))
+            .count(),
+        2,
+        "both containers' first lines are in the one stream"
+    );
+
+    let groups = client
+        .describe_log_groups()
+        .log_group_name_prefix(&group)
+        .send()
+        .await
+        .expect("describe log groups");
+    assert_eq!(groups.log_groups()[0].retention_in_days(), Some(7));
+
+    let status = shipper.status.snapshot();
+    let d = &status.developers[&dev];
+    assert_eq!(d.shipped_events, 1802, "{d:?}");
+    assert_eq!(d.stream, INSTANCE);
+    assert_eq!(d.group, group);
+    assert_eq!(d.buffered_events, 0);
+    assert_eq!(d.lag_seconds, 0.0);
+    assert_eq!(d.rejected_too_old + d.rejected_too_new, 0);
+
+    shipper.stop().await;
+    let checkpoint = state.path().join("logs").join(format!("{}.json", c2.id));
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&checkpoint).expect("checkpoint written"))
+            .expect("checkpoint is JSON");
+    assert!(cp["inflight"].is_null(), "{cp}");
+    assert!(cp["position"]["ts_ns"].as_i64().unwrap_or(0) > 0, "{cp}");
+
+    // A restarted shipper resumes from the checkpoint: nothing shipped twice,
+    // and lines written while it was down arrive.
+    c2.print(200, "n z").await;
+    let shipper = Running::start(docker.clone(), client.clone(), &config, test_options()).await;
+    let got = wait_for_lines(&client, &group, "n ", 2000, Duration::from_secs(60)).await;
+    want.extend(numbered("n z", 1..=200));
+    tokio::time::sleep(Duration::from_secs(1)).await; // would any repeat show up?
+    assert_exactly_once(&lines_with(&client, &group, "n ").await, &want);
+    assert_eq!(got.len(), 2000);
+
+    // The same container stopped and started again (same id): followed again.
+    docker
+        .restart_container(&c2.id, None)
+        .await
+        .expect("restart the container");
+    c2.wait_http().await;
+    c2.print(100, "n r").await;
+    // It prints its FAKE_PRINT_LINES again at start, then the new lines.
+    want.extend(numbered("n y", 1..=300));
+    want.extend(numbered("n r", 1..=100));
+    let got = wait_for_lines(&client, &group, "n ", 2400, Duration::from_secs(60)).await;
+    assert_exactly_once(&got, &want);
+    shipper.stop().await;
+    c2.remove().await;
+}
+
+/// A 600 KiB line arrives as three events that join back to it; invalid UTF-8
+/// is replaced, not dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_line_is_split_and_invalid_utf8_replaced() {
+    let docker = docker().await;
+    let dev = unique("lg");
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = config(&unique("logs-long"), &[&dev], state.path(), &moto_url());
+    let group = group_of(&config, &dev);
+    let recorder = Recorder::default();
+    let client = logs_client(&moto_url(), Some(recorder.clone())).await;
+    let c = TestContainer::start(&docker, &dev, &[]).await;
+    let shipper = Running::start(docker.clone(), client.clone(), &config, test_options()).await;
+
+    let long: String = (0..600 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let mut body = Vec::new();
+    body.extend_from_slice(b"before\n");
+    body.extend_from_slice(long.as_bytes());
+    body.extend_from_slice(b"\nabc\xff\xfedef\n\xe2\x82\nafter\n");
+    c.print_raw(&body).await;
+
+    let start = Instant::now();
+    let all = loop {
+        let all = read_stream(&client, &group, INSTANCE).await;
+        if all.iter().any(|m| m == "after") || start.elapsed() > Duration::from_secs(60) {
+            break all;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let from = all
+        .iter()
+        .position(|m| m == "before")
+        .expect("the line before arrived");
+    let got = &all[from..];
+    assert_eq!(
+        got.len(),
+        1 + 3 + 3,
+        "{:?}",
+        got.iter().map(|m| m.len()).collect::<Vec<_>>()
+    );
+    let lens: Vec<usize> = got[1..4].iter().map(|m| m.len()).collect();
+    assert_eq!(
+        lens,
+        vec![262_118, 262_118, 90_164],
+        "split at 256 KiB - 26 bytes"
+    );
+    assert!(
+        got[1..4].concat() == long,
+        "the pieces join back to the line"
+    );
+    assert_eq!(got[4], "abc\u{FFFD}\u{FFFD}def");
+    assert!(
+        !got[5].is_empty() && got[5].chars().all(|c| c == '\u{FFFD}'),
+        "a truncated character is replaced, the line kept: {:?}",
+        got[5]
+    );
+    assert_eq!(got[6], "after");
+    for call in recorder.calls() {
+        assert!(call.longest_message <= 262_118, "{call:?}");
+        assert!(call.bytes <= 1_048_576, "{call:?}");
+    }
+    shipper.stop().await;
+    c.remove().await;
+}
+
+/// 50,000 lines at once, then 20,000 long ones: every PutLogEvents call stays
+/// within the limits (count, bytes + 26 each, order, span), both the count and
+/// the byte limit are reached, and every line arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_50000_lines_obeys_the_limits() {
+    let docker = docker().await;
+    let dev = unique("lg");
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = config(&unique("logs-burst"), &[&dev], state.path(), &moto_url());
+    let group = group_of(&config, &dev);
+    let recorder = Recorder::default();
+    let client = logs_client(&moto_url(), Some(recorder.clone())).await;
+    // A longer flush interval, so batches close on the limits, not on time.
+    let options = ShipperOptions {
+        flush_interval: Duration::from_secs(3),
+        ..test_options()
+    };
+    let shipper = Running::start(docker.clone(), client.clone(), &config, options).await;
+    // Printed as fast as the process can, at start.
+    let c = TestContainer::start(
+        &docker,
+        &dev,
+        &[
+            ("FAKE_PRINT_LINES", "50000".into()),
+            ("FAKE_PRINT_PREFIX", "b ".into()),
+        ],
+    )
+    .await;
+    let long_prefix = format!("L{} ", "x".repeat(98)); // ~105 bytes a line: bytes bind first
+    c.print(20_000, &long_prefix).await;
+
+    let got = wait_for_lines(&client, &group, "b ", 50_000, Duration::from_secs(90)).await;
+    assert_exactly_once(&got, &numbered("b ", 1..=50_000));
+    let got = wait_for_lines(&client, &group, "L", 20_000, Duration::from_secs(60)).await;
+    assert_exactly_once(&got, &numbered(&long_prefix, 1..=20_000));
+
+    let calls = recorder.calls();
+    for call in &calls {
+        assert!(call.events >= 1 && call.events <= 10_000, "{call:?}");
+        assert!(call.bytes <= 1_048_576, "{call:?}");
+        assert!(call.chronological, "{call:?}");
+        assert!(call.span_ms < 24 * 3600 * 1000, "{call:?}");
+    }
+    assert!(
+        calls.iter().any(|c| c.events == 10_000),
+        "the 10,000-event limit was reached: {calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.bytes > 1_048_576 - 200 && c.events < 10_000),
+        "the byte limit was reached: {calls:?}"
+    );
+    assert!(
+        calls.iter().map(|c| c.events).sum::<usize>() >= 70_001,
+        "every line was sent"
+    );
+    shipper.stop().await;
+    c.remove().await;
+}
+
+// ---------------------------------------------------------------------------
+// SIGKILL: a child process runs the shipper
+// ---------------------------------------------------------------------------
+
+/// Not a test on its own: the SIGKILL test runs this test binary again with
+/// `CSAGENT_LOGS_TEST_CHILD_CONFIG` set, and this runs the shipper until killed.
+#[test]
+fn ship_logs_child() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter("info")
+        .with_ansi(false)
+        .try_init();
+    let config = Config::load(Path::new(&path)).expect("child config");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let endpoint = config
+            .endpoint_url
+            .clone()
+            .expect("endpoint in the child config");
+        let client = logs_client(&endpoint, None).await;
+        let mut options = test_options();
+        // Many small batches, so kills land in every phase of a put.
+        options.flush_interval = Duration::from_millis(50);
+        options.buffer_bytes = 256 * 1024;
+        let shipper =
+            Shipper::new(docker().await, client, &config, &identity()).with_options(options);
+        let (_tx, rx) = watch::channel(false);
+        shipper.run(rx).await.expect("shipper run");
+    });
+}
+
+/// The child shipper; killed (SIGKILL) when dropped, so a failing test leaves
+/// no process behind.
+struct Child(std::process::Child);
+
+impl Child {
+    fn kill(&mut self) {
+        let _ = self.0.kill(); // std's kill is SIGKILL
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_child(config_path: &Path, log: &Path) -> Child {
+    let exe = std::env::current_exe().expect("test binary path");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("child log");
+    std::process::Command::new(exe)
+        .args([
+            "ship_logs_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, config_path)
+        .stdout(log.try_clone().expect("log fd"))
+        .stderr(log)
+        .spawn()
+        .map(Child)
+        .expect("start the child shipper")
+}
+
+fn write_config_file(dir: &Path, project: &str, dev: &str, endpoint: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    let text = format!(
+        "project = \"{project}\"\nregion = \"{REGION}\"\ninstance_id = \"{INSTANCE}\"\n[aws]\nendpoint_url = \"{endpoint}\"\n[volume]\ndevice = \"/dev/null\"\n[agent]\nstate_dir = \"{}\"\n[[developer]]\nname = \"{dev}\"\n",
+        dir.join("state").display()
+    );
+    std::fs::write(&path, text).expect("write child config");
+    path
+}
+
+/// The agent is killed with SIGKILL at random moments while a container writes
+/// 20,000 lines, and restarted each time: every line arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_loses_and_repeats_nothing() {
+    let docker = docker().await;
+    let dev = unique("lg");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = unique("logs-kill");
+    let config_path = write_config_file(dir.path(), &project, &dev, &moto_url());
+    let config = Config::load(&config_path).expect("config");
+    let group = group_of(&config, &dev);
+    let client = logs_client(&moto_url(), None).await;
+    let child_log = dir.path().join("child.log");
+
+    let c = TestContainer::start(&docker, &dev, &[]).await;
+    let mut child = spawn_child(&config_path, &child_log);
+    // The container writes 20,000 lines over ~8 s: 80 × 250.
+    let writer = {
+        let ip = c.ip;
+        tokio::spawn(async move {
+            for chunk in 0..80u64 {
+                let path = format!("/print?count=250&prefix=k{}-", chunk);
+                let resp = http(ip, "GET", &path, b"").await;
+                assert!(resp.contains(" 200 "), "{resp}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let mut kills = 0;
+    while kills < 4 {
+        let wait = rand::random_range(300..2500u64);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        child.kill();
+        kills += 1;
+        child = spawn_child(&config_path, &child_log);
+    }
+    writer.await.expect("writer");
+    let got = wait_for_lines(&client, &group, "k", 20_000, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got_again = lines_with(&client, &group, "k").await;
+    child.kill();
+    let want: Vec<String> = (0..80u64)
+        .flat_map(|chunk| numbered(&format!("k{chunk}-"), 1..=250))
+        .collect();
+    let log = std::fs::read_to_string(&child_log).unwrap_or_default();
+    if got_again != want {
+        eprintln!("child log:\n{log}");
+    }
+    // Which kills fell between a put and its checkpoint (settled by read-back).
+    for line in log.lines().filter(|l| l.contains("in flight")) {
+        eprintln!("{line}");
+    }
+    assert!(
+        got.len() >= 20_000,
+        "all lines arrived in time: {}",
+        got.len()
+    );
+    assert_exactly_once(&got_again, &want);
+    c.remove().await;
+}
+
+// ---------------------------------------------------------------------------
+// CloudWatch outage: a TCP proxy in front of moto is cut and restored
+// ---------------------------------------------------------------------------
+
+/// Forwards 127.0.0.1:<port> to moto; `cut` drops every connection and refuses
+/// new ones until `restore`, so moto keeps its state.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let accept = {
+            let (up, conns) = (up.clone(), conns.clone());
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        drop(inbound); // refused: closed at once
+                        continue;
+                    }
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    conns.lock().expect("proxy lock").push(task.abort_handle());
+                }
+            })
+        };
+        Proxy {
+            port,
+            up,
+            conns,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().expect("proxy lock").drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+fn moto_addr() -> SocketAddr {
+    let url = moto_url();
+    let hostport = url.trim_start_matches("http://").trim_end_matches('/');
+    use std::net::ToSocketAddrs;
+    hostport
+        .to_socket_addrs()
+        .expect("moto address")
+        .next()
+        .expect("moto resolves")
+}
+
+/// CloudWatch unreachable for 30 s while the container writes, then back: every
+/// line exactly once, the container untouched, the outage visible in status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudwatch_outage_loses_and_repeats_nothing() {
+    let outage = Duration::from_secs(30);
+    let docker = docker().await;
+    let dev = unique("lg");
+    let state = tempfile::tempdir().expect("tempdir");
+    let proxy = Proxy::start(moto_addr()).await;
+    let config = config(&unique("logs-outage"), &[&dev], state.path(), &proxy.url());
+    let group = group_of(&config, &dev);
+    let client = logs_client(&proxy.url(), None).await;
+    let direct = logs_client(&moto_url(), None).await;
+    let c = TestContainer::start(&docker, &dev, &[]).await;
+    let shipper = Running::start(docker.clone(), client, &config, test_options()).await;
+
+    c.print(2000, "o a").await;
+    let got = wait_for_lines(&direct, &group, "o a", 2000, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 2000, "shipping works before the outage");
+
+    proxy.cut();
+    let start = Instant::now();
+    let mut written = 0;
+    while start.elapsed() < outage {
+        written += 1;
+        // The container keeps writing and serving while CloudWatch is gone.
+        c.print(300, &format!("o b{written}-")).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let d = shipper.status.snapshot().developers[&dev].clone();
+    assert!(
+        d.retries > 0 && d.last_error.is_some(),
+        "the outage shows in status: {d:?}"
+    );
+    assert!(d.buffered_events > 0 && d.lag_seconds > 1.0, "{d:?}");
+    proxy.restore();
+    c.print(2000, "o c").await;
+
+    let mut want = numbered("o a", 1..=2000);
+    for i in 1..=written {
+        want.extend(numbered(&format!("o b{i}-"), 1..=300));
+    }
+    want.extend(numbered("o c", 1..=2000));
+    let got = wait_for_lines(&direct, &group, "o ", want.len(), Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_exactly_once(&lines_with(&direct, &group, "o ").await, &want);
+    assert_eq!(got.len(), want.len());
+    let d = shipper.status.snapshot().developers[&dev].clone();
+    assert!(d.last_error.is_none(), "recovered: {d:?}");
+    assert_eq!(d.buffered_events, 0, "{d:?}");
+    shipper.stop().await;
+    c.remove().await;
+}
