@@ -45,6 +45,8 @@ pub enum Command {
     },
     /// Ask the running agent to re-read its config (same as SIGHUP).
     Reload,
+    /// Ask the running agent to read every secret now (after a manual rotation).
+    RefreshSecrets,
     /// Validate the config file and print the developers it defines; exit 2 if invalid.
     CheckConfig {
         /// Print the effective config as JSON.
@@ -67,7 +69,14 @@ mod tests {
 
     #[test]
     fn config_flag_on_every_subcommand() {
-        for sub in ["run", "status", "reload", "check-config", "version"] {
+        for sub in [
+            "run",
+            "status",
+            "reload",
+            "refresh-secrets",
+            "check-config",
+            "version",
+        ] {
             let cli = Cli::try_parse_from(["csagent", sub, "--config", "/tmp/x.toml"])
                 .unwrap_or_else(|e| panic!("{sub}: {e}"));
             assert_eq!(cli.global.config, PathBuf::from("/tmp/x.toml"));

@@ -4,11 +4,13 @@
 //! secrets, containers, metrics, logs) → Docker/AWS; status reads what the
 //! reconcilers observed.
 
+pub mod agent;
 pub mod aws;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod containers;
+pub mod control;
 pub mod exit;
 pub mod fsutil;
 pub mod logging;
@@ -17,6 +19,7 @@ pub mod metrics;
 pub mod retry;
 pub mod secret;
 pub mod secrets;
+pub mod status;
 pub mod volume;
 
 pub use secret::Secret;

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use argon2::Argon2;
 use argon2::password_hash::PasswordHasher;
 use bollard::Docker;
-use bollard::query_parameters::{
-    InspectContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-};
+use bollard::query_parameters::InspectContainerOptions;
 use common::*;
 use csagent::config::Config;
 use csagent::containers::{Action, ContainerCredentials, DesiredDeveloper, Reconciler};
@@ -25,6 +23,13 @@ struct Env {
     base_port: u16,
     subnet: String,
     network: String,
+}
+
+/// Removes the test's containers, network and rule even when it fails.
+impl Drop for Env {
+    fn drop(&mut self) {
+        drop(self.leftovers());
+    }
 }
 
 impl Env {
@@ -114,49 +119,13 @@ impl Env {
             .and_then(|c| c.id)
     }
 
-    async fn cleanup(&self) {
-        let filters = std::collections::HashMap::from([(
-            "name".to_string(),
-            vec![format!("code-server-{}", self.prefix)],
-        )]);
-        let opts = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
-        for c in self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .unwrap_or_default()
-        {
-            if let Some(id) = c.id {
-                let _ = self
-                    .docker
-                    .remove_container(
-                        &id,
-                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-                    )
-                    .await;
-            }
+    fn leftovers(&self) -> Leftovers {
+        Leftovers {
+            project: self.prefix.clone(),
+            network: self.network.clone(),
+            subnet: self.subnet.clone(),
+            mount: None,
         }
-        let _ = self.docker.remove_network(&self.network).await;
-        let _ = std::process::Command::new("iptables")
-            .args([
-                "-w",
-                "-D",
-                "DOCKER-USER",
-                "-s",
-                &self.subnet,
-                "-d",
-                "169.254.169.254/32",
-                "-m",
-                "comment",
-                "--comment",
-                "csagent: containers must not reach IMDS",
-                "-j",
-                "DROP",
-            ])
-            .status();
     }
 }
 
@@ -299,7 +268,6 @@ async fn eight_developers_converge_with_limits_and_no_plaintext() {
         again.iter().all(|(_, a)| *a == Action::Unchanged),
         "{again:?}"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -383,7 +351,6 @@ async fn changes_touch_only_the_affected_developer() {
     assert!(res.contains(&(env.dev(2), Action::Removed)), "{res:?}");
     assert_eq!(env.id_of(&env.dev(2)).await, None);
     assert_eq!(std::fs::read_to_string(&marker).expect("data kept"), "mine");
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -410,7 +377,6 @@ async fn unlabelled_container_named_like_ours_is_left_alone() {
         snap[&env.dev(1)]
     );
     assert!(snap[&env.dev(1)].problem.is_some());
-    env.cleanup().await;
 }
 
 impl Env {

@@ -130,11 +130,14 @@ impl StatusHandle {
     }
 }
 
+/// Cheap to clone: clones share the observed state and the crash-loop guard, so
+/// the event follower (a clone in its own task) updates what status reads.
+#[derive(Clone)]
 pub struct Reconciler {
     docker: Docker,
     config: Arc<Config>,
     status: StatusHandle,
-    crash: Mutex<crashloop::CrashTracker>,
+    crash: Arc<Mutex<crashloop::CrashTracker>>,
 }
 
 impl Reconciler {
@@ -143,7 +146,10 @@ impl Reconciler {
             docker,
             config,
             status: StatusHandle::default(),
-            crash: Mutex::new(crashloop::CrashTracker::new(5, Duration::from_secs(600))),
+            crash: Arc::new(Mutex::new(crashloop::CrashTracker::new(
+                5,
+                Duration::from_secs(600),
+            ))),
         }
     }
 
@@ -505,11 +511,19 @@ impl Reconciler {
                         s.state = format!("unmanaged ({})", s.state);
                     }
                 }
-                Err(_) => {
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {
                     s.id = None;
                     s.state = "missing".into();
                     s.health = "none".into();
                     s.started_at = None;
+                }
+                // dockerd unreachable: the container may well be fine; say we
+                // do not know rather than "missing".
+                Err(e) => {
+                    s.state = "unknown".into();
+                    s.problem = Some(format!("docker unreachable: {e}"));
                 }
             }
         });

@@ -389,6 +389,29 @@ impl SecretsManager {
         Ok(hash)
     }
 
+    /// Developers whose current password has no cached hash yet, with what to
+    /// hash. Hashing is slow by design: the daemon runs these on blocking threads
+    /// in parallel and hands the results back with [`insert_hash`](Self::insert_hash).
+    pub fn hashes_needed(&self) -> Vec<(String, String, Secret)> {
+        self.records
+            .iter()
+            .filter_map(|(dev, r)| match &r.outcome {
+                DeveloperSecrets::Ready(c)
+                    if self.hashes.get(dev).map(|(v, _)| v) != Some(&c.password_version) =>
+                {
+                    Some((dev.clone(), c.password_version.clone(), c.password.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Caches a hash made elsewhere for `version` of the developer's password.
+    pub fn insert_hash(&mut self, developer: &str, version: &str, hash: String) {
+        self.hashes
+            .insert(developer.to_string(), (version.to_string(), hash));
+    }
+
     /// When the oldest unapplied rotation of this developer was seen.
     pub fn pending_since(&self, developer: &str) -> Option<SystemTime> {
         self.records

@@ -347,3 +347,444 @@ impl Drop for TcpProxy {
         }
     }
 }
+
+/// The real code-server image `scripts/build-code-server-image.sh` builds from npm
+/// (the agent's default image name).
+pub const REAL_CODE_SERVER_IMAGE: &str = "codercom/code-server:4.96.4";
+
+/// Set to 1 to skip the real code-server tests locally (never set in CI).
+pub const SKIP_REAL_CODE_SERVER_ENV: &str = "CSAGENT_SKIP_REAL_CODE_SERVER";
+
+/// Whether a test with the real code-server image should run: true when the image
+/// built by `scripts/build-code-server-image.sh` is present (label
+/// `csagent.built-locally=true`); false, with a note, when it is absent and
+/// `CSAGENT_SKIP_REAL_CODE_SERVER=1`; otherwise it panics saying how to build it.
+pub fn real_code_server_image_or_skip(test: &str) -> bool {
+    let label = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "-f",
+            "{{ index .Config.Labels \"csagent.built-locally\" }}",
+            REAL_CODE_SERVER_IMAGE,
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if label.as_deref() == Some("true") {
+        return true;
+    }
+    let why = match label {
+        Some(_) => format!(
+            "{REAL_CODE_SERVER_IMAGE} exists but was not built by scripts/build-code-server-image.sh (no label csagent.built-locally=true)"
+        ),
+        None => format!("image {REAL_CODE_SERVER_IMAGE} is not present"),
+    };
+    if std::env::var(SKIP_REAL_CODE_SERVER_ENV).as_deref() == Ok("1") {
+        eprintln!("{test}: SKIPPED ({SKIP_REAL_CODE_SERVER_ENV}=1): {why}");
+        return false;
+    }
+    panic!(
+        "{test}: {why}. Build it with `bash scripts/build-code-server-image.sh` \
+         (CI builds it; cached under $CSAGENT_CI_CACHE), or set \
+         {SKIP_REAL_CODE_SERVER_ENV}=1 to skip this test locally"
+    );
+}
+
+/// An HTTP response read whole (HTTP/1.0, the server closes the connection).
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header lines as sent, e.g. `Set-Cookie: a=b; Path=/`.
+    pub headers: Vec<String>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// Values of the headers named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter_map(|h| h.split_once(':'))
+            .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+            .collect()
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+pub fn form_encode(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A plain HTTP/1.0 request to 127.0.0.1:`port`; None when nothing answers or the
+/// response cannot be read within `timeout`.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    timeout: std::time::Duration,
+) -> Option<HttpResponse> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(HttpResponse {
+        status,
+        headers: lines.map(str::to_string).collect(),
+        body: body.to_string(),
+    })
+}
+
+/// `POST /login` with `password=...` as code-server's login form sends it.
+pub fn code_server_login(port: u16, password: &str) -> Option<HttpResponse> {
+    http_request(
+        port,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &format!("password={}", form_encode(password)),
+        std::time::Duration::from_secs(20),
+    )
+}
+
+/// Whether a code-server login response means "logged in": a redirect that sets
+/// the session cookie (a refused password renders the login page again with 200).
+pub fn login_accepted(r: &HttpResponse) -> bool {
+    r.status == 302
+        && r.header("set-cookie")
+            .iter()
+            .any(|c| c.starts_with("code-server-session="))
+}
+
+/// The IPv4 subnets of every Docker network right now (`a.b.c.d/n`).
+pub fn docker_subnets() -> Vec<String> {
+    let ids = run("docker", &["network", "ls", "-q"]);
+    let mut out = Vec::new();
+    for id in ids.split_whitespace() {
+        let Ok(o) = Command::new("docker")
+            .args([
+                "network",
+                "inspect",
+                "-f",
+                "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+                id,
+            ])
+            .output()
+        else {
+            continue;
+        };
+        out.extend(
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter(|s| s.contains('.'))
+                .map(str::to_string),
+        );
+    }
+    out
+}
+
+/// `a.b.c.d/n` as (network address, prefix length); None for anything else.
+fn parse_v4_cidr(cidr: &str) -> Option<(u32, u32)> {
+    let (addr, len) = cidr.split_once('/')?;
+    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+    let len: u32 = len.parse().ok().filter(|l| *l <= 32)?;
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    Some((u32::from(addr) & mask, len))
+}
+
+/// Whether two IPv4 CIDRs share an address.
+pub fn subnets_overlap(a: &str, b: &str) -> bool {
+    match (parse_v4_cidr(a), parse_v4_cidr(b)) {
+        (Some((na, la)), Some((nb, lb))) => {
+            let len = la.min(lb);
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            na & mask == nb & mask
+        }
+        _ => false,
+    }
+}
+
+/// A /24 (in 10.150.0.0–10.199.255.0, apart from [`test_subnet`]'s range) that no
+/// Docker network uses now: networks leaked by an interrupted run cannot make this
+/// test's network creation fail with "Pool overlaps".
+pub fn unused_test_subnet() -> String {
+    let taken = docker_subnets();
+    let start = std::process::id() % 50;
+    for i in 0..(50 * 256) {
+        let n = (start * 256 + i) % (50 * 256);
+        let candidate = format!("10.{}.{}.0/24", 150 + n / 256, n % 256);
+        if !taken.iter().any(|t| subnets_overlap(t, &candidate)) {
+            return candidate;
+        }
+    }
+    panic!(
+        "no free /24 in 10.150.0.0/16–10.199.0.0/16 for a test network; docker networks: {taken:?}"
+    );
+}
+
+/// The DOCKER-USER rule the agent installs for `subnet` (`network::ensure_metadata_block`),
+/// as iptables arguments after the operation (`-C`, `-D`, ...).
+pub fn metadata_rule_spec(subnet: &str) -> Vec<String> {
+    [
+        "DOCKER-USER",
+        "-s",
+        subnet,
+        "-d",
+        "169.254.169.254/32",
+        "-m",
+        "comment",
+        "--comment",
+        "csagent: containers must not reach IMDS",
+        "-j",
+        "DROP",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// Whether the agent's metadata rule for `subnet` is in DOCKER-USER (`iptables -C`).
+pub fn metadata_rule_present(subnet: &str) -> bool {
+    Command::new("iptables")
+        .args(["-w", "-C"])
+        .args(metadata_rule_spec(subnet))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Deletes the agent's metadata rule for `subnet`; true when one was deleted.
+pub fn delete_metadata_rule(subnet: &str) -> bool {
+    Command::new("iptables")
+        .args(["-w", "-D"])
+        .args(metadata_rule_spec(subnet))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// `csagent run --config <config>` as a child process, as systemd runs it: a
+/// NOTIFY_SOCKET drained by a thread the whole time (what the agent sent is in
+/// `notified`), WATCHDOG_USEC set, stderr in `<config>.log`. Killed on drop.
+pub struct AgentDaemon {
+    pub child: std::process::Child,
+    pub config: PathBuf,
+    pub notified: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _notify_dir: tempfile::TempDir,
+}
+
+impl AgentDaemon {
+    pub fn start(config: &Path) -> AgentDaemon {
+        let notify_dir = tempfile::tempdir().expect("tempdir");
+        let notify_path = notify_dir.path().join("notify.sock");
+        let notify =
+            std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        let notified = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = notified.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                if let Ok(mut v) = sink.lock() {
+                    v.push(msg);
+                }
+            }
+        });
+        let log = std::fs::File::create(config.with_extension("log")).expect("log file");
+        let child = Command::new(csagent_bin())
+            .args(["run", "--config", path_str(config)])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", "2000000")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("RUST_LOG", "info,csagent=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn csagent run");
+        AgentDaemon {
+            child,
+            config: config.to_path_buf(),
+            notified,
+            _notify_dir: notify_dir,
+        }
+    }
+
+    /// Waits for a notify message with the line `needle`; returns everything seen.
+    pub fn wait_notify(&self, needle: &str, timeout: std::time::Duration) -> Vec<String> {
+        let start = std::time::Instant::now();
+        loop {
+            let seen = self.notified.lock().map(|v| v.clone()).unwrap_or_default();
+            if seen.iter().any(|m| m.lines().any(|l| l == needle)) {
+                return seen;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "no {needle} within {timeout:?}; saw {seen:?}\nagent log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Forgets what was notified so far (to wait for a fresh message).
+    pub fn clear_notified(&self) {
+        if let Ok(mut v) = self.notified.lock() {
+            v.clear();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Exit code and JSON of `csagent status --json`.
+    pub fn status(&self) -> (i32, serde_json::Value) {
+        let out = Command::new(csagent_bin())
+            .args(["status", "--json", "--config", path_str(&self.config)])
+            .output()
+            .expect("csagent status");
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out.status.code().unwrap_or(-1), json)
+    }
+
+    /// Polls `status` until `ok`; panics with the last status and the agent log.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: std::time::Duration,
+        ok: impl Fn(i32, &serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = std::time::Instant::now();
+        loop {
+            let (code, json) = self.status();
+            if ok(code, &json) {
+                return json;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "status never showed {what} within {timeout:?} (last exit {code}): {json:#}\nagent log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)
+            .expect("signal");
+    }
+
+    /// The process's exit status if it has exited, None while it runs.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait for csagent")
+    }
+}
+
+impl Drop for AgentDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One developer's row in a `status --json` report (Null when absent).
+pub fn status_developer<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["developers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["name"] == name))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// `status` exited 0 and lists exactly `n` developers, all running and healthy.
+pub fn all_developers_healthy(code: i32, status: &serde_json::Value, n: usize) -> bool {
+    code == 0
+        && status["developers"].as_array().is_some_and(|a| {
+            a.len() == n
+                && a.iter()
+                    .all(|d| d["state"] == "running" && d["health"] == "healthy")
+        })
+}
+
+/// Removes what an agent made for a test project — containers labelled with the
+/// project, its network, its DOCKER-USER rule, and a mount — when dropped, so a
+/// failing test does not leak them (a running container pins a loop device's mount).
+pub struct Leftovers {
+    pub project: String,
+    pub network: String,
+    pub subnet: String,
+    pub mount: Option<PathBuf>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let ids = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=csagent.project={}", self.project),
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        for id in ids.split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.network])
+            .output();
+        let _ = Command::new("iptables")
+            .args([
+                "-w",
+                "-D",
+                "DOCKER-USER",
+                "-s",
+                &self.subnet,
+                "-d",
+                "169.254.169.254/32",
+                "-m",
+                "comment",
+                "--comment",
+                "csagent: containers must not reach IMDS",
+                "-j",
+                "DROP",
+            ])
+            .output();
+        if let Some(m) = &self.mount {
+            let _ = Command::new("umount").arg(m).output();
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The status report: one JSON schema (versioned, documented in
+//! docs/operations.md) that the daemon builds from what the reconcilers
+//! observed, and the table `csagent status` prints from it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+/// Bumped only on incompatible changes; fields are only ever added.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Disk use above which status warns.
+pub const DISK_WARN_PERCENT: f64 = 85.0;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct StatusReport {
+    pub schema: u32,
+    pub agent: AgentInfo,
+    pub instance: InstanceInfo,
+    pub volume: VolumeInfo,
+    pub host: HostInfo,
+    /// Last successful call per AWS service (RFC 3339), keyed by service name.
+    pub aws_last_success: BTreeMap<String, Option<String>>,
+    pub developers: Vec<DeveloperRow>,
+    pub warnings: Vec<String>,
+    /// True when every developer is running and healthy and nothing warns.
+    pub healthy: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct AgentInfo {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    /// "starting", "running", "degraded".
+    pub phase: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct InstanceInfo {
+    pub project: String,
+    pub instance_id: String,
+    pub region: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct VolumeInfo {
+    pub device: Option<String>,
+    pub volume_id: Option<String>,
+    pub filesystem: Option<String>,
+    pub uuid: Option<String>,
+    pub mount_point: String,
+    pub mounted: bool,
+    pub size_bytes: Option<u64>,
+    pub used_bytes: Option<u64>,
+    pub used_percent: Option<f64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct HostInfo {
+    pub mem_total_bytes: u64,
+    pub mem_used_bytes: u64,
+    pub mem_used_percent: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct DeveloperRow {
+    pub name: String,
+    pub port: u16,
+    pub url: String,
+    pub container_id: Option<String>,
+    /// running | restarting | exited | created | missing | unmanaged (...)
+    pub state: String,
+    /// healthy | unhealthy | starting | none
+    pub health: String,
+    pub uptime_secs: Option<u64>,
+    pub cpu_percent: Option<f64>,
+    pub mem_used_bytes: Option<u64>,
+    pub mem_limit_bytes: u64,
+    pub restarts: i64,
+    pub crash_looping: bool,
+    pub password_version: Option<String>,
+    pub password_age_secs: Option<u64>,
+    pub pending_rotation: bool,
+    /// set | placeholder | missing
+    pub claude_key: String,
+    pub log_lag_secs: Option<f64>,
+    /// Why this developer is not as desired.
+    pub problem: Option<String>,
+    pub last_log_lines: Vec<String>,
+}
+
+impl StatusReport {
+    /// Fills `warnings` and `healthy` from the rest.
+    pub fn finish(&mut self, secrets_staleness: Option<u64>, stale_after: Duration) {
+        let mut w = Vec::new();
+        for d in &self.developers {
+            if d.crash_looping {
+                let last = d.last_log_lines.last().map(String::as_str).unwrap_or("");
+                w.push(format!(
+                    "{}: crash-looping ({} restarts); last log line: {last}",
+                    d.name, d.restarts
+                ));
+            }
+            if d.claude_key != "set" {
+                w.push(format!(
+                    "{}: Claude API key is {} (the container runs without it)",
+                    d.name, d.claude_key
+                ));
+            }
+            if let Some(p) = &d.problem {
+                w.push(format!("{}: {p}", d.name));
+            }
+        }
+        if let Some(s) = secrets_staleness
+            && Duration::from_secs(s) > stale_after
+        {
+            w.push(format!("secrets are stale: last successful check {s}s ago"));
+        }
+        if let Some(p) = self.volume.used_percent
+            && p > DISK_WARN_PERCENT
+        {
+            w.push(format!(
+                "data volume {:.0}% full (warning above {DISK_WARN_PERCENT:.0}%)",
+                p
+            ));
+        }
+        if let Some(e) = &self.volume.error {
+            w.push(format!("volume: {e}"));
+        }
+        let all_up = self
+            .developers
+            .iter()
+            .all(|d| d.state == "running" && (d.health == "healthy" || d.health == "none"));
+        self.healthy = all_up && w.iter().all(|x| x.contains("Claude API key"));
+        self.warnings = w;
+    }
+
+    /// Renders the human table. Colours only when `color` (a TTY).
+    pub fn render(&self, out: &mut impl Write, color: bool) -> std::io::Result<()> {
+        let paint = |s: &str, code: &str| {
+            if color {
+                format!("\x1b[{code}m{s}\x1b[0m")
+            } else {
+                s.to_string()
+            }
+        };
+        writeln!(
+            out,
+            "csagent {} (pid {}, up {}) — {} — project {} — instance {} in {}",
+            self.agent.version,
+            self.agent.pid,
+            human_secs(self.agent.uptime_secs),
+            self.agent.phase,
+            self.instance.project,
+            self.instance.instance_id,
+            self.instance.region
+        )?;
+        let v = &self.volume;
+        let vol = if v.mounted {
+            format!(
+                "{} {} at {} — {} of {} used ({:.0}%)",
+                v.volume_id
+                    .as_deref()
+                    .unwrap_or(v.device.as_deref().unwrap_or("?")),
+                v.filesystem.as_deref().unwrap_or("?"),
+                v.mount_point,
+                ByteSize(v.used_bytes.unwrap_or(0)).display().iec(),
+                ByteSize(v.size_bytes.unwrap_or(0)).display().iec(),
+                v.used_percent.unwrap_or(0.0)
+            )
+        } else {
+            format!(
+                "NOT MOUNTED at {}: {}",
+                v.mount_point,
+                v.error.as_deref().unwrap_or("unknown")
+            )
+        };
+        writeln!(out, "volume  {vol}")?;
+        writeln!(
+            out,
+            "memory  {} of {} used ({:.0}%)",
+            ByteSize(self.host.mem_used_bytes).display().iec(),
+            ByteSize(self.host.mem_total_bytes).display().iec(),
+            self.host.mem_used_percent
+        )?;
+        let aws: Vec<String> = self
+            .aws_last_success
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.as_deref().unwrap_or("never")))
+            .collect();
+        writeln!(out, "aws     last success — {}", aws.join(", "))?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<12} {:<24} {:<10} {:<9} {:>7} {:>6} {:>17} {:>4} {:<18} {:>8}",
+            "DEVELOPER",
+            "URL",
+            "STATE",
+            "HEALTH",
+            "UPTIME",
+            "CPU%",
+            "MEMORY",
+            "RST",
+            "CREDENTIALS",
+            "LOG LAG"
+        )?;
+        for d in &self.developers {
+            let state = match d.state.as_str() {
+                "running" => paint(&format!("{:<10}", d.state), "32"),
+                _ => paint(&format!("{:<10}", d.state), "31"),
+            };
+            let health = match d.health.as_str() {
+                "healthy" => paint(&format!("{:<9}", d.health), "32"),
+                "starting" | "none" => format!("{:<9}", d.health),
+                _ => paint(&format!("{:<9}", d.health), "31"),
+            };
+            let mem = match d.mem_used_bytes {
+                Some(m) => format!(
+                    "{}/{}",
+                    ByteSize(m).display().iec_short(),
+                    ByteSize(d.mem_limit_bytes).display().iec_short()
+                ),
+                None => format!("-/{}", ByteSize(d.mem_limit_bytes).display().iec_short()),
+            };
+            let creds = match (&d.password_version, d.password_age_secs) {
+                (Some(v), Some(age)) => format!(
+                    "{} {}{}",
+                    &v[..v.len().min(8)],
+                    human_secs(age),
+                    if d.pending_rotation { " ROT" } else { "" }
+                ),
+                (Some(v), None) => format!(
+                    "{}{}",
+                    &v[..v.len().min(8)],
+                    if d.pending_rotation { " ROT" } else { "" }
+                ),
+                _ => "-".to_string(),
+            };
+            writeln!(
+                out,
+                "{:<12} {:<24} {} {} {:>7} {:>6} {:>17} {:>4} {:<18} {:>8}",
+                d.name,
+                d.url,
+                state,
+                health,
+                d.uptime_secs.map(human_secs).unwrap_or_else(|| "-".into()),
+                d.cpu_percent
+                    .map(|c| format!("{c:.1}"))
+                    .unwrap_or_else(|| "-".into()),
+                mem,
+                d.restarts,
+                creds,
+                d.log_lag_secs
+                    .map(|l| format!("{l:.0}s"))
+                    .unwrap_or_else(|| "-".into()),
+            )?;
+        }
+        if !self.warnings.is_empty() {
+            writeln!(out)?;
+            for w in &self.warnings {
+                writeln!(out, "{} {w}", paint("warning:", "33"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn human_secs(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, state: &str, health: &str) -> DeveloperRow {
+        DeveloperRow {
+            name: name.into(),
+            state: state.into(),
+            health: health.into(),
+            claude_key: "set".into(),
+            mem_limit_bytes: 4 << 30,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn healthy_only_when_all_run_and_nothing_warns() {
+        let mut r = StatusReport {
+            developers: vec![row("dev1", "running", "healthy")],
+            ..Default::default()
+        };
+        r.volume.mounted = true;
+        r.volume.used_percent = Some(10.0);
+        r.finish(Some(5), Duration::from_secs(300));
+        assert!(r.healthy, "{:?}", r.warnings);
+
+        r.developers.push(row("dev2", "exited", "unhealthy"));
+        r.finish(Some(5), Duration::from_secs(300));
+        assert!(!r.healthy);
+
+        let mut r = StatusReport {
+            developers: vec![row("dev1", "running", "healthy")],
+            ..Default::default()
+        };
+        r.volume.used_percent = Some(90.0);
+        r.finish(Some(900), Duration::from_secs(300));
+        assert!(!r.healthy);
+        assert!(r.warnings.iter().any(|w| w.contains("90% full")));
+        assert!(r.warnings.iter().any(|w| w.contains("stale")));
+    }
+
+    #[test]
+    fn placeholder_key_warns_but_stays_healthy() {
+        let mut d = row("dev1", "running", "healthy");
+        d.claude_key = "placeholder".into();
+        let mut r = StatusReport {
+            developers: vec![d],
+            ..Default::default()
+        };
+        r.finish(None, Duration::from_secs(300));
+        assert!(r.healthy);
+        assert_eq!(r.warnings.len(), 1);
+    }
+
+    #[test]
+    fn table_has_a_row_per_developer_and_no_colour_off_tty() {
+        let mut r = StatusReport {
+            developers: vec![
+                row("dev1", "running", "healthy"),
+                row("dev2", "missing", "none"),
+            ],
+            ..Default::default()
+        };
+        r.finish(None, Duration::from_secs(300));
+        let mut out = Vec::new();
+        r.render(&mut out, false).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.contains("dev1") && text.contains("dev2"));
+        assert!(!text.contains('\x1b'));
+    }
+}

@@ -1,0 +1,385 @@
+//! `csagent run` as a child process against dockerd, moto and a loop device:
+//! readiness and watchdog on a notify socket, the control socket and `status`,
+//! SIGHUP reload, SIGTERM shutdown with containers left running.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Daemon {
+    child: Child,
+    config: PathBuf,
+    /// Everything the agent sent to NOTIFY_SOCKET. A thread drains the socket
+    /// the whole time, as systemd does (a full queue would block the sender).
+    notified: Arc<Mutex<Vec<String>>>,
+    _notify_dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        let notify_dir = tempfile::tempdir().expect("tempdir");
+        let notify_path = notify_dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        let notified = Arc::new(Mutex::new(Vec::new()));
+        let sink = notified.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                if let Ok(mut v) = sink.lock() {
+                    v.push(msg);
+                }
+            }
+        });
+        let log = std::fs::File::create(config.with_extension("log")).expect("log file");
+        let child = Command::new(csagent_bin())
+            .args(["run", "--config", path_str(config)])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", "2000000")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("RUST_LOG", "info,csagent=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn csagent run");
+        Daemon {
+            child,
+            config: config.to_path_buf(),
+            notified,
+            _notify_dir: notify_dir,
+        }
+    }
+
+    /// Waits for a notify message with the line `needle`; returns everything seen.
+    fn wait_notify(&self, needle: &str, timeout: Duration) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let seen = self.notified.lock().map(|v| v.clone()).unwrap_or_default();
+            if seen.iter().any(|m| m.lines().any(|l| l == needle)) {
+                return seen;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "no {needle} within {timeout:?}; saw {seen:?}\nagent log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
+    }
+
+    fn status(&self) -> (i32, serde_json::Value) {
+        let out = Command::new(csagent_bin())
+            .args(["status", "--json", "--config", path_str(&self.config)])
+            .output()
+            .expect("csagent status");
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out.status.code().unwrap_or(-1), json)
+    }
+
+    fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(i32, &serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let (code, json) = self.status();
+            if ok(code, &json) {
+                return json;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "status never showed {what} (last exit {code}): {json:#}\nagent log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)
+            .expect("signal");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn container_id(name: &str) -> Option<String> {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.Id}}", name])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn developer<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["developers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["name"] == name))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+fn all_healthy(code: i32, s: &serde_json::Value, n: usize) -> bool {
+    code == 0
+        && s["developers"].as_array().is_some_and(|a| {
+            a.len() == n
+                && a.iter()
+                    .all(|d| d["state"] == "running" && d["health"] == "healthy")
+        })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_lifecycle_against_real_parts() {
+    require_root();
+    let disk = LoopDevice::new("128M");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let runtime = tempfile::Builder::new()
+        .prefix("csagent-daemon-")
+        .tempdir_in("/dev/shm")
+        .expect("tmpfs dir");
+    let project = unique("dmn").replace('-', "");
+    let base = port_block(4);
+    let subnet = test_subnet();
+    let cleanup = Leftovers {
+        project: project.clone(),
+        network: format!("csagent-{project}"),
+        subnet: subnet.clone(),
+        mount: Some(dir.path().join("data")),
+    };
+
+    // Secrets for three developers (the third is only configured after SIGHUP).
+    let sm = aws_sdk_secretsmanager::Client::new(&aws().await);
+    for i in 1..=3 {
+        for (kind, value) in [
+            ("password", format!("pw-{project}-{i}")),
+            ("claude-api-key", "REPLACE_WITH_ACTUAL_KEY".to_string()),
+        ] {
+            sm.create_secret()
+                .name(format!("{project}/{project}-d{i}/{kind}"))
+                .secret_string(value)
+                .send()
+                .await
+                .expect("create secret");
+        }
+    }
+
+    let write_config = |devs: usize| {
+        let mut text = format!(
+            "project = \"{project}\"\nregion = \"{REGION}\"\ninstance_id = \"i-0123456789abcdef0\"\n\
+             [aws]\nendpoint_url = \"{moto}\"\n\
+             [volume]\ndevice = \"{dev}\"\nmount_point = \"{root}/data\"\nfstab = \"{root}/fstab\"\nwait_timeout = \"10s\"\n\
+             [containers]\nimage = \"{TEST_IMAGE}\"\npull = \"never\"\ncpus = 0.25\nmemory = \"256MiB\"\nmemory_reservation = \"128MiB\"\n\
+             network = \"csagent-{project}\"\nsubnet = \"{subnet}\"\nhealth_interval = \"1s\"\nhealth_start_period = \"0s\"\n\
+             [secrets]\npoll_interval = \"2s\"\n\
+             [metrics]\nenabled = false\n\
+             [logs]\nenabled = true\n\
+             [agent]\nstate_dir = \"{root}/state\"\nruntime_dir = \"{run}\"\nsocket = \"{root}/ctl/csagent.sock\"\nsocket_group = \"adm\"\n",
+            moto = moto_url(),
+            dev = disk.path(),
+            root = dir.path().display(),
+            run = runtime.path().display(),
+        );
+        for i in 1..=devs {
+            text.push_str(&format!(
+                "[[developer]]\nname = \"{project}-d{i}\"\nport = {}\n",
+                base + i as u16
+            ));
+        }
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    };
+    let config = write_config(2);
+    std::fs::create_dir_all(dir.path().join("ctl")).expect("ctl dir");
+    std::fs::set_permissions(
+        dir.path().join("ctl"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+
+    let daemon = Daemon::start(&config);
+    let seen = daemon.wait_notify("READY=1", Duration::from_secs(90));
+    assert!(
+        seen.iter().any(|m| m.contains("STATUS=")),
+        "STATUS= text along the way: {seen:?}"
+    );
+    daemon.wait_notify("WATCHDOG=1", Duration::from_secs(5));
+
+    // Status over the socket matches Docker.
+    let s = daemon.wait_status("2 healthy developers", Duration::from_secs(60), |c, s| {
+        all_healthy(c, s, 2)
+    });
+    assert_eq!(s["schema"], 1);
+    assert_eq!(s["instance"]["project"], project.as_str());
+    assert_eq!(s["volume"]["mounted"], true);
+    let d1 = developer(&s, &format!("{project}-d1"));
+    assert_eq!(d1["port"], base + 1);
+    assert_eq!(d1["claude_key"], "placeholder");
+    let id1 = container_id(&format!("code-server-{project}-d1")).expect("dev1 container");
+    assert!(
+        id1.starts_with(d1["container_id"].as_str().unwrap_or("x")),
+        "status shows docker's container id"
+    );
+    assert!(s["warnings"].as_array().is_some_and(|w| {
+        w.iter()
+            .any(|w| w.as_str().unwrap_or("").contains("Claude API key"))
+    }));
+
+    // A paused container: status says so and exits 1; unpaused: back to 0.
+    let name2 = format!("code-server-{project}-d2");
+    run("docker", &["pause", &name2]);
+    let s = daemon.wait_status("d2 paused", Duration::from_secs(30), |c, s| {
+        c == 1 && developer(s, &format!("{project}-d2"))["state"] == "paused"
+    });
+    assert_eq!(developer(&s, &format!("{project}-d1"))["state"], "running");
+    run("docker", &["unpause", &name2]);
+    daemon.wait_status("healthy again", Duration::from_secs(30), |c, s| {
+        all_healthy(c, s, 2)
+    });
+
+    // docker kill: it comes back (restart policy or the agent), same container.
+    run("docker", &["kill", &name2]);
+    let id2 = container_id(&name2);
+    daemon.wait_status("d2 restarted", Duration::from_secs(30), |c, s| {
+        let d = developer(s, &format!("{project}-d2"));
+        c == 0
+            && d["state"] == "running"
+            && d["restarts"].as_i64().unwrap_or(0) + 1 > 0
+            && container_id(&name2) == id2
+    });
+
+    // A user outside the socket group is refused.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            path_str(&csagent_bin()),
+            "status",
+            "--json",
+            "--config",
+            path_str(&config),
+        ])
+        .output()
+        .expect("setpriv");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "nobody cannot use the socket: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ermission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // SIGHUP with a third developer: only that container is created.
+    write_config(3);
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_status("3 healthy developers", Duration::from_secs(60), |c, s| {
+        all_healthy(c, s, 3)
+    });
+    assert_eq!(
+        container_id(&format!("code-server-{project}-d1")),
+        Some(id1.clone()),
+        "dev1 untouched by reload"
+    );
+    assert_eq!(container_id(&name2), id2, "dev2 untouched by reload");
+
+    // `csagent reload` over the socket works too, and a bad config is refused
+    // without changing anything.
+    let good = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(&config, format!("{good}\nbogus = 1\n")).expect("write");
+    let out = Command::new(csagent_bin())
+        .args(["reload", "--config", path_str(&config)])
+        .output()
+        .expect("reload");
+    let tail: String = daemon
+        .log()
+        .lines()
+        .filter(|l| !l.contains("running command"))
+        .rev()
+        .take(60)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout {} stderr {}\nlog (newest first):\n{tail}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bogus"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&config, good).expect("restore");
+
+    // SIGTERM: exit 0 promptly, containers still running, log checkpoints written.
+    let mut daemon = daemon;
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let start = Instant::now();
+    let code = loop {
+        if let Some(st) = daemon.child.try_wait().expect("wait") {
+            break st.code();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(25),
+            "no exit within 25s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, Some(0), "log:\n{}", daemon.log());
+    for i in 1..=3 {
+        let state = run(
+            "docker",
+            &[
+                "inspect",
+                "-f",
+                "{{.State.Status}}",
+                &format!("code-server-{project}-d{i}"),
+            ],
+        );
+        assert_eq!(
+            state.trim(),
+            "running",
+            "containers keep running when the agent stops"
+        );
+    }
+    let checkpoints = std::fs::read_dir(dir.path().join("state/logs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(checkpoints >= 1, "log checkpoints under state_dir/logs");
+    assert!(
+        !daemon.log().contains(&format!("pw-{project}")),
+        "no secret value in the agent's log"
+    );
+
+    drop(daemon);
+    drop(cleanup);
+}
