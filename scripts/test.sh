@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The test command (README.md): every test in the workspace, against the Docker
-# engine and moto that .ci/run starts (AWS_ENDPOINT_URL), as root.
+# The test command (README.md): every test in the workspace against the Docker
+# engine and moto that .ci/run starts (AWS_ENDPOINT_URL), as root; then the
+# CloudFormation checks and the .deb checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --locked "$@"
-if [ -x scripts/check-infra.sh ]; then
-  bash scripts/check-infra.sh
+bash scripts/check-infra.sh
+if [ -f scripts/test-deb.sh ]; then
+  bash scripts/test-deb.sh
 fi

@@ -1,0 +1,77 @@
+# Shared by .ci/run and scripts/demo.sh: install what csagent's tests and demo
+# need, and start dockerd and moto_server. Source it; it defines functions only.
+
+CSAGENT_CACHE=${CSAGENT_CI_CACHE:-/var/cache/csagent-ci}
+CSAGENT_VENV=$CSAGENT_CACHE/venv
+
+log() { printf '\n== %s ==\n' "$*"; }
+
+# Debian packages for the commands the agent and its tests run.
+ensure_packages() {
+  local need=() pair
+  for pair in dockerd:docker.io iptables:iptables mkfs.ext4:e2fsprogs mkfs.xfs:xfsprogs \
+              losetup:util-linux sfdisk:fdisk cryptsetup:cryptsetup-bin busybox:busybox-static \
+              curl:curl ip:iproute2 lintian:lintian dpkg-deb:dpkg systemd-analyze:systemd \
+              setpriv:util-linux python3:python3 dpkg-shlibdeps:dpkg-dev strip:binutils; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+  done
+  python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+}
+
+# A venv with moto (server), cfn-lint and checkov, kept between runs.
+ensure_python_tools() {
+  mkdir -p "$CSAGENT_CACHE"
+  if ! "$CSAGENT_VENV/bin/python" -c 'import moto, cfnlint, checkov, boto3' 2>/dev/null; then
+    python3 -m venv "$CSAGENT_VENV"
+    "$CSAGENT_VENV/bin/pip" install -q --upgrade pip
+    "$CSAGENT_VENV/bin/pip" install -q 'moto[server]' cfn-lint checkov
+  fi
+  export PATH="$CSAGENT_VENV/bin:$PATH"
+}
+
+# cargo-deb (builds the .deb), installed once into the cache.
+ensure_cargo_deb() {
+  export PATH="$CSAGENT_CACHE/cargo-bin/bin:$PATH"
+  if ! command -v cargo-deb >/dev/null 2>&1; then
+    CARGO_TARGET_DIR="$CSAGENT_CACHE/cargo-deb-build" \
+      cargo install -q cargo-deb --locked --root "$CSAGENT_CACHE/cargo-bin"
+  fi
+}
+
+# Starts dockerd unless one answers; prints the pid it started (empty if none).
+start_dockerd() {
+  if docker info >/dev/null 2>&1; then
+    return 0
+  fi
+  setsid dockerd >>"$CSAGENT_CACHE/dockerd.log" 2>&1 < /dev/null &
+  local pid=$!
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  if ! docker info >/dev/null 2>&1; then
+    echo "dockerd did not start; last lines of $CSAGENT_CACHE/dockerd.log:" >&2
+    tail -30 "$CSAGENT_CACHE/dockerd.log" >&2
+    return 1
+  fi
+  echo "$pid"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Starts moto_server on 127.0.0.1:$1 (logging to $2); prints its pid.
+start_moto() {
+  local port=$1 logfile=$2
+  setsid "$CSAGENT_VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 < /dev/null &
+  local pid=$!
+  for _ in $(seq 1 60); do
+    curl -fs "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  curl -fs "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 || { echo "moto_server did not start; see $logfile" >&2; return 1; }
+  echo "$pid"
+}
