@@ -120,6 +120,7 @@ struct FileContainers {
     log_max_size: Option<String>,
     log_max_files: Option<u32>,
     block_metadata: Option<bool>,
+    isolate_host: Option<bool>,
     health_interval: Option<String>,
     health_start_period: Option<String>,
 }
@@ -281,6 +282,9 @@ pub struct ContainersConfig {
     pub log_max_files: u32,
     /// Add the DOCKER-USER rule that drops traffic to 169.254.169.254.
     pub block_metadata: bool,
+    /// Add the INPUT rule that stops containers opening connections to the host
+    /// (and so to other developers' published ports).
+    pub isolate_host: bool,
     /// Docker health check interval (timeout 10s, 3 retries).
     #[serde(with = "humantime_serde_compat")]
     pub health_interval: Duration,
@@ -644,6 +648,7 @@ impl Validator<'_> {
             log_max_size,
             log_max_files,
             block_metadata: c.block_metadata.unwrap_or(true),
+            isolate_host: c.isolate_host.unwrap_or(true),
             health_interval,
             health_start_period,
         })

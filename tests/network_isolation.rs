@@ -119,6 +119,7 @@ impl Drop for Env {
             .args(["network", "rm", &self.network])
             .output();
         delete_metadata_rule(&self.subnet);
+        delete_host_rule(&self.subnet);
     }
 }
 
@@ -479,4 +480,61 @@ async fn containers_cannot_reach_the_metadata_address_but_the_host_can() {
     );
     // The host still can.
     assert_eq!(imds.host_get().as_deref(), Ok(imds.token.as_str()));
+}
+
+/// GET http://<addr>:<port>/healthz from inside the container: curl's exit code.
+fn container_get_from(container: &str, url: &str) -> Option<i32> {
+    Command::new("docker")
+        .args([
+            "exec",
+            container,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            CURL_MAX_TIME,
+            url,
+        ])
+        .output()
+        .expect("docker exec curl")
+        .status
+        .code()
+}
+
+/// A developer cannot reach another developer's code-server through its port
+/// published on the host (the bridge gateway), around the disabled
+/// inter-container traffic; the host itself still can.
+#[tokio::test]
+async fn containers_cannot_open_connections_to_the_host() {
+    require_root();
+    let env = Env::new();
+    let config = Arc::new(env.config());
+    assert!(config.containers.isolate_host);
+    let container = env.container();
+    let r = Reconciler::new(docker().await, config.clone());
+    r.converge(&env.desired(&config)).await.expect("converge");
+    wait_running(&r, &env.developer(), &container).await;
+    let gateway = env.subnet.replace(".0/24", ".1");
+    let via_gateway = format!("http://{gateway}:{}/healthz", env.port);
+
+    // The host reaches the published port.
+    assert_eq!(http_get_status(env.port, "/healthz"), Some(200));
+    // The container cannot open a connection to the host's published port.
+    assert_eq!(
+        container_get_from(&container, &via_gateway),
+        Some(CURL_TIMED_OUT)
+    );
+
+    // Control: without the rule it can, so the rule is what blocks.
+    assert!(delete_host_rule(&env.subnet), "the rule was installed");
+    assert_eq!(container_get_from(&container, &via_gateway), Some(0));
+
+    // The next pass restores it.
+    r.converge(&env.desired(&config)).await.expect("converge");
+    assert_eq!(
+        container_get_from(&container, &via_gateway),
+        Some(CURL_TIMED_OUT)
+    );
+    assert_eq!(http_get_status(env.port, "/healthz"), Some(200));
 }

@@ -9,7 +9,7 @@ pub const SAMPLE_REGION: &str = "ap-southeast-7";
 /// Sample data volume id (the real one is `Ref DataVolume`).
 pub const SAMPLE_VOLUME_ID: &str = "vol-0123456789abcdef0";
 /// Sample package URL when `--deb-url` is not given.
-pub const SAMPLE_DEB_URL: &str = "https://example.invalid/csagent_0.1.0_amd64.deb";
+pub const SAMPLE_DEB_URL: &str = "https://example.invalid/csagent_0.1.0-1_amd64.deb";
 
 /// Quotes `value` as a TOML basic string.
 fn toml_string(value: &str) -> String {

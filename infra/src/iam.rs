@@ -56,12 +56,14 @@ pub fn agent_policy_document() -> Value {
             {
                 "Sid": "WriteProjectLogs",
                 "Effect": "Allow",
+                // GetLogEvents: after a crash or an ambiguous put, the shipper reads
+                // its own stream back to learn whether the batch landed.
                 "Action": [
                     "logs:CreateLogGroup",
                     "logs:CreateLogStream",
                     "logs:PutLogEvents",
                     "logs:PutRetentionPolicy",
-                    "logs:DescribeLogStreams",
+                    "logs:GetLogEvents",
                 ],
                 "Resource": project_logs,
             },

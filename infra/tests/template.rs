@@ -662,3 +662,27 @@ fn options_become_parameter_defaults() {
     // Without --deb-url the parameter has no default (must be given at deploy time).
     assert!(template(1)["Parameters"]["DebUrl"].get("Default").is_none());
 }
+
+/// Every AWS call the agent makes (src/secrets, src/logs, src/metrics) is granted
+/// to the instance role; moto does not enforce IAM, so this is the check.
+#[test]
+fn role_grants_every_call_the_agent_makes() {
+    let t = template(8);
+    let roles = of_type(&t, "AWS::IAM::Role");
+    let policies = serde_json::to_string(&roles).unwrap();
+    for action in [
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:BatchGetSecretValue",
+        "logs:CreateLogGroup",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "logs:PutRetentionPolicy",
+        "logs:GetLogEvents",
+        "cloudwatch:PutMetricData",
+    ] {
+        assert!(
+            policies.contains(&format!("\"{action}\"")),
+            "the instance role lacks {action}"
+        );
+    }
+}

@@ -11,6 +11,7 @@ pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -138,6 +139,17 @@ pub struct Reconciler {
     config: Arc<Config>,
     status: StatusHandle,
     crash: Arc<Mutex<crashloop::CrashTracker>>,
+    progress: Arc<AtomicU64>,
+    /// Why a firewall rule could not be installed, if one could not.
+    firewall: Arc<Mutex<Option<String>>>,
+}
+
+/// Unix seconds now (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Reconciler {
@@ -150,11 +162,25 @@ impl Reconciler {
                 5,
                 Duration::from_secs(600),
             ))),
+            progress: Arc::new(AtomicU64::new(unix_now())),
+            firewall: Arc::new(Mutex::new(None)),
         }
     }
 
     pub fn status_handle(&self) -> StatusHandle {
         self.status.clone()
+    }
+
+    /// Why the last pass could not install a firewall rule (status warns).
+    pub fn firewall_handle(&self) -> Arc<Mutex<Option<String>>> {
+        self.firewall.clone()
+    }
+
+    /// When the reconciler last made progress (unix seconds): each developer
+    /// handled and each image pull update stamps it, so the daemon's watchdog
+    /// can tell a long pull from a wedged call.
+    pub fn progress(&self) -> Arc<AtomicU64> {
+        self.progress.clone()
     }
 
     pub fn set_config(&mut self, config: Arc<Config>) {
@@ -173,11 +199,23 @@ impl Reconciler {
         desired: &[DesiredDeveloper],
     ) -> Result<Vec<(String, Action)>, ContainersError> {
         network::ensure_network(&self.docker, &self.config).await?;
+        let subnet = &self.config.containers.subnet;
+        let mut problems = Vec::new();
         if self.config.containers.block_metadata
-            && let Err(e) = network::ensure_metadata_block(&self.config.containers.subnet)
+            && let Err(e) = network::ensure_metadata_block(subnet)
         {
-            // Degrades status; containers still run (the IMDS hop limit still protects).
+            // Containers still run (the IMDS hop limit still protects); status warns.
             tracing::error!(error = %e, "cannot install the metadata firewall rule");
+            problems.push(e.to_string());
+        }
+        if self.config.containers.isolate_host
+            && let Err(e) = network::ensure_host_block(subnet)
+        {
+            tracing::error!(error = %e, "cannot install the host isolation rule");
+            problems.push(e.to_string());
+        }
+        if let Ok(mut f) = self.firewall.lock() {
+            *f = (!problems.is_empty()).then(|| problems.join("; "));
         }
         let image = self.ensure_image().await;
 
@@ -250,6 +288,7 @@ impl Reconciler {
         let mut stream = self.docker.create_image(Some(opts), None, None);
         let mut last_status = String::new();
         while let Some(item) = stream.next().await {
+            self.progress.store(unix_now(), Ordering::Relaxed);
             let info = item.map_err(|e| e.to_string())?;
             if let Some(status) = info.status
                 && status != last_status
@@ -267,6 +306,7 @@ impl Reconciler {
         image: &Result<ImageInfo, String>,
     ) -> (String, Action) {
         let dev = &d.developer;
+        self.progress.store(unix_now(), Ordering::Relaxed);
         let action = self.converge_inner(d, image).await;
         self.status.update(&dev.name, |s| {
             s.port = dev.port;

@@ -94,34 +94,66 @@ pub async fn ensure_network(docker: &Docker, config: &Config) -> Result<(), Cont
 
 /// Makes sure DOCKER-USER drops traffic from our subnet to the metadata service.
 pub fn ensure_metadata_block(subnet: &str) -> Result<bool, ContainersError> {
-    let rule = [
-        "DOCKER-USER",
-        "-s",
-        subnet,
-        "-d",
-        METADATA_ADDR,
-        "-m",
-        "comment",
-        "--comment",
-        "csagent: containers must not reach IMDS",
-        "-j",
-        "DROP",
-    ];
-    let check = iptables(&[&["-w", "-C"][..], &rule[..]].concat())?;
+    ensure_rule(
+        &[
+            "DOCKER-USER",
+            "-s",
+            subnet,
+            "-d",
+            METADATA_ADDR,
+            "-m",
+            "comment",
+            "--comment",
+            "csagent: containers must not reach IMDS",
+            "-j",
+            "DROP",
+        ],
+        "added DOCKER-USER rule dropping container traffic to 169.254.169.254",
+    )
+}
+
+/// Makes sure containers cannot open connections to the host itself (INPUT):
+/// otherwise a developer reaches another developer's code-server through its
+/// published port on the bridge gateway, around the disabled inter-container
+/// traffic. Replies to connections the host opened (health checks, the ALB
+/// through the published port) are ESTABLISHED and still pass; traffic to the
+/// internet is forwarded, not INPUT, and is not affected.
+pub fn ensure_host_block(subnet: &str) -> Result<bool, ContainersError> {
+    ensure_rule(
+        &[
+            "INPUT",
+            "-s",
+            subnet,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            "csagent: containers must not reach the host",
+            "-j",
+            "DROP",
+        ],
+        "added INPUT rule dropping new connections from containers to the host",
+    )
+}
+
+/// Inserts `rule` (chain first) at the top of its chain unless present.
+fn ensure_rule(rule: &[&str], added: &str) -> Result<bool, ContainersError> {
+    let check = iptables(&[&["-w", "-C"][..], rule].concat())?;
     if check.status.success() {
         return Ok(false);
     }
     let insert = iptables(&[&["-w", "-I"][..], &rule[..1], &["1"][..], &rule[1..]].concat())?;
     if !insert.status.success() {
         return Err(ContainersError::Firewall(format!(
-            "iptables -I DOCKER-USER failed: {}",
+            "iptables -I {} failed: {}",
+            rule[0],
             String::from_utf8_lossy(&insert.stderr).trim()
         )));
     }
-    tracing::info!(
-        subnet,
-        "added DOCKER-USER rule dropping container traffic to 169.254.169.254"
-    );
+    tracing::info!(subnet = rule[2], "{added}");
     Ok(true)
 }
 

@@ -539,9 +539,13 @@ pub fn subnets_overlap(a: &str, b: &str) -> bool {
 /// Docker network uses now: networks leaked by an interrupted run cannot make this
 /// test's network creation fail with "Pool overlaps".
 pub fn unused_test_subnet() -> String {
+    // Tests in one binary run in parallel: each call starts from its own slot so
+    // two callers do not pick the same free /24 before either creates it.
+    static CALLS: AtomicU32 = AtomicU32::new(0);
     let taken = docker_subnets();
     let start = std::process::id() % 50;
-    for i in 0..(50 * 256) {
+    let offset = CALLS.fetch_add(1, Ordering::Relaxed) * 7;
+    for i in offset..(50 * 256 + offset) {
         let n = (start * 256 + i) % (50 * 256);
         let candidate = format!("10.{}.{}.0/24", 150 + n / 256, n % 256);
         if !taken.iter().any(|t| subnets_overlap(t, &candidate)) {
@@ -783,8 +787,42 @@ impl Drop for Leftovers {
                 "DROP",
             ])
             .output();
+        delete_host_rule(&self.subnet);
         if let Some(m) = &self.mount {
             let _ = Command::new("umount").arg(m).output();
         }
     }
+}
+
+/// The INPUT rule the agent installs for `subnet` (`network::ensure_host_block`).
+pub fn host_rule_spec(subnet: &str) -> Vec<String> {
+    [
+        "INPUT",
+        "-s",
+        subnet,
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "NEW",
+        "-m",
+        "comment",
+        "--comment",
+        "csagent: containers must not reach the host",
+        "-j",
+        "DROP",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Deletes that rule; true if it was there.
+pub fn delete_host_rule(subnet: &str) -> bool {
+    let spec = host_rule_spec(subnet);
+    Command::new("iptables")
+        .args(["-w", "-D"])
+        .args(&spec)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
