@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,7 +22,9 @@ use tokio::task::JoinHandle;
 
 use crate::aws::Identity;
 use crate::config::Config;
-use crate::containers::{Action, ContainerCredentials, DesiredDeveloper, Reconciler, StatusHandle};
+use crate::containers::{
+    Action, ContainerCredentials, DesiredDeveloper, Reconciler, StatusHandle, unix_now,
+};
 use crate::control::{self, Command, Response};
 use crate::exit;
 use crate::secrets::{
@@ -88,6 +91,7 @@ pub struct Shared {
     pub volume: Mutex<VolumeStatus>,
     pub secrets: Mutex<Option<SecretsStatus>>,
     pub containers: StatusHandle,
+    pub firewall: Arc<Mutex<Option<String>>>,
     pub logs: Mutex<Option<crate::logs::LogsStatusHandle>>,
     pub metrics: Mutex<Option<crate::metrics::MetricsStatusHandle>>,
 }
@@ -241,14 +245,27 @@ impl control::StatusSource for Shared {
             },
             aws_last_success,
             developers,
+            metrics: metrics.as_ref().map(|m| status::MetricsInfo {
+                last_publish: m.last_publish.map(status::rfc3339),
+                put_calls: m.put_calls,
+                published_datums: m.published_datums,
+                buffered_datums: m.buffered_datums,
+                dropped_datums: m.dropped_datums,
+                last_error: m.last_error.clone(),
+            }),
             warnings: Vec::new(),
             healthy: false,
         };
         let stale_after = config.secrets.poll_interval * 5;
+        let firewall = self.firewall.lock().ok().and_then(|f| f.clone());
         report.finish(
             secrets.as_ref().and_then(|s| s.staleness_seconds),
             stale_after,
         );
+        if let Some(f) = firewall {
+            report.warnings.push(format!("container firewall: {f}"));
+            report.healthy = false;
+        }
         report
     }
 }
@@ -315,6 +332,7 @@ impl Agent {
             volume: Mutex::new(volume),
             secrets: Mutex::new(Some(secrets.status())),
             containers: reconciler.status_handle(),
+            firewall: reconciler.firewall_handle(),
             logs: Mutex::new(None),
             metrics: Mutex::new(None),
         });
@@ -396,18 +414,24 @@ impl Agent {
 
     /// Tells the shipper and metrics loop to stop, and waits (bounded) for their
     /// final flush and checkpoints.
-    async fn stop_background(&mut self) {
+    async fn stop_background(&mut self) -> Vec<tokio::task::JoinError> {
         let Some((shutdown, handles)) = self.background.take() else {
-            return;
+            return Vec::new();
         };
         let _ = shutdown.send(true);
-        if tokio::time::timeout(SHUTDOWN_FLUSH, futures_util::future::join_all(handles))
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "logs/metrics did not finish flushing in {SHUTDOWN_FLUSH:?}; checkpoints hold what was shipped"
-            );
+        let aborts: Vec<_> = handles.iter().map(|h| h.abort_handle()).collect();
+        match tokio::time::timeout(SHUTDOWN_FLUSH, futures_util::future::join_all(handles)).await {
+            Ok(results) => results.into_iter().filter_map(Result::err).collect(),
+            Err(_) => {
+                tracing::warn!(
+                    "logs/metrics did not finish flushing in {SHUTDOWN_FLUSH:?}; checkpoints hold what was shipped"
+                );
+                // Never leave a second shipper running beside a new one.
+                for a in aborts {
+                    a.abort();
+                }
+                Vec::new()
+            }
         }
     }
 
@@ -465,14 +489,21 @@ impl Agent {
                     (dev, version, hash)
                 })
             });
+        let mut hashed = 0;
         for joined in futures_util::future::join_all(work).await {
             match joined {
-                Ok((dev, version, Ok(hash))) => self.secrets.insert_hash(&dev, &version, hash),
+                Ok((dev, version, Ok(hash))) => {
+                    self.secrets.insert_hash(&dev, &version, hash);
+                    hashed += 1;
+                }
                 Ok((dev, _, Err(e))) => {
                     tracing::error!(developer = %dev, error = %e, "hashing the password failed")
                 }
                 Err(e) => tracing::error!(error = %e, "hashing task failed"),
             }
+        }
+        if hashed > 0 {
+            release_freed_memory();
         }
     }
 
@@ -587,10 +618,29 @@ impl Agent {
             NotifyState::Ready,
             NotifyState::Status("running: converged, watching"),
         ]);
-        let watchdog = sd_notify::watchdog_enabled()
-            .map(|d| d / 2)
-            .unwrap_or(Duration::from_secs(10));
-        let mut watchdog_tick = tokio::time::interval(watchdog);
+        // The main loop stamps `alive` every tick and the reconciler stamps its
+        // progress; the watchdog task pings systemd only while one of them is
+        // recent and every background task lives. A long image pull keeps
+        // stamping; a wedged call does not, and systemd restarts us.
+        let alive = Arc::new(AtomicU64::new(unix_now()));
+        let tasks_ok = Arc::new(AtomicBool::new(true));
+        let limit = sd_notify::watchdog_enabled();
+        if let Some(limit) = limit {
+            self.tasks.push((
+                "watchdog",
+                spawn_watchdog(
+                    limit,
+                    alive.clone(),
+                    self.reconciler.progress(),
+                    tasks_ok.clone(),
+                ),
+            ));
+        }
+        let tick = limit
+            .map(|l| l / 4)
+            .unwrap_or(Duration::from_secs(10))
+            .max(Duration::from_millis(200));
+        let mut watchdog_tick = tokio::time::interval(tick);
         let mut resync = tokio::time::interval(RESYNC_EVERY);
         resync.tick().await;
         let poll_sleep = tokio::time::sleep(self.secrets.next_poll_in());
@@ -608,12 +658,20 @@ impl Agent {
                 _ = int.recv() => { tracing::info!("SIGINT: stopping; containers keep running"); break; }
                 _ = hup.recv() => { let _ = self.reload().await; }
                 _ = watchdog_tick.tick() => {
-                    // Only while every background task is alive: a dead one means
-                    // something is wrong that a restart fixes.
+                    alive.store(unix_now(), Ordering::Relaxed);
+                    // A dead background task means something is wrong that a
+                    // restart fixes: stop feeding the watchdog.
                     let dead: Vec<&str> = self.tasks.iter().filter(|(_, t)| t.is_finished()).map(|(n, _)| *n).collect();
-                    if dead.is_empty() {
-                        notify(&[NotifyState::Watchdog]);
-                    } else {
+                    // The log shipper or metrics loop ended (a panic, or an error
+                    // it cannot retry): stop the other one too, say why, start both again.
+                    if self.background.as_ref().is_some_and(|(_, h)| h.iter().any(|t| t.is_finished())) {
+                        for panic in self.stop_background().await {
+                            tracing::error!(error = %panic, "logs/metrics task panicked");
+                        }
+                        tracing::warn!("restarting the log shipper and metrics loop");
+                        self.start_background();
+                    }
+                    if !dead.is_empty() && tasks_ok.swap(false, Ordering::Relaxed) {
                         tracing::error!(tasks = ?dead, "background task ended; withholding the watchdog ping");
                     }
                 }
@@ -665,6 +723,19 @@ impl Agent {
             Ok(c) => {
                 let c = Arc::new(c);
                 tracing::info!(developers = c.developers.len(), "reloading config");
+                // A developer no longer configured loses its key file (its data
+                // directories stay on the volume).
+                for gone in self
+                    .config
+                    .developers
+                    .iter()
+                    .filter(|d| c.developer(&d.name).is_none())
+                {
+                    if let Err(e) = self.files.remove(&gone.name) {
+                        tracing::warn!(developer = %gone.name, error = %e, "cannot remove the credential file");
+                    }
+                    self.applied.remove(&gone.name);
+                }
                 self.secrets.set_config(&c);
                 self.reconciler.set_config(c.clone());
                 if let Ok(mut s) = self.shared.config.lock() {
@@ -711,6 +782,46 @@ impl Agent {
         notify(&[NotifyState::Ready]);
         result
     }
+}
+
+/// Each argon2id hash takes 19 MiB. glibc raises its mmap threshold after the
+/// first such buffer is freed, so later ones land in per-thread arenas that are
+/// not given back: 8 developers would leave ~150 MiB resident for good. Trim.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it takes
+    // no pointers and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Pings the systemd watchdog every `limit / 2` while the main loop or the
+/// reconciler made progress within `limit` and the background tasks live.
+fn spawn_watchdog(
+    limit: Duration,
+    alive: Arc<AtomicU64>,
+    progress: Arc<AtomicU64>,
+    tasks_ok: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval((limit / 2).max(Duration::from_millis(100)));
+        let mut warned = false;
+        loop {
+            tick.tick().await;
+            let last = alive
+                .load(Ordering::Relaxed)
+                .max(progress.load(Ordering::Relaxed));
+            let idle = Duration::from_secs(unix_now().saturating_sub(last));
+            if tasks_ok.load(Ordering::Relaxed) && idle < limit {
+                notify(&[NotifyState::Watchdog]);
+                warned = false;
+            } else if !warned {
+                tracing::error!(stalled = ?idle, "main loop stalled or a task died; withholding the watchdog ping");
+                warned = true;
+            }
+        }
+    })
 }
 
 async fn connect_docker() -> Result<bollard::Docker, String> {

@@ -25,6 +25,8 @@ pub struct StatusReport {
     /// Last successful call per AWS service (RFC 3339), keyed by service name.
     pub aws_last_success: BTreeMap<String, Option<String>>,
     pub developers: Vec<DeveloperRow>,
+    /// The metrics publisher, when metrics are enabled.
+    pub metrics: Option<MetricsInfo>,
     pub warnings: Vec<String>,
     /// True when every developer is running and healthy and nothing warns.
     pub healthy: bool,
@@ -65,6 +67,19 @@ pub struct HostInfo {
     pub mem_total_bytes: u64,
     pub mem_used_bytes: u64,
     pub mem_used_percent: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct MetricsInfo {
+    /// RFC 3339 time of the last successful PutMetricData.
+    pub last_publish: Option<String>,
+    pub put_calls: u64,
+    pub published_datums: u64,
+    /// Waiting to be sent (CloudWatch unreachable).
+    pub buffered_datums: usize,
+    /// Given up on: the one-hour buffer overflowed, or CloudWatch rejected them.
+    pub dropped_datums: u64,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

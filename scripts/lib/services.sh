@@ -4,7 +4,7 @@
 CSAGENT_CACHE=${CSAGENT_CI_CACHE:-/var/cache/csagent-ci}
 CSAGENT_VENV=$CSAGENT_CACHE/venv
 
-log() { printf '\n== %s ==\n' "$*"; }
+log() { printf '\n== %s == [%s, %ss in]\n' "$*" "$(date +%H:%M:%S)" "$SECONDS"; }
 
 # Debian packages for the commands the agent and its tests run.
 ensure_packages() {

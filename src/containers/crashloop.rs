@@ -1,6 +1,6 @@
 //! Crash-loop guard: more than `max` container deaths within `window` marks a
 //! developer as crash-looping. Docker's restart policy keeps restarting it; we
-//! report it (status, metric, last log lines) instead of fighting the policy.
+//! report it (status with the last log lines; the `restarts` metric climbs) instead of fighting the policy.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};

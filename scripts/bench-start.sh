@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Benchmark: agent start → 8 containers running and healthy (image present), then
+# the agent's CPU and RSS while idle with 8 containers. Uses the demo's setup
+# (scripts/demo.sh must have been run once; it is stopped and restarted here).
+#   sudo bash scripts/bench-start.sh [--test-image] [idle-seconds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IMAGE_FLAG=""
+[ "${1:-}" = "--test-image" ] && { IMAGE_FLAG=--test-image; shift; }
+IDLE=${1:-60}
+DEMO=/run/csagent-demo
+bash scripts/demo.sh $IMAGE_FLAG >/dev/null 2>&1
+config=$DEMO/config.toml
+cargo build -q --release --bin csagent
+bin=${CARGO_TARGET_DIR:-target}/release/csagent
+
+# Fresh start: stop the agent, remove the containers (data stays), start again.
+kill "$(cat "$DEMO/csagent.pid")" 2>/dev/null || true
+sleep 2
+docker ps -aq --filter label=csagent.managed=true --filter label=csagent.project=code-server-multi-dev | xargs -r docker rm -f >/dev/null
+start=$(date +%s.%N)
+setsid "$bin" run --config "$config" >>"$DEMO/csagent.log" 2>&1 < /dev/null &
+pid=$!
+echo $pid > "$DEMO/csagent.pid"
+running="" healthy=""
+while [ -z "$healthy" ]; do
+  json=$("$bin" status --json --config "$config" 2>/dev/null || true)
+  now=$(date +%s.%N)
+  n_run=$(printf '%s' "$json" | python3 -c 'import json,sys
+try: d=json.load(sys.stdin); print(sum(1 for x in d["developers"] if x["state"]=="running"))
+except Exception: print(0)')
+  n_ok=$(printf '%s' "$json" | python3 -c 'import json,sys
+try: d=json.load(sys.stdin); print(sum(1 for x in d["developers"] if x["health"]=="healthy"))
+except Exception: print(0)')
+  [ -z "$running" ] && [ "$n_run" = 8 ] && running=$(python3 -c "print(round($now-$start,1))")
+  [ "$n_ok" = 8 ] && healthy=$(python3 -c "print(round($now-$start,1))")
+  if python3 -c "import sys; sys.exit(0 if $now-$start > 300 else 1)"; then echo "timeout" >&2; exit 1; fi
+  sleep 0.5
+done
+health_interval=$(grep -E '^health_interval' "$config" | cut -d'"' -f2); health_interval=${health_interval:-30s}
+echo "start -> 8 running: ${running}s; -> 8 healthy: ${healthy}s (health_interval ${health_interval}: Docker's first check comes one interval after start)"
+
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{print $14+$15}' "/proc/$pid/stat"; }
+c0=$(cpu); sleep "$IDLE"; c1=$(cpu)
+rss=$(awk '/VmRSS/{print $2}' "/proc/$pid/status")
+hwm=$(awk '/VmHWM/{print $2}' "/proc/$pid/status")
+python3 -c "print(f'idle over ${IDLE}s: CPU {100*($c1-$c0)/$ticks/$IDLE:.2f}% of one core, RSS {$rss/1024:.1f} MiB (peak {$hwm/1024:.1f} MiB)')"
