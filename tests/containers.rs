@@ -384,3 +384,80 @@ impl Env {
         self.id_of(&self.dev(i)).await
     }
 }
+
+/// A container that exits at once: Docker's restart policy keeps restarting it;
+/// csagent reports it as crash-looping with its last log lines and does not
+/// fight the policy.
+#[tokio::test]
+async fn crash_loop_is_reported_with_last_log_lines() {
+    let env = Env::new(2).await;
+    let image = format!("csagent-test/crasher:{}", env.prefix);
+    let tmp = format!("csagent-crasher-src-{}", env.prefix);
+    run("docker", &["create", "--name", &tmp, TEST_IMAGE]);
+    run(
+        "docker",
+        &[
+            "commit",
+            "--change",
+            r#"ENTRYPOINT ["/bin/sh", "-c", "echo crashing now; exit 3"]"#,
+            &tmp,
+            &image,
+        ],
+    );
+    run("docker", &["rm", &tmp]);
+    struct RemoveImage(String);
+    impl Drop for RemoveImage {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", &self.0])
+                .output();
+        }
+    }
+    let _image_guard = RemoveImage(image.clone());
+
+    let mut config = env.config(&[1], None);
+    config.containers.image = image.clone();
+    let config = Arc::new(config);
+    let r = Reconciler::new(env.docker.clone(), config.clone());
+    let follower = r.clone();
+    let events = tokio::spawn(async move { follower.follow_events(|_, _| {}).await });
+    // Let the event stream open before the container starts dying.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let res = r
+        .converge(&env.desired(&config, &BTreeMap::new()))
+        .await
+        .expect("converge");
+    assert_eq!(res[0].1, Action::Created);
+
+    let dev = env.dev(1);
+    let start = Instant::now();
+    loop {
+        let snap = r.status_handle().snapshot();
+        let s = &snap[&dev];
+        if s.crash_looping {
+            assert!(
+                s.last_log_lines.iter().any(|l| l.contains("crashing now")),
+                "last log lines: {:?}",
+                s.last_log_lines
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not reported as crash-looping: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The container is Docker's to restart: the same container, never recreated.
+    let id = env.id_of(&dev).await;
+    let res = r
+        .converge(&env.desired(&config, &BTreeMap::new()))
+        .await
+        .expect("converge");
+    assert!(
+        matches!(&res[0].1, Action::Unchanged | Action::Skipped(_)),
+        "{res:?}"
+    );
+    assert_eq!(env.id_of(&dev).await, id);
+    events.abort();
+}

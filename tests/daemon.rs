@@ -380,6 +380,18 @@ async fn daemon_lifecycle_against_real_parts() {
         "no secret value in the agent's log"
     );
 
+    // With the agent gone, status exits 2 and still shows Docker's view.
+    let out = Command::new(csagent_bin())
+        .args(["status", "--config", path_str(&config)])
+        .output()
+        .expect("status");
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("code-server-{project}-d1")) && stdout.contains("running"),
+        "Docker's view of the managed containers: {stdout}"
+    );
+
     drop(daemon);
     drop(cleanup);
 }
