@@ -9,8 +9,11 @@ IMAGE_FLAG=""
 [ "${1:-}" = "--test-image" ] && { IMAGE_FLAG=--test-image; shift; }
 IDLE=${1:-60}
 DEMO=/run/csagent-demo
-bash scripts/demo.sh $IMAGE_FLAG >/dev/null 2>&1
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=ap-southeast-7
 config=$DEMO/config.toml
+# Set the demo up once (images, secrets, loop device) unless it already is.
+[ -f "$config" ] || bash scripts/demo.sh $IMAGE_FLAG
+[ -f "$config" ] || { echo "bench-start: demo setup failed" >&2; exit 1; }
 cargo build -q --release --bin csagent
 bin=${CARGO_TARGET_DIR:-target}/release/csagent
 

@@ -25,10 +25,17 @@ py() { "$CSAGENT_VENV/bin/python" - "$@"; }
 down() {
   log "removing the demo"
   if [ -f "$DEMO/csagent.pid" ]; then kill "$(cat "$DEMO/csagent.pid")" 2>/dev/null || true; sleep 2; fi
-  docker ps -aq --filter label=csagent.managed=true --filter "label=csagent.project=$PROJECT" | xargs -r docker rm -f >/dev/null
-  docker network rm csagent >/dev/null 2>&1 || true
+  # dockerd may be down (e.g. after a reboot): clean up the rest regardless.
+  if docker info >/dev/null 2>&1; then
+    docker ps -aq --filter label=csagent.managed=true --filter "label=csagent.project=$PROJECT" | xargs -r docker rm -f >/dev/null
+    docker network rm csagent >/dev/null 2>&1 || true
+  else
+    echo "dockerd is not running: demo containers (if any) are left; rerun --down once it is up" >&2
+  fi
   iptables -w -D DOCKER-USER -s 172.30.0.0/24 -d 169.254.169.254/32 -m comment \
     --comment "csagent: containers must not reach IMDS" -j DROP 2>/dev/null || true
+  iptables -w -D INPUT -s 172.30.0.0/24 -m conntrack --ctstate NEW -m comment \
+    --comment "csagent: containers must not reach the host" -j DROP 2>/dev/null || true
   umount /mnt/csagent-demo 2>/dev/null || true
   umount "$DEMO/run" 2>/dev/null || true
   if [ -L "$DEMO/data-disk" ]; then losetup -d "$(readlink -f "$DEMO/data-disk")" 2>/dev/null || true; fi

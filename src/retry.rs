@@ -78,6 +78,22 @@ pub fn classify_docker(err: &bollard::errors::Error) -> Class {
     }
 }
 
+/// One line for an error and its causes ("dispatch failure: io error: connection
+/// refused"), for status and logs. Unlike the SDK's `DisplayErrorContext` it
+/// leaves out the Debug dump of the raw response, and repeats no cause.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
 /// Jittered exponential backoff ("equal jitter": half fixed, half random, so the
 /// delay grows yet many agents or tasks do not retry in lockstep).
 #[derive(Debug, Clone)]
@@ -155,6 +171,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_chain_is_one_line_without_repeats() {
+        let inner =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("dispatch failure")]
+        struct Outer(#[source] std::io::Error);
+        assert_eq!(
+            error_chain(&Outer(inner)),
+            "dispatch failure: connection refused"
+        );
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {

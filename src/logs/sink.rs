@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use aws_sdk_cloudwatchlogs::Client;
 use aws_sdk_cloudwatchlogs::config::retry::RetryConfig;
-use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 
 use super::Stop;
@@ -109,7 +109,7 @@ impl Sink {
             op,
             group: self.group.clone(),
             stream: self.stream.clone(),
-            message: DisplayErrorContext(e).to_string(),
+            message: crate::retry::error_chain(e),
             class,
             not_found: e.code() == Some("ResourceNotFoundException"),
             ambiguous,

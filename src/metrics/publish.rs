@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_cloudwatch::config::retry::RetryConfig;
-use aws_sdk_cloudwatch::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
 
 use super::datums::Datum;
 use super::{MetricsError, MetricsStatusHandle};
@@ -223,7 +223,7 @@ impl Publisher {
                 Err(e) => {
                     let rejected = classify_aws(&e) == Class::Permanent
                         && e.code().is_some_and(|c| REJECTED_CODES.contains(&c));
-                    let message = DisplayErrorContext(&e).to_string();
+                    let message = crate::retry::error_chain(&e);
                     if rejected {
                         self.buffer.reject(n);
                         tracing::error!(datums = n, error = %message, "metrics: CloudWatch rejected a batch; dropped");
