@@ -21,8 +21,21 @@ bin=${CARGO_TARGET_DIR:-target}/release/csagent
 kill "$(cat "$DEMO/csagent.pid")" 2>/dev/null || true
 sleep 2
 docker ps -aq --filter label=csagent.managed=true --filter label=csagent.project=code-server-multi-dev | xargs -r docker rm -f >/dev/null
+# A notify socket of our own, so READY=1 is timed the way systemd sees it.
+notify=$DEMO/bench-notify.sock ready_file=$DEMO/bench-ready
+rm -f "$notify" "$ready_file"
+python3 - "$notify" "$ready_file" <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1]); s.settimeout(300)
+while True:
+    msg = s.recv(4096).decode(errors="replace")
+    if "READY=1" in msg.split("\n"):
+        open(sys.argv[2], "w").write(repr(time.time())); break
+PY
+listener=$!
+while [ ! -S "$notify" ]; do sleep 0.1; done
 start=$(date +%s.%N)
-setsid "$bin" run --config "$config" >>"$DEMO/csagent.log" 2>&1 < /dev/null &
+NOTIFY_SOCKET=$notify setsid "$bin" run --config "$config" >>"$DEMO/csagent.log" 2>&1 < /dev/null &
 pid=$!
 echo $pid > "$DEMO/csagent.pid"
 running="" healthy=""
@@ -40,8 +53,11 @@ except Exception: print(0)')
   if python3 -c "import sys; sys.exit(0 if $now-$start > 300 else 1)"; then echo "timeout" >&2; exit 1; fi
   sleep 0.5
 done
-health_interval=$(grep -E '^health_interval' "$config" | cut -d'"' -f2); health_interval=${health_interval:-30s}
-echo "start -> 8 running: ${running}s; -> 8 healthy: ${healthy}s (health_interval ${health_interval}: Docker's first check comes one interval after start)"
+health_interval=$({ grep -E "^health_interval" "$config" || true; } | cut -d"\"" -f2); health_interval=${health_interval:-30s}
+wait "$listener" || true
+ready=$(python3 -c "print(round($(cat "$ready_file" 2>/dev/null || echo 0)-$start,1))")
+rm -f "$notify" "$ready_file"
+echo "start -> READY=1: ${ready}s; -> 8 running: ${running}s; -> 8 healthy: ${healthy}s (health_interval ${health_interval}: Docker's first check comes one interval after start)"
 
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14+$15}' "/proc/$pid/stat"; }

@@ -247,6 +247,13 @@ async fn daemon_lifecycle_against_real_parts() {
         w.iter()
             .any(|w| w.as_str().unwrap_or("").contains("Claude API key"))
     }));
+    // Last successful AWS call per service: metrics are off here, so no
+    // `cloudwatch` entry; logs appear once the first lines were accepted.
+    let s = daemon.wait_status("logs shipped", Duration::from_secs(30), |_, s| {
+        s["aws_last_success"]["logs"].is_string()
+    });
+    assert!(s["aws_last_success"]["secretsmanager"].is_string(), "{s}");
+    assert!(s["aws_last_success"].get("cloudwatch").is_none(), "{s}");
 
     // A paused container: status says so and exits 1; unpaused: back to 0.
     let name2 = format!("code-server-{project}-d2");

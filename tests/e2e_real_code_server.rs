@@ -654,6 +654,17 @@ async fn eight_real_code_servers_login_rotation_logs_status() {
         rollup.datapoints()
     );
 
+    // Status names the last successful call to each AWS service it uses.
+    let status = setup.wait_status("every AWS service answered", START_WITHIN, |_, s| {
+        ["secretsmanager", "cloudwatch", "logs"]
+            .iter()
+            .all(|k| s["aws_last_success"][*k].is_string())
+    });
+    assert!(
+        status["metrics"]["put_calls"].as_u64().unwrap_or(0) > 0,
+        "{status}"
+    );
+
     // --- SIGTERM: the agent exits 0, the containers keep running -------------------------
     let mut child = setup.agent.take().expect("agent running");
     nix::sys::signal::kill(

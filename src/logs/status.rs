@@ -45,12 +45,15 @@ pub struct DeveloperLogs {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LogsStatus {
     pub enabled: bool,
+    /// When (ms since the epoch) CloudWatch Logs last accepted a put.
+    pub last_put_ms: Option<i64>,
     pub developers: BTreeMap<String, DeveloperLogs>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     enabled: bool,
+    last_put_ms: Option<i64>,
     developers: BTreeMap<String, Entry>,
 }
 
@@ -81,6 +84,7 @@ impl LogsStatusHandle {
         let inner = self.lock();
         LogsStatus {
             enabled: inner.enabled,
+            last_put_ms: inner.last_put_ms,
             developers: inner
                 .developers
                 .iter()
@@ -145,6 +149,7 @@ impl LogsStatusHandle {
     }
 
     pub(crate) fn shipped(&self, developer: &str, events: u64, bytes: u64, last_ms: Option<i64>) {
+        self.lock().last_put_ms = Some(now_ms());
         self.with(developer, |e| {
             e.logs.shipped_events += events;
             e.logs.shipped_bytes += bytes;
@@ -187,6 +192,11 @@ mod tests {
         h.following("dev1", "abc", "g", "s");
         h.shipped("dev1", 3, 30, Some(now_ms() - 5_000));
         assert_eq!(h.snapshot().developers["dev1"].lag_seconds, 0.0);
+        assert!(
+            h.snapshot()
+                .last_put_ms
+                .is_some_and(|t| now_ms() - t < 5_000)
+        );
         h.buffered("dev1", 2, 20, now_ms());
         let lag = h.snapshot().developers["dev1"].lag_seconds;
         assert!((4.5..10.0).contains(&lag), "{lag}");
