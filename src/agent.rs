@@ -4,8 +4,9 @@
 //! SIGHUP/`csagent reload`, SIGTERM shutdown.
 //!
 //! systemd hears READY=1 once the first convergence pass finished, STATUS= text
-//! along the way, and WATCHDOG=1 from the main loop only while the background
-//! tasks are alive (a wedged loop stops the pings and systemd restarts us).
+//! along the way, and WATCHDOG=1 only while the main loop or the reconciler makes
+//! progress (a wedged loop stops the pings and systemd restarts us). Background
+//! tasks that panic are logged and started again in-process.
 //! Containers keep running when the agent stops: stopping or upgrading it never
 //! interrupts a developer.
 
@@ -31,6 +32,7 @@ use crate::secrets::{
     ApplyDecision, CredentialFiles, DeveloperSecrets, SecretsManager, SecretsStatus, is_idle,
 };
 use crate::status::{self, DeveloperRow, StatusReport};
+use crate::supervise::spawn_supervised;
 use crate::volume::VolumeStatus;
 
 /// How long SIGTERM waits for the log shipper to flush and checkpoint.
@@ -352,14 +354,31 @@ impl Agent {
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let mut tasks = Vec::new();
         if !once {
-            let listener = control::bind(&config.agent.socket, &config.agent.socket_group)
-                .map_err(|e| e.to_string())?;
+            // Bound here so a bad socket path or a second agent stops the start;
+            // a restarted run (after a panic) binds afresh.
+            let mut first = Some(
+                control::bind(&config.agent.socket, &config.agent.socket_group)
+                    .map_err(|e| e.to_string())?,
+            );
             let source: Arc<dyn control::StatusSource> = shared.clone();
-            let group = config.agent.socket_group.clone();
-            tasks.push((
-                "control socket",
-                tokio::spawn(control::serve(listener, group, source, cmd_tx)),
-            ));
+            let (path, group) = (
+                config.agent.socket.clone(),
+                config.agent.socket_group.clone(),
+            );
+            let serve = move || {
+                let listener = first
+                    .take()
+                    .map(Ok)
+                    .unwrap_or_else(|| control::bind(&path, &group));
+                let (group, source, cmd_tx) = (group.clone(), source.clone(), cmd_tx.clone());
+                async move {
+                    match listener {
+                        Ok(l) => control::serve(l, group, source, cmd_tx).await,
+                        Err(e) => tracing::error!(error = %e, "control socket unavailable"),
+                    }
+                }
+            };
+            tasks.push(("control socket", spawn_supervised("control socket", serve)));
         }
         Ok(Agent {
             config,
@@ -879,38 +898,47 @@ async fn connect_docker() -> Result<bollard::Docker, String> {
 /// Follows Docker events in its own task, reconnecting with backoff when dockerd
 /// goes away; each relevant event (and each reconnect) asks for a convergence.
 fn spawn_event_follower(follower: Reconciler, tx: mpsc::UnboundedSender<String>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut backoff = crate::containers::reconnect_backoff();
-        loop {
-            let tx2 = tx.clone();
-            let followed_since = Instant::now();
-            let result = follower
-                .follow_events(move |dev, action| {
-                    if matches!(action.as_str(), "die" | "destroy" | "stop" | "kill" | "oom") {
-                        let _ = tx2.send(dev);
-                    }
-                })
-                .await;
-            match result {
-                Ok(()) => tracing::warn!("docker event stream ended; reconnecting"),
-                Err(e) => tracing::warn!(error = %e, "docker event stream failed; reconnecting"),
-            }
-            // Wait (with backoff) until the engine answers again, then converge:
-            // events may have been missed while disconnected.
-            loop {
-                tokio::time::sleep(backoff.next_delay()).await;
-                if follower.docker().ping().await.is_ok() {
-                    break;
-                }
-            }
-            // A stream that held for a while was healthy: start the backoff over.
-            // One that fails at once keeps growing it, so a broken events API
-            // cannot spin this loop.
-            if followed_since.elapsed() > Duration::from_secs(30) {
-                backoff.reset();
-            }
-            tracing::info!("docker engine is back; converging");
+    let mut restarted = false;
+    spawn_supervised("docker events", move || {
+        // Events may have been missed while the follower was down: converge.
+        if std::mem::replace(&mut restarted, true) {
             let _ = tx.send(String::new());
         }
+        follow_events(follower.clone(), tx.clone())
     })
+}
+
+async fn follow_events(follower: Reconciler, tx: mpsc::UnboundedSender<String>) {
+    let mut backoff = crate::containers::reconnect_backoff();
+    loop {
+        let tx2 = tx.clone();
+        let followed_since = Instant::now();
+        let result = follower
+            .follow_events(move |dev, action| {
+                if matches!(action.as_str(), "die" | "destroy" | "stop" | "kill" | "oom") {
+                    let _ = tx2.send(dev);
+                }
+            })
+            .await;
+        match result {
+            Ok(()) => tracing::warn!("docker event stream ended; reconnecting"),
+            Err(e) => tracing::warn!(error = %e, "docker event stream failed; reconnecting"),
+        }
+        // Wait (with backoff) until the engine answers again, then converge:
+        // events may have been missed while disconnected.
+        loop {
+            tokio::time::sleep(backoff.next_delay()).await;
+            if follower.docker().ping().await.is_ok() {
+                break;
+            }
+        }
+        // A stream that held for a while was healthy: start the backoff over.
+        // One that fails at once keeps growing it, so a broken events API
+        // cannot spin this loop.
+        if followed_since.elapsed() > Duration::from_secs(30) {
+            backoff.reset();
+        }
+        tracing::info!("docker engine is back; converging");
+        let _ = tx.send(String::new());
+    }
 }

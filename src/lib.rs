@@ -20,6 +20,7 @@ pub mod retry;
 pub mod secret;
 pub mod secrets;
 pub mod status;
+pub mod supervise;
 pub mod volume;
 
 pub use secret::Secret;
