@@ -164,6 +164,7 @@ struct FileMetrics {
 struct FileLogs {
     enabled: Option<bool>,
     group: Option<String>,
+    agent_group: Option<String>,
     retention_days: Option<u32>,
 }
 
@@ -326,6 +327,8 @@ pub struct MetricsConfig {
 pub struct LogsConfig {
     pub enabled: bool,
     pub group: String,
+    /// The agent's own log lines (rendered, `{project}` filled in); None: not shipped.
+    pub agent_group: Option<String>,
     pub retention_days: Option<u32>,
 }
 
@@ -497,7 +500,7 @@ impl Validator<'_> {
         let developers = self.developers(&f.developers, f.developer, &f.containers, &containers)?;
         let secrets = self.secrets(f.secrets)?;
         let metrics = self.metrics(f.metrics)?;
-        let logs = self.logs(f.logs)?;
+        let logs = self.logs(f.logs, &project)?;
         let agent = self.agent(f.agent)?;
 
         Ok(Config {
@@ -824,7 +827,7 @@ impl Validator<'_> {
         })
     }
 
-    fn logs(&self, l: FileLogs) -> Result<LogsConfig, ConfigError> {
+    fn logs(&self, l: FileLogs, project: &str) -> Result<LogsConfig, ConfigError> {
         let group = l
             .group
             .unwrap_or_else(|| "/aws/ec2/{project}/containers/{developer}".to_string());
@@ -837,9 +840,32 @@ impl Validator<'_> {
                 format!("{days} is not a value CloudWatch Logs accepts ({RETENTION_DAYS:?})"),
             ));
         }
+        let agent_group = l
+            .agent_group
+            .unwrap_or_else(|| "/aws/ec2/{project}/agent".to_string());
+        let agent_group = match agent_group.as_str() {
+            "" => None,
+            t => {
+                let name = t.replace("{project}", project);
+                let ok_chars = name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-/#".contains(c));
+                if !(1..=512).contains(&name.len()) || !ok_chars {
+                    return Err(self.err(
+                        "logs.agent_group",
+                        format!(
+                            "{t:?} is not a CloudWatch Logs group name (1-512 of A-Z a-z 0-9 . _ - / #; \
+                             the only placeholder is {{project}}; \"\" turns agent log shipping off)"
+                        ),
+                    ));
+                }
+                Some(name)
+            }
+        };
         Ok(LogsConfig {
             enabled: l.enabled.unwrap_or(true),
             group,
+            agent_group,
             retention_days: Some(l.retention_days.unwrap_or(30)),
         })
     }
@@ -1047,6 +1073,10 @@ mod tests {
             c.render(&c.logs.group, "dev3"),
             "/aws/ec2/code-server-multi-dev/containers/dev3"
         );
+        assert_eq!(
+            c.logs.agent_group.as_deref(),
+            Some("/aws/ec2/code-server-multi-dev/agent")
+        );
         assert_eq!(c.agent.socket, Path::new("/run/csagent/csagent.sock"));
     }
 
@@ -1084,6 +1114,10 @@ mod tests {
         assert_eq!(
             key_of("[logs]\nretention_days = 31\n"),
             "logs.retention_days"
+        );
+        assert_eq!(
+            key_of("[logs]\nagent_group = \"/x/{developer}\"\n"),
+            "logs.agent_group"
         );
         assert_eq!(key_of("[agent]\nsocket = \"rel.sock\"\n"), "agent.socket");
         assert_eq!(key_of("[volume]\nfilesystem = \"xfs\"\n"), "line 4");

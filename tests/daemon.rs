@@ -255,6 +255,47 @@ async fn daemon_lifecycle_against_real_parts() {
     assert!(s["aws_last_success"]["secretsmanager"].is_string(), "{s}");
     assert!(s["aws_last_success"].get("cloudwatch").is_none(), "{s}");
 
+    // The agent's own lines reach its log group, start-up lines included, and
+    // no secret value is among them.
+    let cwl = aws_sdk_cloudwatchlogs::Client::new(&aws().await);
+    let group = format!("/aws/ec2/{project}/agent");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let agent_lines = loop {
+        let lines: Vec<String> = match cwl
+            .get_log_events()
+            .log_group_name(&group)
+            .log_stream_name("i-0123456789abcdef0")
+            .start_from_head(true)
+            .send()
+            .await
+        {
+            Ok(out) => out
+                .events()
+                .iter()
+                .filter_map(|e| e.message().map(str::to_string))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let joined = lines.join("\n");
+        if joined.contains("csagent starting") && joined.contains("volume ready") {
+            break joined;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent log group {group} within 30 s; have:\n{joined}\nagent log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(
+        !agent_lines.contains(&format!("pw-{project}-")),
+        "no password in the agent's log group"
+    );
+    assert!(
+        !agent_lines.contains("aws_smithy") && !agent_lines.contains("hyper"),
+        "only the agent's own lines: {agent_lines}"
+    );
+
     // A paused container: status says so and exits 1; unpaused: back to 0.
     let name2 = format!("code-server-{project}-d2");
     run("docker", &["pause", &name2]);

@@ -49,6 +49,7 @@
 //!   events; a crash between two parts' batches repeats nothing, since each part
 //!   has its own checkpoint.
 
+mod agent;
 mod batch;
 mod checkpoint;
 mod container;
@@ -67,6 +68,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+pub use agent::{QueueWriter as AgentLogWriter, disable as disable_agent_log};
+
 use crate::aws::Identity;
 use crate::config::Config;
 use crate::retry::Backoff;
@@ -77,6 +80,7 @@ pub use batch::{
 };
 pub use checkpoint::{Checkpoint, CheckpointError, Inflight, Store, Tail};
 pub use follow::Position;
+use sink::Sink;
 pub use sink::SinkError;
 pub use status::{DeveloperLogs, LogsStatus, LogsStatusHandle};
 
@@ -301,6 +305,7 @@ impl Shipper {
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), LogsError> {
         let stop = Stop::new(shutdown, self.options.flush_timeout);
         if !self.config.logs.enabled {
+            agent::disable();
             tracing::info!("container logs: disabled in the config");
             stop.requested().await;
             return Ok(());
@@ -338,6 +343,24 @@ impl Shipper {
         tracing::info!(stream = %ctx.stream, developers = developers.len(), "container logs: shipping to CloudWatch Logs");
 
         let mut tasks = JoinSet::new();
+        match &ctx.config.logs.agent_group {
+            Some(group) => {
+                let sink = Sink::new(
+                    ctx.client.clone(),
+                    group.clone(),
+                    ctx.stream.clone(),
+                    ctx.config.logs.retention_days,
+                    ctx.options.readback_settle,
+                );
+                tasks.spawn(agent::ship(
+                    sink,
+                    ctx.config.logs.retention_days,
+                    ctx.options.clone(),
+                    stop.clone(),
+                ));
+            }
+            None => agent::disable(),
+        }
         let mut backoff = Backoff::standard();
         'discover: loop {
             // Replay from a moment before the list, so nothing falls in between.
