@@ -13,7 +13,7 @@ use argon2::password_hash::PasswordHasher;
 use bollard::Docker;
 use bollard::query_parameters::InspectContainerOptions;
 use common::*;
-use csagent::config::Config;
+use csagent::config::{Config, PullPolicy};
 use csagent::containers::{Action, ContainerCredentials, DesiredDeveloper, Reconciler};
 
 struct Env {
@@ -460,4 +460,79 @@ async fn crash_loop_is_reported_with_last_log_lines() {
     );
     assert_eq!(env.id_of(&dev).await, id);
     events.abort();
+}
+
+/// No registry is reachable here, which is exactly the case this covers: a pull
+/// that fails for an image already present is only a warning; an image neither
+/// present nor pullable is reported for each developer, and containers already
+/// running are left running rather than removed.
+#[tokio::test]
+async fn image_pull_failures_are_reported_per_developer_and_never_remove_containers() {
+    let env = Env::new(3).await;
+    let devs = [env.dev(1), env.dev(2)];
+    let with = |image: Option<String>, pull: PullPolicy| {
+        let mut c = env.config(&[1, 2], None);
+        if let Some(image) = image {
+            c.containers.image = image;
+        }
+        c.containers.pull = pull;
+        Arc::new(c)
+    };
+    let versions = BTreeMap::new();
+
+    // pull = "always", image present locally, the pull fails: the local one is used.
+    let config = with(None, PullPolicy::Always);
+    let mut r = Reconciler::new(env.docker.clone(), config.clone());
+    let res = r
+        .converge(&env.desired(&config, &versions))
+        .await
+        .expect("converge");
+    assert!(
+        res.iter().all(|(_, a)| *a == Action::Created),
+        "created from the image already present: {res:?}"
+    );
+    wait_healthy(&r, &devs, Duration::from_secs(30)).await;
+    let ids = [env.id_of(&devs[0]).await, env.id_of(&devs[1]).await];
+
+    // An image that is neither present nor pullable, for each pull policy.
+    let missing = format!("csagent-missing/{}:1", env.prefix);
+    for (pull, says) in [
+        (
+            PullPolicy::IfNotPresent,
+            "is not present and cannot be pulled",
+        ),
+        (PullPolicy::Always, "is not present and cannot be pulled"),
+        (
+            PullPolicy::Never,
+            "is not present and containers.pull is \"never\"",
+        ),
+    ] {
+        let config = with(Some(missing.clone()), pull);
+        r.set_config(config.clone());
+        let res = r
+            .converge(&env.desired(&config, &versions))
+            .await
+            .expect("converge");
+        assert_eq!(res.len(), 2, "{res:?}");
+        for (dev, action) in &res {
+            match action {
+                Action::Failed(e) => assert!(
+                    e.contains(&missing) && e.contains(says),
+                    "{dev} with pull {pull}: {e}"
+                ),
+                other => panic!("{dev} with pull {pull}: expected a failure, got {other:?}"),
+            }
+        }
+        let status = r.status_handle().snapshot();
+        for dev in &devs {
+            let problem = status[dev].problem.clone().unwrap_or_default();
+            assert!(problem.contains(says), "status for {dev}: {problem:?}");
+        }
+        // The running containers are untouched.
+        assert_eq!(
+            [env.id_of(&devs[0]).await, env.id_of(&devs[1]).await],
+            ids,
+            "containers kept while the image is missing (pull {pull})"
+        );
+    }
 }
