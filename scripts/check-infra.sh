@@ -296,10 +296,15 @@ check_case() { # developers format options
   local developers=$1 format=$2 options=$3
   local label="dev=$developers $format"
   local file="$WORK/env-$developers.$format"
+  # Options that add resources at generation time (not Parameters).
+  local extra=()
+  if [ "$options" = all ]; then
+    extra=(--password-rotation-lambda-arn "arn:aws:lambda:ap-southeast-7:123456789012:function:csagent-ci-rotate")
+  fi
   echo
   echo "=== $label (optional parameters: $options) ==="
   if ! infra --developers "$developers" --domain "$DOMAIN" --hosted-zone-id "$ZONE_PLACEHOLDER" \
-    --format "$format" >"$file"; then
+    --format "$format" "${extra[@]}" >"$file"; then
     record "$label" "FAIL: generation"
     FAILED=1
     return
@@ -331,7 +336,7 @@ check_case() { # developers format options
   local moto_result
   local moto_file="$WORK/env-$developers-moto.$format"
   infra --developers "$developers" --domain "$DOMAIN" --hosted-zone-id "$ZONE_PLACEHOLDER" \
-    --format "$format" --ami-ssm-parameter "$MOTO_AMI_PARAMETER" >"$moto_file"
+    --format "$format" --ami-ssm-parameter "$MOTO_AMI_PARAMETER" "${extra[@]}" >"$moto_file"
   if run_moto "$moto_file" "$developers" "$options"; then
     moto_result="CREATE_COMPLETE"
   else

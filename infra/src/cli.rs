@@ -79,6 +79,19 @@ pub struct Cli {
     #[arg(long, value_name = "DAYS", default_value_t = 30)]
     pub backup_retention_days: u32,
 
+    /// ARN of a Secrets Manager rotation Lambda for the developers' passwords (e.g. AWS's
+    /// generic rotation template; it must allow secretsmanager.amazonaws.com to invoke it);
+    /// default none: passwords rotate only when an admin runs rotate-secret or
+    /// put-secret-value. The agent picks a rotation up by itself either way
+    /// [Parameter PasswordRotationLambdaArn].
+    #[arg(long, value_name = "ARN")]
+    pub password_rotation_lambda_arn: Option<String>,
+
+    /// Days between automatic password rotations, with --password-rotation-lambda-arn
+    /// [Parameter PasswordRotationDays].
+    #[arg(long, value_name = "DAYS", default_value_t = 90)]
+    pub password_rotation_days: u32,
+
     /// Days CloudWatch Logs keeps container and agent logs [Parameter LogRetentionDays].
     #[arg(long, value_name = "DAYS", default_value_t = 30)]
     pub log_retention_days: u32,
@@ -138,6 +151,11 @@ impl Cli {
             data_volume_gb: self.data_volume_gb,
             alarm_email: self.alarm_email.clone().unwrap_or_default(),
             backup_retention_days: self.backup_retention_days,
+            password_rotation_lambda_arn: self
+                .password_rotation_lambda_arn
+                .clone()
+                .unwrap_or_default(),
+            password_rotation_days: self.password_rotation_days,
             log_retention_days: self.log_retention_days,
             deb_url: self.deb_url.clone().unwrap_or_default(),
             access_log_bucket: self.access_log_bucket.clone().unwrap_or_default(),

@@ -25,7 +25,7 @@ pub mod secrets;
 pub mod settings;
 
 pub use agent_config::{agent_config_toml, sample_agent_config, sample_user_data};
-pub use settings::{OptionError, Settings};
+pub use settings::{MAX_DEVELOPERS, MAX_DEVELOPERS_WITH_ROTATION, OptionError, Settings};
 
 use serde_json::{Value, json};
 use std::fmt;
@@ -57,7 +57,7 @@ pub fn build_template(s: &Settings) -> Value {
             s.developers, s.base_port, s.last_port(), env!("CARGO_PKG_VERSION")
         ),
         "Metadata": {
-            "AWS::CloudFormation::Interface": parameters::interface(),
+            "AWS::CloudFormation::Interface": parameters::interface(s),
             "csagent-infra": {
                 "version": env!("CARGO_PKG_VERSION"),
                 "developers": s.developers,
@@ -65,7 +65,7 @@ pub fn build_template(s: &Settings) -> Value {
             },
         },
         "Parameters": parameters::parameters(s),
-        "Conditions": parameters::conditions(),
+        "Conditions": parameters::conditions(s),
         "Resources": res.into_value(),
         "Outputs": outputs::outputs(s),
     })

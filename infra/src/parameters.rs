@@ -143,6 +143,28 @@ pub fn parameters(s: &Settings) -> Value {
             36500,
         ),
     );
+    // Emitted only with --password-rotation-lambda-arn: a RotationSchedule per
+    // developer does not fit 64 developers into one stack's 500 resources.
+    if !s.password_rotation_lambda_arn.is_empty() {
+        p.insert(
+            "PasswordRotationLambdaArn".into(),
+            string_param(
+                "ARN of the Secrets Manager rotation Lambda for the developers' passwords (it must allow secretsmanager.amazonaws.com to invoke it). Empty: no rotation; the agent still picks up a rotation an admin makes.",
+                &s.password_rotation_lambda_arn,
+                settings::LAMBDA_ARN_PATTERN,
+                "empty or a Lambda function ARN",
+            ),
+        );
+        p.insert(
+            "PasswordRotationDays".into(),
+            number_param(
+                "Days between automatic password rotations.",
+                s.password_rotation_days,
+                1,
+                1000,
+            ),
+        );
+    }
     p.insert(
         "LogRetentionDays".into(),
         json!({
@@ -186,9 +208,9 @@ pub fn parameters(s: &Settings) -> Value {
 }
 
 /// The Conditions section.
-pub fn conditions() -> Value {
+pub fn conditions(s: &Settings) -> Value {
     let not_empty = |param: &str| json!({ "Fn::Not": [ { "Fn::Equals": [r#ref(param), ""] } ] });
-    json!({
+    let mut conditions = json!({
         "HasKeyPair": not_empty("KeyPairName"),
         "HasAdminSshCidr": not_empty("AdminSshCidr"),
         "HasAlarmEmail": not_empty("AlarmEmail"),
@@ -200,11 +222,19 @@ pub fn conditions() -> Value {
                 "s3"
             ]
         },
-    })
+    });
+    if !s.password_rotation_lambda_arn.is_empty() {
+        conditions["RotatePasswords"] = not_empty("PasswordRotationLambdaArn");
+    }
+    conditions
 }
 
 /// `AWS::CloudFormation::Interface`: how the console groups the Parameters.
-pub fn interface() -> Value {
+pub fn interface(s: &Settings) -> Value {
+    let mut operations = vec!["AlarmEmail", "LogRetentionDays", "BackupRetentionDays"];
+    if !s.password_rotation_lambda_arn.is_empty() {
+        operations.extend(["PasswordRotationLambdaArn", "PasswordRotationDays"]);
+    }
     json!({
         "ParameterGroups": [
             { "Label": { "default": "Project and tags" },
@@ -214,7 +244,7 @@ pub fn interface() -> Value {
             { "Label": { "default": "DNS and TLS" },
               "Parameters": ["DomainName", "HostedZoneId", "ExistingCertificateArn", "AccessLogBucket"] },
             { "Label": { "default": "Operations" },
-              "Parameters": ["AlarmEmail", "LogRetentionDays", "BackupRetentionDays"] },
+              "Parameters": operations },
         ]
     })
 }

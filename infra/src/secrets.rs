@@ -3,7 +3,7 @@
 //! parameters or in this program's output. The Claude API key starts as a placeholder that the
 //! agent recognises; an admin puts the real key in with `put-secret-value`.
 
-use crate::cfn::{Resources, resource, skip_checkov, tags, with};
+use crate::cfn::{Resources, r#ref, resource, skip_checkov, tags, with};
 use crate::naming::{claude_key_secret_name, password_secret_name};
 use crate::settings::Settings;
 use serde_json::{Value, json};
@@ -43,6 +43,28 @@ pub fn add(res: &mut Resources, s: &Settings) {
                 "Tags": tags(std::slice::from_ref(&developer_tag)),
             })),
         );
+        // Rotation is optional (a Lambda the admin provides); the agent polls for a
+        // new AWSCURRENT either way.
+        if !s.password_rotation_lambda_arn.is_empty() {
+            res.add(
+                format!("{}PasswordRotation", dev.id()),
+                with(
+                    resource(
+                        "AWS::SecretsManager::RotationSchedule",
+                        json!({
+                            "SecretId": r#ref(&format!("{}PasswordSecret", dev.id())),
+                            "RotationLambdaARN": r#ref("PasswordRotationLambdaArn"),
+                            "RotationRules": {
+                                "AutomaticallyAfterDays": r#ref("PasswordRotationDays"),
+                            },
+                            "RotateImmediatelyOnUpdate": false,
+                        }),
+                    ),
+                    "Condition",
+                    json!("RotatePasswords"),
+                ),
+            );
+        }
         res.add(
             format!("{}ClaudeApiKeySecret", dev.id()),
             secret(json!({

@@ -8,6 +8,10 @@ use std::net::Ipv4Addr;
 /// CloudFormation stack at most 500 resources; 64 developers use 481 resources (see the tests).
 pub const MAX_DEVELOPERS: u32 = 64;
 
+/// Most developers with --password-rotation-lambda-arn: a RotationSchedule each
+/// adds one resource per developer (58 developers use 497 resources).
+pub const MAX_DEVELOPERS_WITH_ROTATION: u32 = 58;
+
 /// Log retention values that CloudWatch Logs accepts.
 pub const LOG_RETENTION_DAYS: [u32; 22] = [
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
@@ -70,6 +74,10 @@ pub struct Settings {
     pub alarm_email: String,
     /// Days AWS Backup keeps each daily recovery point.
     pub backup_retention_days: u32,
+    /// Rotation Lambda for the passwords; empty: no rotation schedule.
+    pub password_rotation_lambda_arn: String,
+    /// Days between automatic password rotations.
+    pub password_rotation_days: u32,
     /// Days CloudWatch Logs keeps container and agent logs.
     pub log_retention_days: u32,
     /// Where user data fetches the csagent .deb (https://, s3:// or file://); empty: the
@@ -106,6 +114,8 @@ impl Default for Settings {
             data_volume_gb: 500,
             alarm_email: String::new(),
             backup_retention_days: 30,
+            password_rotation_lambda_arn: String::new(),
+            password_rotation_days: 90,
             log_retention_days: 30,
             deb_url: String::new(),
             access_log_bucket: String::new(),
@@ -128,6 +138,7 @@ pub(crate) const DOMAIN_PATTERN: &str =
     "^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
 pub(crate) const CERTIFICATE_ARN_PATTERN: &str =
     "^$|^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$";
+pub(crate) const LAMBDA_ARN_PATTERN: &str = "^$|^arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,128})?$";
 pub(crate) const BUCKET_PATTERN: &str = "^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$";
 
 impl Settings {
@@ -201,6 +212,24 @@ impl Settings {
         validate_deb_url(&self.deb_url)?;
         validate_bucket(&self.access_log_bucket)?;
         validate_certificate_arn(&self.certificate_arn)?;
+        validate_lambda_arn(&self.password_rotation_lambda_arn)?;
+        if !self.password_rotation_lambda_arn.is_empty()
+            && self.developers > MAX_DEVELOPERS_WITH_ROTATION
+        {
+            return Err(bad(
+                "--password-rotation-lambda-arn",
+                format!(
+                    "supports at most {MAX_DEVELOPERS_WITH_ROTATION} developers (a rotation schedule each; a stack holds at most 500 resources), got --developers {}",
+                    self.developers
+                ),
+            ));
+        }
+        if !(1..=1000).contains(&self.password_rotation_days) {
+            return Err(bad(
+                "--password-rotation-days",
+                format!("must be 1..=1000 (got {})", self.password_rotation_days),
+            ));
+        }
         if !self.ami_ssm_parameter.starts_with('/')
             || self.ami_ssm_parameter.len() > 2048
             || !self
@@ -460,23 +489,31 @@ fn validate_bucket(value: &str) -> Result<(), OptionError> {
     }
 }
 
-fn validate_certificate_arn(value: &str) -> Result<(), OptionError> {
-    if value.is_empty() {
-        return Ok(());
-    }
+/// The part after `arn:PARTITION:SERVICE:REGION:ACCOUNT:` of an ARN for `service`
+/// in a region and account, or None when the prefix is not that.
+fn arn_resource<'a>(value: &'a str, service: &str) -> Option<&'a str> {
     let parts: Vec<&str> = value.splitn(6, ':').collect();
     let ok = parts.len() == 6
         && parts[0] == "arn"
         && parts[1].starts_with("aws")
         && parts[1].chars().all(|c| c.is_ascii_lowercase() || c == '-')
-        && parts[2] == "acm"
+        && parts[2] == service
         && !parts[3].is_empty()
         && parts[3]
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && parts[4].len() == 12
-        && parts[4].chars().all(|c| c.is_ascii_digit())
-        && parts[5].strip_prefix("certificate/").is_some_and(|id| {
+        && parts[4].chars().all(|c| c.is_ascii_digit());
+    ok.then_some(parts[5])
+}
+
+fn validate_certificate_arn(value: &str) -> Result<(), OptionError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let ok = arn_resource(value, "acm")
+        .and_then(|r| r.strip_prefix("certificate/"))
+        .is_some_and(|id| {
             !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     if ok {
@@ -486,6 +523,34 @@ fn validate_certificate_arn(value: &str) -> Result<(), OptionError> {
             "--certificate-arn",
             format!(
                 "must be an ACM certificate ARN, arn:aws:acm:REGION:ACCOUNT:certificate/ID (got {value:?})"
+            ),
+        ))
+    }
+}
+
+fn validate_lambda_arn(value: &str) -> Result<(), OptionError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let name_ok = |s: &str, max: usize, extra: &str| {
+        (1..=max).contains(&s.len())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || extra.contains(c))
+    };
+    // function:NAME or function:NAME:QUALIFIER (a version or an alias).
+    let ok = arn_resource(value, "lambda")
+        .and_then(|r| r.strip_prefix("function:"))
+        .is_some_and(|rest| match rest.split_once(':') {
+            Some((name, qualifier)) => name_ok(name, 64, "") && name_ok(qualifier, 128, "$"),
+            None => name_ok(rest, 64, ""),
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "--password-rotation-lambda-arn",
+            format!(
+                "must be a Lambda function ARN, arn:aws:lambda:REGION:ACCOUNT:function:NAME (got {value:?})"
             ),
         ))
     }
@@ -634,6 +699,31 @@ mod tests {
                 "arn:aws:acm:ap-southeast-7:123456789012:certificate/0a1b2c3d-aaaa-bbbb-cccc-0123456789ab".into()
             })),
             "ok"
+        );
+    }
+
+    #[test]
+    fn password_rotation_options() {
+        let arn = "arn:aws:lambda:ap-southeast-7:123456789012:function:rotate-passwords";
+        assert_eq!(
+            option_of(with(|s| s.password_rotation_lambda_arn = arn.into())),
+            "ok"
+        );
+        assert_eq!(
+            option_of(with(
+                |s| s.password_rotation_lambda_arn = format!("{arn}:live")
+            )),
+            "ok"
+        );
+        assert_eq!(
+            option_of(with(
+                |s| s.password_rotation_lambda_arn = "arn:aws:iam::123456789012:role/x".into()
+            )),
+            "--password-rotation-lambda-arn"
+        );
+        assert_eq!(
+            option_of(with(|s| s.password_rotation_days = 0)),
+            "--password-rotation-days"
         );
     }
 

@@ -686,3 +686,50 @@ fn role_grants_every_call_the_agent_makes() {
         );
     }
 }
+
+#[test]
+fn password_rotation_only_when_asked_and_within_the_resource_limit() {
+    let t = template(8);
+    assert!(of_type(&t, "AWS::SecretsManager::RotationSchedule").is_empty());
+    assert!(t["Parameters"].get("PasswordRotationLambdaArn").is_none());
+
+    let arn = "arn:aws:lambda:ap-southeast-7:123456789012:function:rotate-passwords";
+    for n in [8, infra::MAX_DEVELOPERS_WITH_ROTATION] {
+        let s = Settings {
+            developers: n,
+            password_rotation_lambda_arn: arn.into(),
+            password_rotation_days: 30,
+            ..Settings::default()
+        };
+        s.validate().unwrap();
+        let t = build_template(&s);
+        assert_eq!(t["Parameters"]["PasswordRotationLambdaArn"]["Default"], arn);
+        assert_eq!(t["Parameters"]["PasswordRotationDays"]["Default"], 30);
+        assert!(t["Conditions"].get("RotatePasswords").is_some());
+        let schedules = of_type(&t, "AWS::SecretsManager::RotationSchedule");
+        assert_eq!(schedules.len(), n as usize);
+        for d in 1..=n {
+            let r = &resources(&t)[&format!("Dev{d}PasswordRotation")];
+            assert_eq!(r["Condition"], "RotatePasswords");
+            let p = &r["Properties"];
+            assert_eq!(p["SecretId"]["Ref"], format!("Dev{d}PasswordSecret"));
+            assert_eq!(p["RotationLambdaARN"]["Ref"], "PasswordRotationLambdaArn");
+            assert_eq!(
+                p["RotationRules"]["AutomaticallyAfterDays"]["Ref"],
+                "PasswordRotationDays"
+            );
+        }
+        assert!(
+            resources(&t).len() <= 500,
+            "{n} developers with rotation: {} resources",
+            resources(&t).len()
+        );
+    }
+    let too_many = Settings {
+        developers: infra::MAX_DEVELOPERS_WITH_ROTATION + 1,
+        password_rotation_lambda_arn: arn.into(),
+        ..Settings::default()
+    };
+    let err = too_many.validate().unwrap_err().to_string();
+    assert!(err.contains("--password-rotation-lambda-arn"), "{err}");
+}
