@@ -14,6 +14,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Disk use above which status warns.
 pub const DISK_WARN_PERCENT: f64 = 85.0;
+/// Container logs this far behind CloudWatch Logs are worth a warning (a short
+/// outage or a burst catches up well within it).
+pub const LOG_LAG_WARN_SECS: f64 = 300.0;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct StatusReport {
@@ -130,6 +133,23 @@ impl StatusReport {
             if let Some(p) = &d.problem {
                 w.push(format!("{}: {p}", d.name));
             }
+            if let Some(lag) = d.log_lag_secs
+                && lag > LOG_LAG_WARN_SECS
+            {
+                w.push(format!(
+                    "{}: container logs are {lag:.0}s behind in CloudWatch Logs (Docker keeps the lines meanwhile)",
+                    d.name
+                ));
+            }
+        }
+        if let Some(m) = &self.metrics
+            && m.buffered_datums > 0
+            && let Some(e) = &m.last_error
+        {
+            w.push(format!(
+                "metrics: {} datums waiting for CloudWatch (kept up to an hour); last error: {e}",
+                m.buffered_datums
+            ));
         }
         if let Some(s) = secrets_staleness
             && Duration::from_secs(s) > stale_after
@@ -337,6 +357,44 @@ mod tests {
         assert!(!r.healthy);
         assert!(r.warnings.iter().any(|w| w.contains("90% full")));
         assert!(r.warnings.iter().any(|w| w.contains("stale")));
+    }
+
+    #[test]
+    fn cloudwatch_trouble_warns() {
+        let mut d = row("dev1", "running", "healthy");
+        d.log_lag_secs = Some(30.0);
+        let mut r = StatusReport {
+            developers: vec![d],
+            metrics: Some(MetricsInfo {
+                buffered_datums: 67,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        r.finish(None, Duration::from_secs(300));
+        assert!(
+            r.healthy,
+            "a backlog without an error is the normal send: {:?}",
+            r.warnings
+        );
+
+        r.developers[0].log_lag_secs = Some(900.0);
+        if let Some(m) = r.metrics.as_mut() {
+            m.last_error = Some("PutMetricData: dispatch failure".into());
+        }
+        r.finish(None, Duration::from_secs(300));
+        assert!(!r.healthy);
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("dev1: container logs are 900s behind"))
+        );
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.starts_with("metrics: 67 datums waiting")
+                    && w.contains("dispatch failure"))
+        );
     }
 
     #[test]
