@@ -81,8 +81,8 @@ pub struct Cli {
 
     /// ARN of a Secrets Manager rotation Lambda for the developers' passwords (e.g. AWS's
     /// generic rotation template; it must allow secretsmanager.amazonaws.com to invoke it);
-    /// default none: passwords rotate only when an admin runs rotate-secret or
-    /// put-secret-value. The agent picks a rotation up by itself either way
+    /// at most 58 developers with it. Default none: a password changes only when an admin
+    /// runs put-secret-value. The agent picks a change up by itself either way
     /// [Parameter PasswordRotationLambdaArn].
     #[arg(long, value_name = "ARN")]
     pub password_rotation_lambda_arn: Option<String>,
