@@ -359,6 +359,8 @@ async fn unlabelled_container_named_like_ours_is_left_alone() {
     let config = Arc::new(env.config(&[1], None));
     let name = format!("code-server-{}", env.dev(1));
     run("docker", &["create", "--name", &name, TEST_IMAGE]);
+    // Not ours, so the label-based cleanup would not remove it.
+    let _remove = RemoveContainerOnDrop(name.clone());
     let before = env.id_of(&env.dev(1)).await;
     let r = Reconciler::new(env.docker.clone(), config.clone());
     let res = r

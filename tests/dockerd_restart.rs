@@ -235,6 +235,7 @@ impl Drop for Cleanup {
             .args(["network", "rm", &format!("csagent-{}", self.project)])
             .output();
         delete_metadata_rule(&self.subnet);
+        delete_host_rule(&self.subnet);
         let _ = Command::new("umount").arg(&self.mount).output();
     }
 }

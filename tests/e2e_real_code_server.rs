@@ -147,23 +147,8 @@ impl Drop for Setup {
         let _ = Command::new("docker")
             .args(["network", "rm", &format!("csagent-{}", self.project)])
             .output();
-        let _ = Command::new("iptables")
-            .args([
-                "-w",
-                "-D",
-                "DOCKER-USER",
-                "-s",
-                &self.subnet,
-                "-d",
-                "169.254.169.254/32",
-                "-m",
-                "comment",
-                "--comment",
-                "csagent: containers must not reach IMDS",
-                "-j",
-                "DROP",
-            ])
-            .output();
+        delete_metadata_rule(&self.subnet);
+        delete_host_rule(&self.subnet);
         let _ = Command::new("umount").arg(&self.mount).output();
     }
 }

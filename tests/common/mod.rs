@@ -794,6 +794,16 @@ impl Drop for Leftovers {
     }
 }
 
+/// `docker rm -f` of one container when dropped, for a container a test creates
+/// without csagent's labels (so [`Leftovers`] would not find it).
+pub struct RemoveContainerOnDrop(pub String);
+
+impl Drop for RemoveContainerOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
 /// The INPUT rule the agent installs for `subnet` (`network::ensure_host_block`).
 pub fn host_rule_spec(subnet: &str) -> Vec<String> {
     [
