@@ -5,124 +5,10 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-struct Daemon {
-    child: Child,
-    config: PathBuf,
-    /// Everything the agent sent to NOTIFY_SOCKET. A thread drains the socket
-    /// the whole time, as systemd does (a full queue would block the sender).
-    notified: Arc<Mutex<Vec<String>>>,
-    _notify_dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let notify_dir = tempfile::tempdir().expect("tempdir");
-        let notify_path = notify_dir.path().join("notify.sock");
-        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
-        let notified = Arc::new(Mutex::new(Vec::new()));
-        let sink = notified.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = notify.recv(&mut buf) {
-                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
-                if let Ok(mut v) = sink.lock() {
-                    v.push(msg);
-                }
-            }
-        });
-        let log = std::fs::File::create(config.with_extension("log")).expect("log file");
-        let child = Command::new(csagent_bin())
-            .args(["run", "--config", path_str(config)])
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env("WATCHDOG_USEC", "2000000")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("RUST_LOG", "info,csagent=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn csagent run");
-        Daemon {
-            child,
-            config: config.to_path_buf(),
-            notified,
-            _notify_dir: notify_dir,
-        }
-    }
-
-    /// Waits for a notify message with the line `needle`; returns everything seen.
-    fn wait_notify(&self, needle: &str, timeout: Duration) -> Vec<String> {
-        let start = Instant::now();
-        loop {
-            let seen = self.notified.lock().map(|v| v.clone()).unwrap_or_default();
-            if seen.iter().any(|m| m.lines().any(|l| l == needle)) {
-                return seen;
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "no {needle} within {timeout:?}; saw {seen:?}\nagent log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
-    }
-
-    fn status(&self) -> (i32, serde_json::Value) {
-        let out = Command::new(csagent_bin())
-            .args(["status", "--json", "--config", path_str(&self.config)])
-            .output()
-            .expect("csagent status");
-        let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-        (out.status.code().unwrap_or(-1), json)
-    }
-
-    fn wait_status(
-        &self,
-        what: &str,
-        timeout: Duration,
-        ok: impl Fn(i32, &serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        let start = Instant::now();
-        loop {
-            let (code, json) = self.status();
-            if ok(code, &json) {
-                return json;
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "status never showed {what} (last exit {code}): {json:#}\nagent log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)
-            .expect("signal");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn container_id(name: &str) -> Option<String> {
     let out = Command::new("docker")
@@ -220,7 +106,7 @@ async fn daemon_lifecycle_against_real_parts() {
     )
     .expect("chmod");
 
-    let daemon = Daemon::start(&config);
+    let daemon = AgentDaemon::start(&config);
     let seen = daemon.wait_notify("READY=1", Duration::from_secs(90));
     assert!(
         seen.iter().any(|m| m.contains("STATUS=")),
@@ -393,7 +279,7 @@ async fn daemon_lifecycle_against_real_parts() {
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     let start = Instant::now();
     let code = loop {
-        if let Some(st) = daemon.child.try_wait().expect("wait") {
+        if let Some(st) = daemon.exited() {
             break st.code();
         }
         assert!(

@@ -87,12 +87,7 @@ impl Setup {
     }
 
     fn status(&self) -> (i32, serde_json::Value) {
-        let out = Command::new(csagent_bin())
-            .args(["status", "--json", "--config", path_str(&self.config)])
-            .output()
-            .expect("csagent status");
-        let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-        (out.status.code().unwrap_or(-1), json)
+        csagent_status(&self.config)
     }
 
     fn wait_status(

@@ -597,6 +597,16 @@ pub fn delete_metadata_rule(subnet: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Exit code and JSON (Null when none) of `csagent status --json --config <config>`.
+pub fn csagent_status(config: &Path) -> (i32, serde_json::Value) {
+    let out = Command::new(csagent_bin())
+        .args(["status", "--json", "--config", path_str(config)])
+        .output()
+        .expect("csagent status");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code().unwrap_or(-1), json)
+}
+
 /// `csagent run --config <config>` as a child process, as systemd runs it: a
 /// NOTIFY_SOCKET drained by a thread the whole time (what the agent sent is in
 /// `notified`), WATCHDOG_USEC set, stderr in `<config>.log`. Killed on drop.
@@ -675,12 +685,7 @@ impl AgentDaemon {
 
     /// Exit code and JSON of `csagent status --json`.
     pub fn status(&self) -> (i32, serde_json::Value) {
-        let out = Command::new(csagent_bin())
-            .args(["status", "--json", "--config", path_str(&self.config)])
-            .output()
-            .expect("csagent status");
-        let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-        (out.status.code().unwrap_or(-1), json)
+        csagent_status(&self.config)
     }
 
     /// Polls `status` until `ok`; panics with the last status and the agent log.
