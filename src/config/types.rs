@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Filesystem {
+    /// `ext4`.
     Ext4,
+    /// `xfs`.
     Xfs,
 }
 
@@ -39,8 +41,11 @@ impl fmt::Display for Filesystem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PullPolicy {
+    /// `if-not-present`: pull only when the image is not on the host.
     IfNotPresent,
+    /// `always`: pull whenever the image is checked; a failed pull keeps the local one.
     Always,
+    /// `never`: use the local image; a missing one is an error.
     Never,
 }
 
@@ -68,7 +73,9 @@ pub enum ApplyPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// `text`: human-readable lines.
     Text,
+    /// `json`: one JSON object per line.
     Json,
 }
 
