@@ -168,8 +168,11 @@ pub(crate) fn ensure(
 
 /// Replaces `path` with `content` atomically, keeping its mode and owner.
 pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<(), VolumeError> {
-    crate::fsutil::write_atomic(path, content, crate::fsutil::Perms::default())
-        .map_err(|e| VolumeError::io("cannot write atomically", path, e))
+    // /etc is root's: an fstab that is a symlink (some images link it elsewhere)
+    // is written where it points, as every other tool that edits it does.
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    crate::fsutil::write_atomic(&path, content, crate::fsutil::Perms::default())
+        .map_err(|e| VolumeError::io("cannot write atomically", &path, e))
 }
 
 /// Same fields, the mount point (already matched as a path, so "/mnt/x/" equals
