@@ -15,11 +15,14 @@ pub struct Perms {
     pub owner: Option<(u32, u32)>,
 }
 
-/// Atomically replaces `path` (following a symlink to write where the file really
-/// is) with `content`. On error the temp file is removed and `path` is untouched.
+/// Atomically replaces `path` with `content`. On error the temp file is removed
+/// and `path` is untouched. Symlinks are never followed: a symlink at `path` is
+/// replaced by the file, not written through (in a directory someone else can
+/// write to, following one would let them aim a root write anywhere), and the
+/// temp file is created with O_EXCL, which does not follow one either.
 pub fn write_atomic(path: &Path, content: &[u8], perms: Perms) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let target = path.to_path_buf();
     let dir = target
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -30,7 +33,10 @@ pub fn write_atomic(path: &Path, content: &[u8], perms: Perms) -> std::io::Resul
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".to_string());
     let tmp: PathBuf = dir.join(format!(".{name}.csagent-{}.tmp", std::process::id()));
-    let existing = std::fs::metadata(&target).ok();
+    // The mode/owner to keep are the file's own, never a symlink target's.
+    let existing = std::fs::symlink_metadata(&target)
+        .ok()
+        .filter(|m| m.file_type().is_file());
     let mode = perms
         .mode
         .or_else(|| existing.as_ref().map(|m| m.permissions().mode() & 0o7777))
@@ -101,6 +107,25 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_symlink_at_the_path_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").expect("write");
+        let p = dir.path().join("f");
+        std::os::unix::fs::symlink(&victim, &p).expect("symlink");
+        write_atomic(&p, b"new", Perms::default()).expect("write_atomic");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "precious");
+        let meta = std::fs::symlink_metadata(&p).expect("lstat");
+        assert!(meta.file_type().is_file(), "the link became a file");
+        assert_eq!(std::fs::read_to_string(&p).expect("read"), "new");
+        assert_eq!(
+            meta.mode() & 0o7777,
+            0o644,
+            "the target's mode is not borrowed"
+        );
     }
 
     #[test]

@@ -1077,6 +1077,56 @@ impl Drop for Tmpfs {
     }
 }
 
+/// What an earlier csagent left (a key directory owned by the container user),
+/// with a symlink planted in it by that user: root must not write through it.
+#[test]
+fn key_file_writes_never_follow_a_planted_symlink() {
+    let tmpfs = Tmpfs::new();
+    let victim_dir = tempfile::tempdir().expect("tempdir");
+    let victim = victim_dir.path().join("shadow");
+    std::fs::write(&victim, "root:secret-hash").expect("write");
+
+    let dir = tmpfs.path().join("dev1");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::os::unix::fs::symlink(&victim, dir.join("claude-api-key")).expect("plant link");
+    std::os::unix::fs::chown(&dir, Some(1000), Some(1000)).expect("chown");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o500))
+        .expect("chmod");
+
+    let files = CredentialFiles::new(tmpfs.path(), 1000, 1000).expect("tmpfs");
+    let key = Secret::new(value("sk-ant-api03"));
+    files.write("dev1", Some(&key)).expect("write key file");
+
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("read victim"),
+        "root:secret-hash",
+        "the link target is untouched"
+    );
+    let meta = std::fs::symlink_metadata(files.key_path("dev1")).expect("lstat");
+    assert!(
+        meta.file_type().is_file(),
+        "the link was replaced by the key file"
+    );
+    assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o400, 1000));
+    let dir_meta = std::fs::symlink_metadata(&dir).expect("lstat dir");
+    assert_eq!(
+        (dir_meta.mode() & 0o7777, dir_meta.uid(), dir_meta.gid()),
+        (0o750, 0, 1000),
+        "the old directory is root's now"
+    );
+
+    // A runtime directory someone else owns is refused, naming it.
+    let foreign = Tmpfs::new();
+    std::os::unix::fs::chown(foreign.path(), Some(1000), Some(1000)).expect("chown");
+    let err = CredentialFiles::new(foreign.path(), 1000, 1000).expect_err("foreign dir");
+    assert!(
+        err.to_string()
+            .contains(&foreign.path().display().to_string())
+            && err.to_string().contains("uid 1000"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn claude_key_file_on_tmpfs_reaches_the_container_through_the_wrapper() {
     capture_logs();
@@ -1089,7 +1139,8 @@ async fn claude_key_file_on_tmpfs_reaches_the_container_through_the_wrapper() {
     let dir_meta = std::fs::metadata(&dir).expect("dir");
     assert_eq!(
         (dir_meta.mode() & 0o7777, dir_meta.uid(), dir_meta.gid()),
-        (0o500, 1000, 1000)
+        (0o750, 0, 1000),
+        "root's directory, the container's group reads it"
     );
     let file: PathBuf = files.key_path("dev1");
     let meta = std::fs::metadata(&file).expect("key file");

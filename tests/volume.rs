@@ -16,7 +16,7 @@ use csagent::volume::{self, VolumeError, VolumeStatus};
 
 const UID: u32 = 1234;
 const GID: u32 = 2345;
-const OPTIONS: &str = "defaults,noatime,nofail,x-systemd.device-timeout=30s";
+const OPTIONS: &str = "defaults,noatime,nosuid,nodev,nofail,x-systemd.device-timeout=30s";
 
 /// A loop device plus a private directory holding the mount point, the fstab and
 /// a by-id directory. Drop unmounts whatever is on the mount point, then the loop
@@ -280,7 +280,9 @@ fn blank_device_is_formatted_mounted_persisted_and_gets_directories() {
     let mounts = mounts_at(&fx.mnt());
     assert_eq!(mounts.len(), 1, "{mounts:?}");
     assert!(mounts[0].starts_with(fx.dev()), "{mounts:?}");
-    assert!(mounts[0].contains("noatime"), "{mounts:?}");
+    for flag in ["noatime", "nosuid", "nodev"] {
+        assert!(mounts[0].contains(flag), "{flag}: {mounts:?}");
+    }
 
     let fstab = std::fs::read_to_string(fx.fstab()).expect("fstab was created");
     assert_eq!(fstab, format!("{}\n", fstab_line(&uuid, &fx.mnt(), "ext4")));
@@ -360,6 +362,35 @@ fn existing_ext4_is_mounted_with_its_data_and_never_formatted() {
     let config_dir = std::fs::metadata(mnt.join("alice/config")).expect("created");
     assert_eq!((config_dir.uid(), config_dir.gid()), (UID, GID));
     assert_developer_dirs(&mnt, &["bob"]);
+}
+
+#[test]
+fn volume_mounted_without_nosuid_nodev_is_remounted_with_them_keeping_its_data() {
+    let fx = Fixture::new("128M");
+    let config = fx.config("ext4");
+    prepare_ok(&config);
+    let mnt = fx.mnt();
+    std::fs::write(mnt.join("open-file.txt"), "still here").expect("write");
+    // As an older csagent (or an admin) left it: mounted with suid and dev allowed.
+    run("mount", &["-o", "remount,suid,dev", path_str(&mnt)]);
+    let before = mounts_at(&mnt);
+    assert!(!before[0].contains("nosuid"), "{before:?}");
+
+    let status = prepare_ok(&config);
+    assert!(!status.formatted_now);
+    let after = mounts_at(&mnt);
+    assert_eq!(
+        after.len(),
+        1,
+        "remounted in place, not mounted twice: {after:?}"
+    );
+    for flag in ["nosuid", "nodev", "noatime"] {
+        assert!(after[0].contains(flag), "{flag}: {after:?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("open-file.txt")).expect("data kept"),
+        "still here"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -199,21 +199,7 @@ impl Reconciler {
         desired: &[DesiredDeveloper],
     ) -> Result<Vec<(String, Action)>, ContainersError> {
         network::ensure_network(&self.docker, &self.config).await?;
-        let subnet = &self.config.containers.subnet;
-        let mut problems = Vec::new();
-        if self.config.containers.block_metadata
-            && let Err(e) = network::ensure_metadata_block(subnet)
-        {
-            // Containers still run (the IMDS hop limit still protects); status warns.
-            tracing::error!(error = %e, "cannot install the metadata firewall rule");
-            problems.push(e.to_string());
-        }
-        if self.config.containers.isolate_host
-            && let Err(e) = network::ensure_host_block(subnet)
-        {
-            tracing::error!(error = %e, "cannot install the host isolation rule");
-            problems.push(e.to_string());
-        }
+        let problems = network::ensure_firewall(&self.config.containers).await;
         if let Ok(mut f) = self.firewall.lock() {
             *f = (!problems.is_empty()).then(|| problems.join("; "));
         }

@@ -7,16 +7,43 @@
 //! rule (`iptables -C`, cheap), so a flushed table is repaired within one pass.
 
 use std::collections::HashMap;
-use std::process::Command;
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
 
 use super::ContainersError;
 use super::spec::LABEL_MANAGED;
-use crate::config::Config;
+use crate::config::{Config, ContainersConfig};
 
 pub const METADATA_ADDR: &str = "169.254.169.254/32";
+
+/// How long iptables may wait for the xtables lock (`-w`): another tool holding
+/// it (dockerd, a firewall manager) must not stall a convergence pass for ever.
+const XTABLES_WAIT_SECS: &str = "5";
+/// How long one iptables call may take in all before it is killed.
+const IPTABLES_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Installs the firewall rules the config asks for; returns what could not be
+/// installed (status warns; containers still run, the IMDS hop limit still
+/// protects).
+pub async fn ensure_firewall(containers: &ContainersConfig) -> Vec<String> {
+    let subnet = &containers.subnet;
+    let mut problems = Vec::new();
+    if containers.block_metadata
+        && let Err(e) = ensure_metadata_block(subnet).await
+    {
+        tracing::error!(error = %e, "cannot install the metadata firewall rule");
+        problems.push(e.to_string());
+    }
+    if containers.isolate_host
+        && let Err(e) = ensure_host_block(subnet).await
+    {
+        tracing::error!(error = %e, "cannot install the host isolation rule");
+        problems.push(e.to_string());
+    }
+    problems
+}
 
 /// Creates the network when missing; refuses one with our name that we did not make.
 pub async fn ensure_network(docker: &Docker, config: &Config) -> Result<(), ContainersError> {
@@ -93,7 +120,7 @@ pub async fn ensure_network(docker: &Docker, config: &Config) -> Result<(), Cont
 }
 
 /// Makes sure DOCKER-USER drops traffic from our subnet to the metadata service.
-pub fn ensure_metadata_block(subnet: &str) -> Result<bool, ContainersError> {
+pub async fn ensure_metadata_block(subnet: &str) -> Result<bool, ContainersError> {
     ensure_rule(
         &[
             "DOCKER-USER",
@@ -110,6 +137,7 @@ pub fn ensure_metadata_block(subnet: &str) -> Result<bool, ContainersError> {
         ],
         "added DOCKER-USER rule dropping container traffic to 169.254.169.254",
     )
+    .await
 }
 
 /// Makes sure containers cannot open connections to the host itself (INPUT):
@@ -118,7 +146,7 @@ pub fn ensure_metadata_block(subnet: &str) -> Result<bool, ContainersError> {
 /// traffic. Replies to connections the host opened (health checks, the ALB
 /// through the published port) are ESTABLISHED and still pass; traffic to the
 /// internet is forwarded, not INPUT, and is not affected.
-pub fn ensure_host_block(subnet: &str) -> Result<bool, ContainersError> {
+pub async fn ensure_host_block(subnet: &str) -> Result<bool, ContainersError> {
     ensure_rule(
         &[
             "INPUT",
@@ -137,15 +165,25 @@ pub fn ensure_host_block(subnet: &str) -> Result<bool, ContainersError> {
         ],
         "added INPUT rule dropping new connections from containers to the host",
     )
+    .await
 }
 
 /// Inserts `rule` (chain first) at the top of its chain unless present.
-fn ensure_rule(rule: &[&str], added: &str) -> Result<bool, ContainersError> {
-    let check = iptables(&[&["-w", "-C"][..], rule].concat())?;
+async fn ensure_rule(rule: &[&str], added: &str) -> Result<bool, ContainersError> {
+    let check = iptables(&[&["-w", XTABLES_WAIT_SECS, "-C"][..], rule].concat()).await?;
     if check.status.success() {
         return Ok(false);
     }
-    let insert = iptables(&[&["-w", "-I"][..], &rule[..1], &["1"][..], &rule[1..]].concat())?;
+    let insert = iptables(
+        &[
+            &["-w", XTABLES_WAIT_SECS, "-I"][..],
+            &rule[..1],
+            &["1"][..],
+            &rule[1..],
+        ]
+        .concat(),
+    )
+    .await?;
     if !insert.status.success() {
         return Err(ContainersError::Firewall(format!(
             "iptables -I {} failed: {}",
@@ -157,8 +195,21 @@ fn ensure_rule(rule: &[&str], added: &str) -> Result<bool, ContainersError> {
     Ok(true)
 }
 
-fn iptables(args: &[&str]) -> Result<std::process::Output, ContainersError> {
-    Command::new("iptables").args(args).output().map_err(|e| {
-        ContainersError::Firewall(format!("cannot run iptables: {e} (install iptables)"))
-    })
+/// Runs iptables as a child process the runtime waits on (never a blocking
+/// call on an async worker), killed if it outlives [`IPTABLES_TIMEOUT`].
+async fn iptables(args: &[&str]) -> Result<std::process::Output, ContainersError> {
+    let child = tokio::process::Command::new("iptables")
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(IPTABLES_TIMEOUT, child).await {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(e)) => Err(ContainersError::Firewall(format!(
+            "cannot run iptables: {e} (install iptables)"
+        ))),
+        Err(_) => Err(ContainersError::Firewall(format!(
+            "iptables {} did not finish in {IPTABLES_TIMEOUT:?}; retrying next pass",
+            args.join(" ")
+        ))),
+    }
 }

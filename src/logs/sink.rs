@@ -192,11 +192,10 @@ impl Sink {
         })
     }
 
-    /// Events in the stream with timestamps in `[first_ms, last_ms]`.
+    /// Events in the stream with timestamps in `[first_ms, last_ms]`, read to the
+    /// end of the stream (see [`count_pages`]).
     pub async fn count_between(&self, first_ms: i64, last_ms: i64) -> Result<u64, SinkError> {
-        let mut total = 0u64;
-        let mut token: Option<String> = None;
-        loop {
+        count_pages(MAX_READBACK_PAGES, |token| async move {
             let out = self
                 .client
                 .get_log_events()
@@ -205,18 +204,28 @@ impl Sink {
                 .start_time(first_ms)
                 .end_time(last_ms + 1) // exclusive
                 .start_from_head(true)
-                .set_next_token(token.clone())
+                .set_next_token(token)
                 .send()
                 .await
                 .map_err(|e| self.error("GetLogEvents", &e))?;
-            let page = out.events().len() as u64;
-            total += page;
-            let next = out.next_forward_token().map(str::to_string);
-            if page == 0 || next.is_none() || next == token {
-                return Ok(total);
-            }
-            token = next;
-        }
+            Ok(Page {
+                events: out.events().len() as u64,
+                next_token: out.next_forward_token().map(str::to_string),
+            })
+        })
+        .await
+        .map_err(|e| match e {
+            ReadBack::Call(e) => e,
+            ReadBack::TooLong { pages } => SinkError {
+                op: "GetLogEvents",
+                group: self.group.clone(),
+                stream: self.stream.clone(),
+                message: format!("no end of stream after {pages} pages; deciding later"),
+                class: Class::Transient,
+                not_found: false,
+                ambiguous: true,
+            },
+        })
     }
 
     /// Whether a batch of `events` events in `[first_ms, last_ms]` is in the
@@ -312,6 +321,52 @@ impl Sink {
     }
 }
 
+/// Read-back pages before the count is given up as undecided (and retried later):
+/// a batch spans at most 10,000 events, so a healthy stream ends long before.
+const MAX_READBACK_PAGES: usize = 1_000;
+
+/// One GetLogEvents page, as far as counting needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub events: u64,
+    pub next_token: Option<String>,
+}
+
+/// Why a read-back gave no count.
+#[derive(Debug)]
+pub enum ReadBack<E> {
+    Call(E),
+    /// The stream did not end within the page bound.
+    TooLong {
+        pages: usize,
+    },
+}
+
+/// Counts the events of a forward read from the head. CloudWatch Logs may return
+/// empty pages with more events after them; the end of the stream is the page
+/// whose forward token is the one just sent. So only a repeated token (or none)
+/// ends the count, never an empty page; a stream that does not end within
+/// `max_pages` leaves the decision open rather than guessing (an undercount
+/// would re-put a stored batch, an overcount would accept a lost one).
+pub async fn count_pages<E, F, Fut>(max_pages: usize, mut fetch: F) -> Result<u64, ReadBack<E>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Page, E>>,
+{
+    let mut total = 0u64;
+    let mut token: Option<String> = None;
+    for _ in 0..max_pages {
+        let page = fetch(token.clone()).await.map_err(ReadBack::Call)?;
+        total += page.events;
+        match page.next_token {
+            None => return Ok(total),
+            Some(next) if token.as_deref() == Some(next.as_str()) => return Ok(total),
+            next => token = next,
+        }
+    }
+    Err(ReadBack::TooLong { pages: max_pages })
+}
+
 /// Which of `n` events the service stored, from `rejectedLogEventsInfo`: those
 /// up to the too-old and expired end indexes (inclusive) and from the too-new
 /// start index on were rejected.
@@ -346,6 +401,74 @@ mod tests {
         assert_eq!(accepted_range(10, Some(9), None, None), 10..10);
         assert_eq!(accepted_range(10, Some(5), None, Some(3)), 3..3);
         assert_eq!(accepted_range(10, None, None, Some(0)), 0..0);
+    }
+
+    /// A fake GetLogEvents: `pages[i]` is (events, next token) for the i-th call;
+    /// records the tokens it was sent.
+    async fn count_fake(
+        pages: &[(u64, Option<&str>)],
+        max: usize,
+    ) -> (Result<u64, String>, Vec<Option<String>>) {
+        let sent = std::cell::RefCell::new(Vec::new());
+        let result = count_pages(max, |token| {
+            let i = sent.borrow().len();
+            sent.borrow_mut().push(token);
+            let page = pages.get(i).map(|(n, t)| Page {
+                events: *n,
+                next_token: t.map(str::to_string),
+            });
+            async move { page.ok_or_else(|| "read past the fake's pages".to_string()) }
+        })
+        .await
+        .map_err(|e| match e {
+            ReadBack::Call(e) => e,
+            ReadBack::TooLong { pages } => format!("too long: {pages}"),
+        });
+        (result, sent.into_inner())
+    }
+
+    #[tokio::test]
+    async fn empty_pages_before_the_end_do_not_stop_the_count() {
+        let pages = [
+            (0, Some("a")),
+            (0, Some("b")),
+            (3, Some("c")),
+            (0, Some("d")),
+            (2, Some("e")),
+            (0, Some("e")), // the token sent comes back: end of stream
+        ];
+        let (count, sent) = count_fake(&pages, 100).await;
+        assert_eq!(count, Ok(5));
+        let sent: Vec<_> = sent.iter().map(|t| t.as_deref()).collect();
+        assert_eq!(
+            sent,
+            [None, Some("a"), Some("b"), Some("c"), Some("d"), Some("e")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repeated_token_ends_the_count_and_no_token_too() {
+        let (count, sent) = count_fake(&[(4, Some("x")), (1, Some("x"))], 100).await;
+        assert_eq!((count, sent.len()), (Ok(5), 2));
+        let (count, sent) = count_fake(&[(0, Some("x")), (7, None)], 100).await;
+        assert_eq!((count, sent.len()), (Ok(7), 2));
+        let (count, _) = count_fake(&[(0, None)], 100).await;
+        assert_eq!(count, Ok(0), "an empty stream counts zero");
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_end_is_undecided_not_guessed() {
+        let pages: Vec<(u64, Option<&str>)> =
+            ["1", "2", "3", "4"].iter().map(|t| (0, Some(*t))).collect();
+        let (count, sent) = count_fake(&pages, 3).await;
+        assert_eq!(count, Err("too long: 3".to_string()));
+        assert_eq!(sent.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failed_page_fails_the_count() {
+        let (count, _) = count_fake(&[(2, Some("a"))], 100).await;
+        assert_eq!(count, Err("read past the fake's pages".to_string()));
     }
 
     #[test]

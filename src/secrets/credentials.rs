@@ -3,8 +3,11 @@
 //! - The password goes in as an argon2id PHC string (`HASHED_PASSWORD`), which
 //!   code-server verifies at `/login`; the plaintext never leaves the agent.
 //! - The Claude API key goes in as a file: `<runtime_dir>/<developer>/claude-api-key`
-//!   on a tmpfs, mode 0400 owned by the container user, in a directory (mode 0500)
-//!   that is bind-mounted read-only at [`CONTAINER_KEY_DIR`]. Mount the directory,
+//!   on a tmpfs, mode 0400 owned by the container user, in a directory owned by
+//!   root with the container's group (mode 0750), bind-mounted read-only at
+//!   [`CONTAINER_KEY_DIR`]. Root owns every directory the agent writes in, so
+//!   the container user (uid 1000 is also the first login user on the host)
+//!   cannot plant a symlink where root writes; writes never follow one anyway. Mount the directory,
 //!   not the file: the file is replaced by rename, and a file bind mount would keep
 //!   showing the old inode.
 //! - A small `/bin/sh` wrapper ([`entrypoint_wrapper`]) exports the file's content as
@@ -38,6 +41,9 @@ const ARGON2_M_KIB: u32 = 19_456;
 const ARGON2_T: u32 = 2;
 const ARGON2_P: u32 = 1;
 
+/// The per-developer key directory: root's, the container's group may enter and read.
+const KEY_DIR_MODE: u32 = 0o750;
+
 /// ramfs has no constant in nix.
 const RAMFS_MAGIC: u32 = 0x8584_58f6;
 
@@ -55,6 +61,14 @@ pub enum CredentialError {
         "{path} is on {fs}, not tmpfs or ramfs: credential files must never reach a disk (point agent.runtime_dir at a tmpfs such as /run/csagent)"
     )]
     NotTmpfs { path: PathBuf, fs: String },
+    #[error(
+        "{path} is owned by uid {owner}, not by the agent (uid {agent}): key files are written only in a directory no one else can change (chown it to root or point agent.runtime_dir elsewhere)"
+    )]
+    ForeignRuntimeDir {
+        path: PathBuf,
+        owner: u32,
+        agent: u32,
+    },
     #[error("{0:?} is not a developer name that can name a directory")]
     BadDeveloper(String),
 }
@@ -122,6 +136,7 @@ impl CredentialFiles {
                 .create(runtime_dir)
                 .map_err(io("create directory", runtime_dir))?;
         }
+        secure_runtime_dir(runtime_dir)?;
         if check == StorageCheck::RequireTmpfs {
             let st = statfs(runtime_dir).map_err(|e| CredentialError::Io {
                 op: "statfs",
@@ -206,24 +221,50 @@ impl CredentialFiles {
         }
     }
 
-    /// The directory exists with mode 0500, owned by the container user.
+    /// The directory exists, is a real directory (not a symlink), owned by root
+    /// with the container's group, mode 0750: the container user reads the key
+    /// through the group and cannot add, rename or replace entries in it.
     fn ensure_dir(&self, dir: &Path) -> Result<(), CredentialError> {
-        match DirBuilder::new().mode(0o500).create(dir) {
+        use std::os::unix::fs::MetadataExt;
+        match fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_dir() => {}
+            // Only root can create entries in the runtime directory (checked at
+            // open), so anything else here is stale: replace it.
+            Ok(_) => fs::remove_file(dir).map_err(io("remove", dir))?,
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io("stat", dir)(e)),
+        }
+        match DirBuilder::new().mode(KEY_DIR_MODE).create(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io("create directory", dir)(e)),
         }
-        std::os::unix::fs::chown(dir, Some(self.uid), Some(self.gid)).map_err(io("chown", dir))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o500)).map_err(io("chmod", dir))?;
+        let meta = fs::symlink_metadata(dir).map_err(io("stat", dir))?;
+        let root = nix::unistd::geteuid().as_raw();
+        if (meta.uid(), meta.gid()) != (root, self.gid) {
+            // lchown: never through a link (the check above made it a directory).
+            std::os::unix::fs::lchown(dir, Some(root), Some(self.gid)).map_err(io("chown", dir))?;
+        }
+        if meta.mode() & 0o7777 != KEY_DIR_MODE {
+            fs::set_permissions(dir, fs::Permissions::from_mode(KEY_DIR_MODE))
+                .map_err(io("chmod", dir))?;
+        }
         Ok(())
     }
 
     /// Whether the file already holds `key` with the right owner and mode.
     fn is_current(&self, path: &Path, key: &Secret) -> Result<bool, CredentialError> {
         use std::os::unix::fs::MetadataExt;
-        let mut file = match fs::File::open(path) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            // A symlink (ELOOP with O_NOFOLLOW) is not our file: rewrite it.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(false),
             Err(e) => return Err(io("open", path)(e)),
         };
         let meta = file.metadata().map_err(io("stat", path))?;
@@ -282,6 +323,29 @@ pub fn wrapped_entrypoint(original_entrypoint: &[String]) -> Vec<String> {
         // $0 of the script, shown in `ps`.
         "csagent-entrypoint".to_string(),
     ]
+}
+
+/// The runtime directory must be the agent's and writable by it alone, so that
+/// no one else can put a link where a key directory goes. A group- or
+/// world-writable one of ours (a fresh tmpfs is 1777) loses those bits.
+fn secure_runtime_dir(dir: &Path) -> Result<(), CredentialError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).map_err(io("stat", dir))?;
+    let agent = nix::unistd::geteuid().as_raw();
+    if meta.uid() != agent {
+        return Err(CredentialError::ForeignRuntimeDir {
+            path: dir.to_path_buf(),
+            owner: meta.uid(),
+            agent,
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        let safe = mode & !0o7022;
+        fs::set_permissions(dir, fs::Permissions::from_mode(safe)).map_err(io("chmod", dir))?;
+        tracing::info!(dir = %dir.display(), from = format!("{mode:o}"), to = format!("{safe:o}"), "runtime directory made writable by the agent only");
+    }
+    Ok(())
 }
 
 /// Single-quotes `s` for a POSIX shell.

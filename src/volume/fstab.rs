@@ -1,6 +1,6 @@
 //! Keeps one fstab line for the data volume, identified by its mount point:
 //!
-//! `UUID=<uuid> <mount_point> <fs> defaults,noatime,nofail,x-systemd.device-timeout=30s 0 2`
+//! `UUID=<uuid> <mount_point> <fs> defaults,noatime,nosuid,nodev,nofail,x-systemd.device-timeout=30s 0 2`
 //!
 //! - no line for the mount point: ours is appended;
 //! - one line that mounts this volume (by `UUID=`, `/dev/disk/by-uuid/`, or a device
@@ -24,8 +24,10 @@ use super::VolumeError;
 use crate::config::Filesystem;
 
 /// Mount options of our line: `nofail` so a missing volume does not stop the boot,
-/// and a short device timeout so it does not hold it up either.
-pub(crate) const OPTIONS: &str = "defaults,noatime,nofail,x-systemd.device-timeout=30s";
+/// a short device timeout so it does not hold it up either, and nosuid/nodev as
+/// the agent mounts it.
+pub(crate) const OPTIONS: &str =
+    "defaults,noatime,nosuid,nodev,nofail,x-systemd.device-timeout=30s";
 
 /// Our line, without its newline.
 pub(crate) fn line_for(uuid: &str, mount_point: &Path, fs: Filesystem) -> Vec<u8> {
@@ -166,8 +168,11 @@ pub(crate) fn ensure(
 
 /// Replaces `path` with `content` atomically, keeping its mode and owner.
 pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<(), VolumeError> {
-    crate::fsutil::write_atomic(path, content, crate::fsutil::Perms::default())
-        .map_err(|e| VolumeError::io("cannot write atomically", path, e))
+    // /etc is root's: an fstab that is a symlink (some images link it elsewhere)
+    // is written where it points, as every other tool that edits it does.
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    crate::fsutil::write_atomic(&path, content, crate::fsutil::Perms::default())
+        .map_err(|e| VolumeError::io("cannot write atomically", &path, e))
 }
 
 /// Same fields, the mount point (already matched as a path, so "/mnt/x/" equals
@@ -278,7 +283,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(desired()).expect("utf8"),
             format!(
-                "UUID={UUID} /mnt/ebs-data ext4 defaults,noatime,nofail,x-systemd.device-timeout=30s 0 2"
+                "UUID={UUID} /mnt/ebs-data ext4 defaults,noatime,nosuid,nodev,nofail,x-systemd.device-timeout=30s 0 2"
             )
         );
         let spaced = line_for(UUID, Path::new("/mnt/my data"), Filesystem::Xfs);
@@ -313,7 +318,7 @@ mod tests {
     #[test]
     fn correct_line_is_kept_even_with_other_spacing() {
         let text = format!(
-            "# c\nUUID={UUID}\t/mnt/ebs-data/   ext4  defaults,noatime,nofail,x-systemd.device-timeout=30s 0 2\n"
+            "# c\nUUID={UUID}\t/mnt/ebs-data/   ext4  defaults,noatime,nosuid,nodev,nofail,x-systemd.device-timeout=30s 0 2\n"
         );
         let p = plan(
             text.as_bytes(),

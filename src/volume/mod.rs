@@ -13,7 +13,8 @@
 //!    anything but blank or the configured filesystem type is refused;
 //! 5. [`fstab`]: refuse a foreign line for the mount point — before any write;
 //! 6. [`format`]: mkfs a blank device only, then probe again;
-//! 7. mount (noatime) unless already mounted there; verify it is;
+//! 7. mount (noatime, nosuid, nodev) unless already mounted there, where a
+//!    mount without nosuid/nodev is remounted with them; verify it is;
 //! 8. write the fstab line (if not already right);
 //! 9. [`grow`] online if the device is larger than the filesystem;
 //! 10. [`dirs`]: developer directories, only on the mounted volume.
@@ -172,6 +173,7 @@ pub fn prepare(config: &Config, progress: &dyn Fn(&str)) -> Result<VolumeStatus,
 
     if state.mounted_here {
         tracing::debug!("already mounted");
+        mount::harden(&device, fs, mount_point)?;
     } else {
         progress(&format!("mounting {device} at {}", mount_point.display()));
         mount::mount(&device, fs, mount_point)?;

@@ -203,7 +203,13 @@ fn collect_children(dev: &BlockDev, out: &mut Vec<(String, Vec<String>)>) {
     }
 }
 
-/// Mounts `device` at `mount_point` with noatime, creating the directory.
+/// Per-mount flags of the data volume: set-uid programs and device nodes that
+/// a developer creates in their home never take effect on the host.
+const FLAGS: MsFlags = MsFlags::MS_NOATIME
+    .union(MsFlags::MS_NOSUID)
+    .union(MsFlags::MS_NODEV);
+
+/// Mounts `device` at `mount_point` (noatime, nosuid, nodev), creating the directory.
 pub(crate) fn mount(
     device: &Device,
     fs: Filesystem,
@@ -218,7 +224,7 @@ pub(crate) fn mount(
         Some(&device.path),
         mount_point,
         Some(fs.as_str()),
-        MsFlags::MS_NOATIME,
+        FLAGS,
         None::<&str>,
     )
     .map_err(|source| VolumeError::Mount {
@@ -228,6 +234,37 @@ pub(crate) fn mount(
         source,
     })?;
     tracing::info!(device = %device, mount_point = %mount_point.display(), fstype = %fs, "mounted");
+    Ok(())
+}
+
+/// Adds nosuid and nodev to a mount made without them (by an older csagent, or
+/// by hand): a remount changes only the flags, nothing on the filesystem, and
+/// leaves the containers' bind mounts of it as they are.
+pub(crate) fn harden(
+    device: &Device,
+    fs: Filesystem,
+    mount_point: &Path,
+) -> Result<(), VolumeError> {
+    use nix::sys::statvfs::FsFlags;
+    let vfs = nix::sys::statvfs::statvfs(mount_point)
+        .map_err(|e| VolumeError::io("cannot statvfs", mount_point, std::io::Error::from(e)))?;
+    if vfs.flags().contains(FsFlags::ST_NOSUID | FsFlags::ST_NODEV) {
+        return Ok(());
+    }
+    nix::mount::mount(
+        None::<&str>,
+        mount_point,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | FLAGS,
+        None::<&str>,
+    )
+    .map_err(|source| VolumeError::Mount {
+        device: device.path.clone(),
+        fstype: fs.as_str().to_string(),
+        mount_point: mount_point.to_path_buf(),
+        source,
+    })?;
+    tracing::info!(device = %device, mount_point = %mount_point.display(), "remounted with nosuid,nodev");
     Ok(())
 }
 
