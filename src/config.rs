@@ -20,13 +20,10 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/csagent/config.toml";
 
 /// Most developers one host serves; t3.2xlarge has 8 vCPUs and 32 GiB.
-pub const MAX_DEVELOPERS: usize = 64;
+pub const MAX_DEVELOPERS: usize = csagent_contract::MAX_DEVELOPERS as usize;
 
 /// Log-group retention values CloudWatch Logs accepts (PutRetentionPolicy).
-const RETENTION_DAYS: &[u32] = &[
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
-    3288, 3653,
-];
+const RETENTION_DAYS: &[u32] = &csagent_contract::LOG_RETENTION_DAYS;
 
 /// A config problem, always tied to the key that caused it.
 #[derive(Debug, thiserror::Error)]

@@ -144,7 +144,11 @@ fn class(digits: &str) -> String {
         [] => String::new(),
         [one] => char::from(*one).to_string(),
         _ if bytes.windows(2).all(|w| w[1] == w[0] + 1) => {
-            format!("[{}-{}]", char::from(bytes[0]), char::from(bytes[bytes.len() - 1]))
+            format!(
+                "[{}-{}]",
+                char::from(bytes[0]),
+                char::from(bytes[bytes.len() - 1])
+            )
         }
         _ => format!("[{digits}]"),
     }
