@@ -185,7 +185,7 @@ async fn docker_view(json: bool) {
     };
     let filters = std::collections::HashMap::from([(
         "label".to_string(),
-        vec!["csagent.managed=true".to_string()],
+        vec![csagent_contract::labels::MANAGED_FILTER.to_string()],
     )]);
     let opts = bollard::query_parameters::ListContainersOptionsBuilder::new()
         .all(true)
@@ -199,7 +199,7 @@ async fn docker_view(json: bool) {
                     .map(|c| {
                         serde_json::json!({
                             "name": c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/')),
-                            "developer": c.labels.as_ref().and_then(|l| l.get("csagent.developer")),
+                            "developer": c.labels.as_ref().and_then(|l| l.get(csagent_contract::labels::DEVELOPER)),
                             "state": c.state.as_ref().map(|s| s.to_string()),
                             "status": c.status,
                         })

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use csagent::config::{Config, VolumeSource};
+use csagent_contract::names;
 
 #[test]
 fn infra_user_data_config_passes_check_config() {
@@ -35,6 +36,23 @@ fn infra_user_data_config_passes_check_config() {
         assert_eq!(
             c.render(&c.logs.group, "dev1"),
             "/aws/ec2/code-server-multi-dev/containers/dev1"
+        );
+        // The agent's defaults are the contract's, which the template is built from.
+        assert_eq!(c.secrets.password_name, names::PASSWORD_SECRET);
+        assert_eq!(c.secrets.claude_api_key_name, names::CLAUDE_KEY_SECRET);
+        assert_eq!(c.logs.group, names::CONTAINER_LOG_GROUP);
+        assert_eq!(
+            c.logs.agent_group.as_deref(),
+            Some(names::render(names::AGENT_LOG_GROUP, &c.project, "").as_str())
+        );
+        assert_eq!(
+            c.logs.retention_days,
+            Some(csagent_contract::DEFAULT_LOG_RETENTION_DAYS)
+        );
+        assert_eq!(c.metrics.namespace, csagent_contract::metrics::NAMESPACE);
+        assert_eq!(
+            c.volume.mount_point,
+            Path::new(csagent_contract::DATA_MOUNT)
         );
     }
 }

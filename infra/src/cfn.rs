@@ -3,6 +3,9 @@
 
 use serde_json::{Map, Value, json};
 
+/// Value of the `ManagedBy` tag.
+pub const MANAGED_BY: &str = "csagent-infra";
+
 /// `{"Ref": name}`.
 pub fn r#ref(name: &str) -> Value {
     json!({ "Ref": name })
@@ -33,7 +36,7 @@ pub fn tags(extra: &[(&str, Value)]) -> Value {
     let mut list = vec![
         json!({ "Key": "Project", "Value": r#ref("ProjectName") }),
         json!({ "Key": "Environment", "Value": r#ref("Environment") }),
-        json!({ "Key": "ManagedBy", "Value": crate::naming::MANAGED_BY }),
+        json!({ "Key": "ManagedBy", "Value": MANAGED_BY }),
         json!({ "Key": "CostCenter", "Value": r#ref("CostCenter") }),
     ];
     list.extend(
@@ -49,7 +52,7 @@ pub fn tag_map(extra: &[(&str, Value)]) -> Value {
     let mut map = Map::new();
     map.insert("Project".into(), r#ref("ProjectName"));
     map.insert("Environment".into(), r#ref("Environment"));
-    map.insert("ManagedBy".into(), Value::from(crate::naming::MANAGED_BY));
+    map.insert("ManagedBy".into(), Value::from(MANAGED_BY));
     map.insert("CostCenter".into(), r#ref("CostCenter"));
     for (k, v) in extra {
         map.insert((*k).to_string(), v.clone());

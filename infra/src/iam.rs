@@ -10,7 +10,7 @@
 //! - AmazonSSMManagedInstanceCore for Session Manager (instead of SSH).
 
 use crate::cfn::{Resources, if_, name_tag, no_value, r#ref, resource, sub, tags};
-use crate::naming::METRICS_NAMESPACE;
+use csagent_contract::metrics;
 use serde_json::{Value, json};
 
 fn assume_role(service: &str) -> Value {
@@ -72,7 +72,7 @@ pub fn agent_policy_document() -> Value {
                 "Effect": "Allow",
                 "Action": "cloudwatch:PutMetricData",
                 "Resource": "*",
-                "Condition": { "StringEquals": { "cloudwatch:namespace": METRICS_NAMESPACE } },
+                "Condition": { "StringEquals": { "cloudwatch:namespace": metrics::NAMESPACE } },
             },
             if_("DebUrlIsS3", json!({
                 "Sid": "ReadAgentPackage",

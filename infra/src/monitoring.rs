@@ -6,16 +6,21 @@
 //! breaching, so a dead agent or a stopped host alarms).
 
 use crate::cfn::{Resources, name_tag, r#ref, resource, skip_checkov, sub, tags, with};
-use crate::naming::{
-    DATA_MOUNT, DEVELOPER_METRICS, METRICS_NAMESPACE, agent_log_group, container_log_group,
-};
+use crate::naming::{agent_log_group, container_log_group};
 use crate::settings::Settings;
+use csagent_contract::DATA_MOUNT;
+use csagent_contract::metrics::{
+    ACTIVE, AGENT_HEARTBEAT, CONTAINER_HEALTHY, CONTAINER_RUNNING, DEVELOPER_METRICS,
+    DEVELOPERS_ACTIVE, DEVELOPERS_HEALTHY, DIM_DEVELOPER, DIM_INSTANCE, DIM_PATH, DISK_FREE,
+    DISK_USED_PERCENT, LOG_LAG_SECONDS, MEM_USED_PERCENT, NAMESPACE, RESTARTS,
+    SECRETS_STALENESS_SECONDS,
+};
 use serde_json::{Value, json};
 
 const LOG_KMS_REASON: &str = "Log groups use CloudWatch Logs' default encryption at rest; a customer managed KMS key would add cost and a key policy for the logs service without narrowing who can read them.";
 
 fn instance_dimension() -> Value {
-    json!({ "Name": "InstanceId", "Value": r#ref("Instance") })
+    json!({ "Name": DIM_INSTANCE, "Value": r#ref("Instance") })
 }
 
 struct AlarmSpec<'a> {
@@ -136,9 +141,9 @@ pub fn add(res: &mut Resources, s: &Settings) {
             description: sub(format!(
                 "${{ProjectName}}: data volume {DATA_MOUNT} more than 85% used"
             )),
-            namespace: METRICS_NAMESPACE,
-            metric: "disk_used_percent",
-            dimensions: json!([instance_dimension(), { "Name": "path", "Value": DATA_MOUNT }]),
+            namespace: NAMESPACE,
+            metric: DISK_USED_PERCENT,
+            dimensions: json!([instance_dimension(), { "Name": DIM_PATH, "Value": DATA_MOUNT }]),
             statistic: "Maximum",
             period: 300,
             evaluation_periods: 1,
@@ -152,8 +157,8 @@ pub fn add(res: &mut Resources, s: &Settings) {
         "MemoryAlarm",
         alarm(AlarmSpec {
             description: sub("${ProjectName}: host memory more than 90% used for 10 minutes"),
-            namespace: METRICS_NAMESPACE,
-            metric: "mem_used_percent",
+            namespace: NAMESPACE,
+            metric: MEM_USED_PERCENT,
             dimensions: json!([instance_dimension()]),
             statistic: "Average",
             period: 300,
@@ -170,8 +175,8 @@ pub fn add(res: &mut Resources, s: &Settings) {
             description: sub(
                 "${ProjectName}: no agent_heartbeat for 5 minutes (agent dead, host stopped or CloudWatch unreachable)",
             ),
-            namespace: METRICS_NAMESPACE,
-            metric: "agent_heartbeat",
+            namespace: NAMESPACE,
+            metric: AGENT_HEARTBEAT,
             dimensions: json!([instance_dimension()]),
             statistic: "Sum",
             period: 60,
@@ -190,11 +195,11 @@ pub fn add(res: &mut Resources, s: &Settings) {
                     "${{ProjectName}}: {}'s code-server container unhealthy for 5 minutes",
                     dev.name
                 )),
-                namespace: METRICS_NAMESPACE,
-                metric: "container_healthy",
+                namespace: NAMESPACE,
+                metric: CONTAINER_HEALTHY,
                 dimensions: json!([
                     instance_dimension(),
-                    { "Name": "Developer", "Value": dev.name },
+                    { "Name": DIM_DEVELOPER, "Value": dev.name },
                 ]),
                 statistic: "Maximum",
                 period: 60,
@@ -223,9 +228,9 @@ pub fn add(res: &mut Resources, s: &Settings) {
 /// A metric line `[namespace, name, dim, value, ...]` for the dashboard.
 fn host_metric(metric: &str, extra: &[&str]) -> Value {
     let mut line = vec![
-        Value::from(METRICS_NAMESPACE),
+        Value::from(NAMESPACE),
         Value::from(metric),
-        Value::from("InstanceId"),
+        Value::from(DIM_INSTANCE),
         Value::from("${Instance}"),
     ];
     line.extend(extra.iter().map(|v| Value::from(*v)));
@@ -253,7 +258,7 @@ fn widget(x: u32, y: u32, title: &str, metrics: Value, extra: Value) -> Value {
 /// follows the developer count without listing every developer.
 fn developer_widget(x: u32, y: u32, metric: &str, stat: &str) -> Value {
     let expression = format!(
-        "SEARCH('{{{METRICS_NAMESPACE},InstanceId,Developer}} MetricName=\"{metric}\" InstanceId=\"${{Instance}}\"', '{stat}', 60)"
+        "SEARCH('{{{NAMESPACE},{DIM_INSTANCE},{DIM_DEVELOPER}}} MetricName=\"{metric}\" {DIM_INSTANCE}=\"${{Instance}}\"', '{stat}', 60)"
     );
     widget(
         x,
@@ -279,9 +284,9 @@ pub fn dashboard_body() -> String {
             0,
             "Host memory and disk used %",
             json!([
-                host_metric("mem_used_percent", &[]),
-                host_metric("disk_used_percent", &["path", DATA_MOUNT]),
-                host_metric("disk_used_percent", &["path", "/"]),
+                host_metric(MEM_USED_PERCENT, &[]),
+                host_metric(DISK_USED_PERCENT, &[DIM_PATH, DATA_MOUNT]),
+                host_metric(DISK_USED_PERCENT, &[DIM_PATH, "/"]),
             ]),
             json!({ "yAxis": { "left": { "min": 0, "max": 100 } } }),
         ),
@@ -290,8 +295,8 @@ pub fn dashboard_body() -> String {
             6,
             "Disk free (bytes)",
             json!([
-                host_metric("disk_free", &["path", DATA_MOUNT]),
-                host_metric("disk_free", &["path", "/"]),
+                host_metric(DISK_FREE, &[DIM_PATH, DATA_MOUNT]),
+                host_metric(DISK_FREE, &[DIM_PATH, "/"]),
             ]),
             json!({}),
         ),
@@ -300,8 +305,8 @@ pub fn dashboard_body() -> String {
             6,
             "Developers healthy / active",
             json!([
-                host_metric("developers_healthy", &[]),
-                host_metric("developers_active", &[]),
+                host_metric(DEVELOPERS_HEALTHY, &[]),
+                host_metric(DEVELOPERS_ACTIVE, &[]),
             ]),
             json!({}),
         ),
@@ -309,7 +314,7 @@ pub fn dashboard_body() -> String {
             0,
             12,
             "Agent heartbeat",
-            json!([host_metric("agent_heartbeat", &[])]),
+            json!([host_metric(AGENT_HEARTBEAT, &[])]),
             json!({ "stat": "Sum" }),
         ),
         widget(
@@ -317,8 +322,8 @@ pub fn dashboard_body() -> String {
             12,
             "Agent lag (seconds)",
             json!([
-                host_metric("secrets_staleness_seconds", &[]),
-                host_metric("log_lag_seconds", &[]),
+                host_metric(SECRETS_STALENESS_SECONDS, &[]),
+                host_metric(LOG_LAG_SECONDS, &[]),
             ]),
             json!({ "stat": "Maximum" }),
         ),
@@ -326,8 +331,8 @@ pub fn dashboard_body() -> String {
     let mut y = 18;
     for (i, metric) in DEVELOPER_METRICS.iter().enumerate() {
         let stat = match *metric {
-            "container_healthy" | "container_running" | "active" => "Minimum",
-            "restarts" => "Maximum",
+            CONTAINER_HEALTHY | CONTAINER_RUNNING | ACTIVE => "Minimum",
+            RESTARTS => "Maximum",
             _ => "Average",
         };
         let x = if i % 2 == 0 { 0 } else { 12 };

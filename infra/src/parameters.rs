@@ -2,7 +2,9 @@
 //! parameter grouping.
 
 use crate::cfn::r#ref;
-use crate::settings::{self, LOG_RETENTION_DAYS, Settings};
+use crate::settings::Settings;
+use csagent_contract::LOG_RETENTION_DAYS;
+use csagent_contract::validate;
 use serde_json::{Map, Value, json};
 
 fn string_param(description: &str, default: &str, pattern: &str, constraint: &str) -> Value {
@@ -33,7 +35,7 @@ pub fn parameters(s: &Settings) -> Value {
         string_param(
             "Project name: prefix of secret names (<project>/devN/...), log groups (/aws/ec2/<project>/...) and resource names. Must match the agent's `project`.",
             &s.project,
-            settings::PROJECT_PATTERN,
+            validate::PROJECT_PATTERN,
             "2-32 characters of a-z, 0-9 and '-', starting with a letter",
         ),
     );
@@ -42,7 +44,7 @@ pub fn parameters(s: &Settings) -> Value {
         string_param(
             "Value of the Environment tag.",
             &s.environment,
-            settings::TAG_VALUE_PATTERN,
+            validate::TAG_VALUE_PATTERN,
             "1-128 tag-safe characters",
         ),
     );
@@ -51,7 +53,7 @@ pub fn parameters(s: &Settings) -> Value {
         string_param(
             "Value of the CostCenter tag.",
             &s.cost_center,
-            settings::TAG_VALUE_PATTERN,
+            validate::TAG_VALUE_PATTERN,
             "1-128 tag-safe characters",
         ),
     );
@@ -60,7 +62,7 @@ pub fn parameters(s: &Settings) -> Value {
         string_param(
             "EC2 instance type of the host (x86_64: the AMI is amd64).",
             &s.instance_type,
-            settings::INSTANCE_TYPE_PATTERN,
+            validate::INSTANCE_TYPE_PATTERN,
             "an instance type such as t3.2xlarge",
         ),
     );
@@ -77,7 +79,7 @@ pub fn parameters(s: &Settings) -> Value {
         string_param(
             "Optional EC2 key pair for SSH. Leave empty and use SSM Session Manager instead.",
             &s.key_pair,
-            settings::KEY_PAIR_PATTERN,
+            validate::KEY_PAIR_PATTERN,
             "empty or an EC2 key pair name",
         ),
     );
@@ -86,7 +88,7 @@ pub fn parameters(s: &Settings) -> Value {
         string_param(
             "Optional IPv4 CIDR allowed to SSH to the host (port 22). Empty: no SSH rule.",
             &s.admin_cidr,
-            settings::CIDR_PATTERN,
+            &validate::CIDR_PATTERN,
             "empty or an IPv4 CIDR such as 203.0.113.10/32",
         ),
     );
@@ -108,15 +110,14 @@ pub fn parameters(s: &Settings) -> Value {
             16384,
         ),
     );
-    p.insert(
-        "DomainName".into(),
-        string_param(
-            "Parent domain; developer N is served at https://devN.<domain>.",
-            &s.domain,
-            settings::DOMAIN_PATTERN,
-            "a lower-case DNS name such as dev.example.com",
-        ),
+    let mut domain = string_param(
+        "Parent domain; developer N is served at https://devN.<domain>.",
+        &s.domain,
+        validate::DOMAIN_PATTERN,
+        "a lower-case DNS name such as dev.example.com",
     );
+    domain["MaxLength"] = json!(validate::DOMAIN_MAX_LENGTH);
+    p.insert("DomainName".into(), domain);
     p.insert(
         "HostedZoneId".into(),
         json!({
@@ -130,7 +131,7 @@ pub fn parameters(s: &Settings) -> Value {
         string_param(
             "Optional e-mail address subscribed to the alarm topic (confirm the subscription e-mail). Empty: no subscription.",
             &s.alarm_email,
-            settings::EMAIL_PATTERN,
+            validate::EMAIL_PATTERN,
             "empty or an e-mail address",
         ),
     );
@@ -151,7 +152,7 @@ pub fn parameters(s: &Settings) -> Value {
             string_param(
                 "ARN of the Secrets Manager rotation Lambda for the developers' passwords (it must allow secretsmanager.amazonaws.com to invoke it). Empty: no rotation; the agent still picks up a rotation an admin makes.",
                 &s.password_rotation_lambda_arn,
-                settings::LAMBDA_ARN_PATTERN,
+                validate::LAMBDA_ARN_PATTERN,
                 "empty or a Lambda function ARN",
             ),
         );
@@ -177,7 +178,7 @@ pub fn parameters(s: &Settings) -> Value {
     let mut deb = json!({
         "Type": "String",
         "Description": "Where the host fetches the csagent .deb: https:// (a presigned S3 URL works), s3://bucket/key (read with the instance role via the AWS CLI), or file:// (a baked image).",
-        "AllowedPattern": settings::DEB_URL_PATTERN,
+        "AllowedPattern": validate::DEB_URL_PATTERN,
         "ConstraintDescription": "https://, s3:// or file:// URL without quotes or spaces",
     });
     if !s.deb_url.is_empty()
@@ -191,7 +192,7 @@ pub fn parameters(s: &Settings) -> Value {
         string_param(
             "Optional ARN of an existing ACM certificate (in this region) covering *.<DomainName>. Empty: the stack requests a wildcard certificate and validates it by DNS in HostedZoneId.",
             &s.certificate_arn,
-            settings::CERTIFICATE_ARN_PATTERN,
+            validate::CERTIFICATE_ARN_PATTERN,
             "empty or an ACM certificate ARN",
         ),
     );
@@ -200,7 +201,7 @@ pub fn parameters(s: &Settings) -> Value {
         string_param(
             "Optional S3 bucket for ALB access logs (its policy must allow ELB log delivery). Empty: access logs off.",
             &s.access_log_bucket,
-            settings::BUCKET_PATTERN,
+            validate::BUCKET_PATTERN,
             "empty or an S3 bucket name",
         ),
     );

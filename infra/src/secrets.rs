@@ -6,10 +6,8 @@
 use crate::cfn::{Resources, r#ref, resource, skip_checkov, tags, with};
 use crate::naming::{claude_key_secret_name, password_secret_name};
 use crate::settings::Settings;
+use csagent_contract::CLAUDE_KEY_PLACEHOLDER;
 use serde_json::{Value, json};
-
-/// Placeholder value of the Claude key secret (not a credential; the agent treats it as absent).
-pub const CLAUDE_KEY_PLACEHOLDER: &str = "REPLACE_WITH_ACTUAL_KEY";
 
 /// Length of generated passwords.
 pub const PASSWORD_LENGTH: u32 = 32;

@@ -1,22 +1,16 @@
 //! Validated settings: what the command line asks for, checked once, so every template module
 //! can trust its input. Errors name the option at fault (`--developers: must be 1..=64`).
 
+use csagent_contract::LOG_RETENTION_DAYS;
+use csagent_contract::validate::{self, CidrError};
 use std::fmt;
-use std::net::Ipv4Addr;
 
-/// Most developers one template supports. An ALB listener takes at most 100 rules and a
-/// CloudFormation stack at most 500 resources; 64 developers use 481 resources (see the tests).
-pub const MAX_DEVELOPERS: u32 = 64;
+/// Most developers one template supports (see the contract for why).
+pub use csagent_contract::MAX_DEVELOPERS;
 
 /// Most developers with --password-rotation-lambda-arn: a RotationSchedule each
 /// adds one resource per developer (58 developers use 497 resources).
 pub const MAX_DEVELOPERS_WITH_ROTATION: u32 = 58;
-
-/// Log retention values that CloudWatch Logs accepts.
-pub const LOG_RETENTION_DAYS: [u32; 22] = [
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
-    3288, 3653,
-];
 
 /// A bad command-line value: which option, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +33,15 @@ fn bad(option: &'static str, message: impl Into<String>) -> OptionError {
     OptionError {
         option,
         message: message.into(),
+    }
+}
+
+/// `Ok` when `ok`, else "`option`: `rule` (got `value`)".
+fn check(ok: bool, option: &'static str, rule: &str, value: &str) -> Result<(), OptionError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(option, format!("{rule} (got {value:?})")))
     }
 }
 
@@ -116,7 +119,7 @@ impl Default for Settings {
             backup_retention_days: 30,
             password_rotation_lambda_arn: String::new(),
             password_rotation_days: 90,
-            log_retention_days: 30,
+            log_retention_days: csagent_contract::DEFAULT_LOG_RETENTION_DAYS,
             deb_url: String::new(),
             access_log_bucket: String::new(),
             ami_ssm_parameter: UBUNTU_2204_AMI_PARAMETER.into(),
@@ -124,22 +127,6 @@ impl Default for Settings {
         }
     }
 }
-
-// Patterns shared by the Rust validation and the template's AllowedPattern, so a value the
-// CLI accepts is never refused by CloudFormation (and the other way round).
-pub(crate) const PROJECT_PATTERN: &str = "^[a-z][a-z0-9-]{0,30}[a-z0-9]$";
-pub(crate) const TAG_VALUE_PATTERN: &str = "^[A-Za-z0-9 _.:/=+@-]{1,128}$";
-pub(crate) const INSTANCE_TYPE_PATTERN: &str = "^[a-z][a-z0-9-]*\\.[a-z0-9]+$";
-pub(crate) const KEY_PAIR_PATTERN: &str = "^[ -~]{0,255}$";
-pub(crate) const CIDR_PATTERN: &str = "^$|^([0-9]{1,3}\\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$";
-pub(crate) const EMAIL_PATTERN: &str = "^$|^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$";
-pub(crate) const DEB_URL_PATTERN: &str = "^(https|s3|file)://[^'\\s]+$";
-pub(crate) const DOMAIN_PATTERN: &str =
-    "^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
-pub(crate) const CERTIFICATE_ARN_PATTERN: &str =
-    "^$|^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$";
-pub(crate) const LAMBDA_ARN_PATTERN: &str = "^$|^arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,128})?$";
-pub(crate) const BUCKET_PATTERN: &str = "^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$";
 
 impl Settings {
     /// Checks every field; the first problem found is returned, naming its option.
@@ -160,21 +147,42 @@ impl Settings {
                 ),
             ));
         }
-        validate_domain(&self.domain)?;
-        if !is_hosted_zone_id(&self.hosted_zone_id) {
-            return Err(bad(
-                "--hosted-zone-id",
-                format!(
-                    "must look like a Route 53 zone id, 'Z' then capital letters and digits (got {:?})",
-                    self.hosted_zone_id
-                ),
-            ));
+        check(
+            validate::is_domain(&self.domain),
+            "--domain",
+            "must be a lower-case DNS name with at least two labels, e.g. dev.example.com",
+            &self.domain,
+        )?;
+        check(
+            is_hosted_zone_id(&self.hosted_zone_id),
+            "--hosted-zone-id",
+            "must look like a Route 53 zone id, 'Z' then capital letters and digits",
+            &self.hosted_zone_id,
+        )?;
+        check(
+            validate::is_project(&self.project),
+            "--project",
+            "must be 2..=32 characters of a-z, 0-9 and '-', starting with a letter and not ending with '-'",
+            &self.project,
+        )?;
+        for (option, value) in [
+            ("--environment", &self.environment),
+            ("--cost-center", &self.cost_center),
+        ] {
+            check(
+                validate::is_tag_value(value),
+                option,
+                "must be 1..=128 characters of A-Z a-z 0-9 space _ . : / = + @ -",
+                value,
+            )?;
         }
-        validate_project(&self.project)?;
-        validate_tag_value("--environment", &self.environment)?;
-        validate_tag_value("--cost-center", &self.cost_center)?;
-        validate_instance_type(&self.instance_type)?;
-        if self.key_pair.len() > 255 || !self.key_pair.chars().all(|c| (' '..='~').contains(&c)) {
+        check(
+            validate::is_instance_type(&self.instance_type),
+            "--instance-type",
+            "must look like t3.2xlarge",
+            &self.instance_type,
+        )?;
+        if !validate::is_key_pair(&self.key_pair) {
             return Err(bad(
                 "--key-pair",
                 "must be at most 255 printable ASCII characters",
@@ -193,7 +201,12 @@ impl Settings {
                 format!("must be 1..=16384 (got {})", self.data_volume_gb),
             ));
         }
-        validate_email(&self.alarm_email)?;
+        check(
+            validate::is_email(&self.alarm_email),
+            "--alarm-email",
+            "must be an e-mail address",
+            &self.alarm_email,
+        )?;
         if !(1..=36500).contains(&self.backup_retention_days) {
             return Err(bad(
                 "--backup-retention-days",
@@ -209,10 +222,31 @@ impl Settings {
                 ),
             ));
         }
-        validate_deb_url(&self.deb_url)?;
-        validate_bucket(&self.access_log_bucket)?;
-        validate_certificate_arn(&self.certificate_arn)?;
-        validate_lambda_arn(&self.password_rotation_lambda_arn)?;
+        // Empty: the Parameter has no default.
+        check(
+            self.deb_url.is_empty() || validate::is_deb_url(&self.deb_url),
+            "--deb-url",
+            "must start with https://, s3:// or file:// and contain no quote or space",
+            &self.deb_url,
+        )?;
+        check(
+            validate::is_bucket(&self.access_log_bucket),
+            "--access-log-bucket",
+            "must be an S3 bucket name",
+            &self.access_log_bucket,
+        )?;
+        check(
+            validate::is_certificate_arn(&self.certificate_arn),
+            "--certificate-arn",
+            "must be an ACM certificate ARN, arn:aws:acm:REGION:ACCOUNT:certificate/ID",
+            &self.certificate_arn,
+        )?;
+        check(
+            validate::is_lambda_arn(&self.password_rotation_lambda_arn),
+            "--password-rotation-lambda-arn",
+            "must be a Lambda function ARN, arn:aws:lambda:REGION:ACCOUNT:function:NAME",
+            &self.password_rotation_lambda_arn,
+        )?;
         if !self.password_rotation_lambda_arn.is_empty()
             && self.developers > MAX_DEVELOPERS_WITH_ROTATION
         {
@@ -287,45 +321,6 @@ impl Developer {
     }
 }
 
-fn validate_domain(domain: &str) -> Result<(), OptionError> {
-    let err = || {
-        bad(
-            "--domain",
-            format!(
-                "must be a lower-case DNS name with at least two labels, e.g. dev.example.com (got {domain:?})"
-            ),
-        )
-    };
-    // Room for "dev64." in front of it.
-    if domain.len() > 240 {
-        return Err(err());
-    }
-    let labels: Vec<&str> = domain.split('.').collect();
-    if labels.len() < 2 {
-        return Err(err());
-    }
-    for label in &labels {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
-            return Err(err());
-        }
-    }
-    let tld_ok = labels
-        .last()
-        .and_then(|l| l.chars().next())
-        .is_some_and(|c| c.is_ascii_lowercase());
-    if !tld_ok {
-        return Err(err());
-    }
-    Ok(())
-}
-
 fn is_hosted_zone_id(id: &str) -> bool {
     id.len() >= 2
         && id.len() <= 32
@@ -335,225 +330,17 @@ fn is_hosted_zone_id(id: &str) -> bool {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
-fn validate_project(project: &str) -> Result<(), OptionError> {
-    let ok = (2..=32).contains(&project.len())
-        && project.starts_with(|c: char| c.is_ascii_lowercase())
-        && !project.ends_with('-')
-        && project
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(
-            "--project",
-            format!(
-                "must be 2..=32 characters of a-z, 0-9 and '-', starting with a letter and not ending with '-' (got {project:?})"
-            ),
-        ))
-    }
-}
-
-fn validate_tag_value(option: &'static str, value: &str) -> Result<(), OptionError> {
-    let ok = (1..=128).contains(&value.len())
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || " _.:/=+@-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(
-            option,
-            format!(
-                "must be 1..=128 characters of A-Z a-z 0-9 space _ . : / = + @ - (got {value:?})"
-            ),
-        ))
-    }
-}
-
-fn validate_instance_type(value: &str) -> Result<(), OptionError> {
-    let ok = match value.split_once('.') {
-        Some((family, size)) => {
-            family.starts_with(|c: char| c.is_ascii_lowercase())
-                && family
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !size.is_empty()
-                && size
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        }
-        None => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(
-            "--instance-type",
-            format!("must look like t3.2xlarge (got {value:?})"),
-        ))
-    }
-}
-
 fn validate_cidr(value: &str) -> Result<(), OptionError> {
-    if value.is_empty() {
-        return Ok(());
-    }
-    let err = |why: &str| bad("--admin-cidr", format!("{why} (got {value:?})"));
-    let (addr, prefix) = value
-        .split_once('/')
-        .ok_or_else(|| err("must be an IPv4 CIDR such as 203.0.113.10/32"))?;
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| err("must be an IPv4 CIDR such as 203.0.113.10/32"))?;
-    let prefix: u8 = prefix
-        .parse()
-        .ok()
-        .filter(|p| *p <= 32 && !prefix.starts_with('+'))
-        .ok_or_else(|| err("prefix length must be 0..=32"))?;
-    if prefix == 0 {
-        return Err(err(
-            "must not open SSH to the whole internet; use SSM Session Manager or a narrower CIDR",
-        ));
-    }
-    let mask = u32::MAX << (32 - u32::from(prefix));
-    if u32::from(addr) & !mask != 0 {
-        return Err(err("host bits are set; use the network address"));
-    }
-    Ok(())
-}
-
-fn validate_email(value: &str) -> Result<(), OptionError> {
-    if value.is_empty() {
-        return Ok(());
-    }
-    let ok = match value.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !value.chars().any(|c| c.is_whitespace())
-                && !domain.contains('@')
+    let why = match validate::cidr(value) {
+        Ok(()) => return Ok(()),
+        Err(CidrError::NotCidr) => "must be an IPv4 CIDR such as 203.0.113.10/32",
+        Err(CidrError::Prefix) => "prefix length must be 0..=32",
+        Err(CidrError::WholeInternet) => {
+            "must not open SSH to the whole internet; use SSM Session Manager or a narrower CIDR"
         }
-        None => false,
+        Err(CidrError::HostBits) => "host bits are set; use the network address",
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(
-            "--alarm-email",
-            format!("must be an e-mail address (got {value:?})"),
-        ))
-    }
-}
-
-fn validate_deb_url(value: &str) -> Result<(), OptionError> {
-    if value.is_empty() {
-        return Ok(());
-    }
-    let scheme_ok = ["https://", "s3://", "file://"]
-        .iter()
-        .any(|s| value.starts_with(s) && value.len() > s.len());
-    // The URL is placed between single quotes in the user-data script.
-    let chars_ok = !value.chars().any(|c| c == '\'' || c.is_whitespace());
-    if scheme_ok && chars_ok {
-        Ok(())
-    } else {
-        Err(bad(
-            "--deb-url",
-            format!(
-                "must start with https://, s3:// or file:// and contain no quote or space (got {value:?})"
-            ),
-        ))
-    }
-}
-
-fn validate_bucket(value: &str) -> Result<(), OptionError> {
-    if value.is_empty() {
-        return Ok(());
-    }
-    let ok = (3..=63).contains(&value.len())
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
-        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(
-            "--access-log-bucket",
-            format!("must be an S3 bucket name (got {value:?})"),
-        ))
-    }
-}
-
-/// The part after `arn:PARTITION:SERVICE:REGION:ACCOUNT:` of an ARN for `service`
-/// in a region and account, or None when the prefix is not that.
-fn arn_resource<'a>(value: &'a str, service: &str) -> Option<&'a str> {
-    let parts: Vec<&str> = value.splitn(6, ':').collect();
-    let ok = parts.len() == 6
-        && parts[0] == "arn"
-        && parts[1].starts_with("aws")
-        && parts[1].chars().all(|c| c.is_ascii_lowercase() || c == '-')
-        && parts[2] == service
-        && !parts[3].is_empty()
-        && parts[3]
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && parts[4].len() == 12
-        && parts[4].chars().all(|c| c.is_ascii_digit());
-    ok.then_some(parts[5])
-}
-
-fn validate_certificate_arn(value: &str) -> Result<(), OptionError> {
-    if value.is_empty() {
-        return Ok(());
-    }
-    let ok = arn_resource(value, "acm")
-        .and_then(|r| r.strip_prefix("certificate/"))
-        .is_some_and(|id| {
-            !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(
-            "--certificate-arn",
-            format!(
-                "must be an ACM certificate ARN, arn:aws:acm:REGION:ACCOUNT:certificate/ID (got {value:?})"
-            ),
-        ))
-    }
-}
-
-fn validate_lambda_arn(value: &str) -> Result<(), OptionError> {
-    if value.is_empty() {
-        return Ok(());
-    }
-    let name_ok = |s: &str, max: usize, extra: &str| {
-        (1..=max).contains(&s.len())
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || extra.contains(c))
-    };
-    // function:NAME or function:NAME:QUALIFIER (a version or an alias).
-    let ok = arn_resource(value, "lambda")
-        .and_then(|r| r.strip_prefix("function:"))
-        .is_some_and(|rest| match rest.split_once(':') {
-            Some((name, qualifier)) => name_ok(name, 64, "") && name_ok(qualifier, 128, "$"),
-            None => name_ok(rest, 64, ""),
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(
-            "--password-rotation-lambda-arn",
-            format!(
-                "must be a Lambda function ARN, arn:aws:lambda:REGION:ACCOUNT:function:NAME (got {value:?})"
-            ),
-        ))
-    }
+    Err(bad("--admin-cidr", format!("{why} (got {value:?})")))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ const GIB: u64 = 1024 * MIB;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/csagent/config.toml";
 
 /// Most developers one host serves; t3.2xlarge has 8 vCPUs and 32 GiB.
-pub const MAX_DEVELOPERS: usize = 64;
+pub const MAX_DEVELOPERS: usize = csagent_contract::MAX_DEVELOPERS as usize;
 
 /// `project`: names secrets, log groups and tags; must match the infra template.
 pub const DEFAULT_PROJECT: &str = "code-server-multi-dev";
@@ -27,7 +27,7 @@ pub const DEFAULT_PROJECT: &str = "code-server-multi-dev";
 // --- [volume] ---
 
 /// `volume.mount_point`.
-pub const DEFAULT_MOUNT_POINT: &str = "/mnt/ebs-data";
+pub const DEFAULT_MOUNT_POINT: &str = csagent_contract::DATA_MOUNT;
 /// `volume.filesystem`: what a blank device is formatted with.
 pub const DEFAULT_FILESYSTEM: Filesystem = Filesystem::Ext4;
 /// `volume.label`: the filesystem label mkfs writes.
@@ -84,9 +84,9 @@ pub const DEFAULT_DEVELOPER_COUNT: u32 = 8;
 // --- [secrets] ---
 
 /// `secrets.password_name`: Secrets Manager name template.
-pub const DEFAULT_PASSWORD_NAME: &str = "{project}/{developer}/password";
+pub const DEFAULT_PASSWORD_NAME: &str = csagent_contract::names::PASSWORD_SECRET;
 /// `secrets.claude_api_key_name`: Secrets Manager name template.
-pub const DEFAULT_CLAUDE_API_KEY_NAME: &str = "{project}/{developer}/claude-api-key";
+pub const DEFAULT_CLAUDE_API_KEY_NAME: &str = csagent_contract::names::CLAUDE_KEY_SECRET;
 /// `secrets.poll_interval` ("60s"): how often rotation is checked.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// `secrets.apply`.
@@ -99,7 +99,7 @@ pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(8 * 3600);
 /// `metrics.enabled`.
 pub const DEFAULT_METRICS_ENABLED: bool = true;
 /// `metrics.namespace`: the CloudWatch namespace.
-pub const DEFAULT_METRICS_NAMESPACE: &str = "CodeServer";
+pub const DEFAULT_METRICS_NAMESPACE: &str = csagent_contract::metrics::NAMESPACE;
 /// `metrics.interval` ("60s").
 pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -108,11 +108,11 @@ pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(60);
 /// `logs.enabled`.
 pub const DEFAULT_LOGS_ENABLED: bool = true;
 /// `logs.group`: CloudWatch Logs group template per developer.
-pub const DEFAULT_LOG_GROUP: &str = "/aws/ec2/{project}/containers/{developer}";
+pub const DEFAULT_LOG_GROUP: &str = csagent_contract::names::CONTAINER_LOG_GROUP;
 /// `logs.agent_group`: the agent's own log group template.
-pub const DEFAULT_AGENT_LOG_GROUP: &str = "/aws/ec2/{project}/agent";
+pub const DEFAULT_AGENT_LOG_GROUP: &str = csagent_contract::names::AGENT_LOG_GROUP;
 /// `logs.retention_days`: set on the groups the agent creates.
-pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+pub const DEFAULT_RETENTION_DAYS: u32 = csagent_contract::DEFAULT_LOG_RETENTION_DAYS;
 
 // --- [agent] ---
 

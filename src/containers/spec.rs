@@ -15,12 +15,13 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, Developer};
 use crate::secrets::{CONTAINER_KEY_DIR, wrapped_entrypoint};
 
-pub const LABEL_MANAGED: &str = "csagent.managed";
-pub const LABEL_DEVELOPER: &str = "csagent.developer";
+// The label keys are the contract's (`csagent status` and the log shipper filter on them too).
 /// Scopes ownership: an agent only removes managed containers of its own project.
-pub const LABEL_PROJECT: &str = "csagent.project";
-pub const LABEL_SPEC_HASH: &str = "csagent.spec-hash";
-pub const LABEL_PASSWORD_VERSION: &str = "csagent.password-version";
+pub use csagent_contract::labels::PROJECT as LABEL_PROJECT;
+pub use csagent_contract::labels::{
+    DEVELOPER as LABEL_DEVELOPER, MANAGED as LABEL_MANAGED,
+    PASSWORD_VERSION as LABEL_PASSWORD_VERSION, SPEC_HASH as LABEL_SPEC_HASH,
+};
 
 /// code-server's port inside the container.
 pub const CONTAINER_PORT: &str = "8080/tcp";

@@ -73,6 +73,7 @@ pub use agent::{QueueWriter as AgentLogWriter, disable as disable_agent_log};
 use crate::aws::Identity;
 use crate::config::Config;
 use crate::retry::Backoff;
+use csagent_contract::labels;
 
 pub use batch::{
     Batch, Batcher, EVENT_OVERHEAD, Event, Limits, MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
@@ -83,11 +84,6 @@ pub use follow::Position;
 use sink::Sink;
 pub use sink::SinkError;
 pub use status::{DeveloperLogs, LogsStatus, LogsStatusHandle};
-
-/// Label marking containers csagent manages.
-pub const LABEL_MANAGED: &str = "csagent.managed";
-/// Label naming the developer a managed container belongs to.
-pub const LABEL_DEVELOPER: &str = "csagent.developer";
 
 /// Why the shipper could not run at all (everything else is retried).
 #[derive(Debug, thiserror::Error)]
@@ -367,7 +363,7 @@ impl Shipper {
             let since = (status::now_ms() / 1000 - 2).to_string();
             let filters: HashMap<&str, Vec<&str>> = HashMap::from([
                 ("type", vec!["container"]),
-                ("label", vec!["csagent.managed=true"]),
+                ("label", vec![labels::MANAGED_FILTER]),
                 ("event", vec!["start", "destroy"]),
             ]);
             let mut events = ctx
@@ -436,7 +432,7 @@ async fn discover(
     tasks: &mut JoinSet<()>,
 ) -> Result<(), bollard::errors::Error> {
     let filters: HashMap<&str, Vec<&str>> =
-        HashMap::from([("label", vec!["csagent.managed=true"])]);
+        HashMap::from([("label", vec![labels::MANAGED_FILTER])]);
     let containers = ctx
         .docker
         .list_containers(Some(
@@ -453,7 +449,7 @@ async fn discover(
         let developer = c
             .labels
             .as_ref()
-            .and_then(|l| l.get(LABEL_DEVELOPER))
+            .and_then(|l| l.get(labels::DEVELOPER))
             .cloned();
         if let Some(dev) = developer.filter(|d| developers.contains(d)) {
             spawn(ctx, tasks, id, dev);
@@ -488,7 +484,7 @@ fn on_event(
             let developer = actor
                 .attributes
                 .as_ref()
-                .and_then(|a| a.get(LABEL_DEVELOPER))
+                .and_then(|a| a.get(labels::DEVELOPER))
                 .cloned();
             if let Some(dev) = developer.filter(|d| developers.contains(d)) {
                 spawn(ctx, tasks, id, dev);

@@ -13,43 +13,19 @@ use super::collect::{DeveloperSample, HostSample};
 /// high resolution (1) costs more per alarm.
 pub const STORAGE_RESOLUTION: i32 = 60;
 
-pub const DIM_INSTANCE: &str = "InstanceId";
-pub const DIM_DEVELOPER: &str = "Developer";
-pub const DIM_PATH: &str = "path";
-
-// Host (InstanceId); the disk ones also have `path`. The CloudWatch agent's names.
-pub const MEM_USED_PERCENT: &str = "mem_used_percent";
-pub const DISK_USED_PERCENT: &str = "disk_used_percent";
-pub const DISK_FREE: &str = "disk_free";
-// Per developer (InstanceId, Developer).
-pub const CONTAINER_HEALTHY: &str = "container_healthy";
-pub const CONTAINER_RUNNING: &str = "container_running";
-pub const CPU_PERCENT: &str = "cpu_percent";
-pub const MEM_USED_BYTES: &str = "mem_used_bytes";
-// (`mem_used_percent` again, with the Developer dimension: of the container's limit.)
-pub const RESTARTS: &str = "restarts";
-pub const ACTIVE: &str = "active";
-// Rollups (InstanceId).
-pub const DEVELOPERS_HEALTHY: &str = "developers_healthy";
-pub const DEVELOPERS_ACTIVE: &str = "developers_active";
-// The agent itself (InstanceId).
-pub const AGENT_HEARTBEAT: &str = "agent_heartbeat";
-pub const SECRETS_STALENESS_SECONDS: &str = "secrets_staleness_seconds";
-pub const LOG_LAG_SECONDS: &str = "log_lag_seconds";
+// The names the template's alarms and dashboard use come from the contract.
+pub use csagent_contract::metrics::{
+    ACTIVE, AGENT_HEARTBEAT, CONTAINER_HEALTHY, CONTAINER_RUNNING, CPU_PERCENT, DEVELOPERS_ACTIVE,
+    DEVELOPERS_HEALTHY, DIM_DEVELOPER, DIM_INSTANCE, DIM_PATH, DISK_FREE, DISK_USED_PERCENT,
+    LOG_LAG_SECONDS, MEM_USED_BYTES, MEM_USED_PERCENT, RESTARTS, SECRETS_STALENESS_SECONDS,
+};
+/// The agent's own count of datums it gave up on (not on the dashboard).
 pub const METRICS_DROPPED: &str = "metrics_dropped";
 
 /// Host metrics per disk path.
 pub const PER_DISK: &[&str] = &[DISK_USED_PERCENT, DISK_FREE];
 /// The metrics every developer has.
-pub const PER_DEVELOPER: &[&str] = &[
-    CONTAINER_HEALTHY,
-    CONTAINER_RUNNING,
-    CPU_PERCENT,
-    MEM_USED_BYTES,
-    MEM_USED_PERCENT,
-    RESTARTS,
-    ACTIVE,
-];
+pub const PER_DEVELOPER: &[&str] = &csagent_contract::metrics::DEVELOPER_METRICS;
 /// Host-level metrics with only the InstanceId dimension.
 pub const PER_HOST: &[&str] = &[
     MEM_USED_PERCENT,

@@ -15,7 +15,7 @@ use crate::retry::Class;
 
 /// The value a Claude API key secret holds until someone puts a real key in it
 /// (what the infra template creates).
-pub const PLACEHOLDER_KEY: &str = "REPLACE_WITH_ACTUAL_KEY";
+pub const PLACEHOLDER_KEY: &str = csagent_contract::CLAUDE_KEY_PLACEHOLDER;
 
 /// Which of a developer's two secrets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -147,13 +147,8 @@ pub(super) fn is_name(s: &str, min: usize, max: usize) -> bool {
 }
 
 /// Developer names become container names, directory names, secret names and log
-/// group names, so they are kept to what all of those accept.
-pub fn is_developer_name(s: &str) -> bool {
-    (1..=32).contains(&s.len())
-        && s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
+/// group names (and DNS labels in infra): the contract keeps one definition.
+pub use csagent_contract::validate::is_developer_name;
 
 /// Parses "a.b.c.d/n".
 pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {

@@ -9,10 +9,7 @@ use crate::config::file::{FileLogs, FileMetrics};
 use crate::config::{ConfigError, LogsConfig, MetricsConfig};
 
 /// Log-group retention values CloudWatch Logs accepts (PutRetentionPolicy).
-pub(in crate::config) const RETENTION_DAYS: &[u32] = &[
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
-    3288, 3653,
-];
+pub(in crate::config) const RETENTION_DAYS: &[u32] = &csagent_contract::LOG_RETENTION_DAYS;
 
 impl Validator<'_> {
     pub(super) fn metrics(&self, m: FileMetrics) -> Result<MetricsConfig, ConfigError> {

@@ -1,0 +1,357 @@
+//! Values infra's command line checks and the template's Parameters constrain again at deploy
+//! time (`AllowedPattern`, `MaxLength`): each predicate sits next to its pattern, and
+//! `infra/tests/contract.rs` runs the same sample values through both. The patterns are
+//! CloudFormation's (Java regex, matched against the whole value), written in the subset that
+//! Java, Python (cfn-lint) and Rust's `regex` read alike: no look-around, no back-references.
+//!
+//! "Whitespace" is Rust's [`char::is_whitespace`] (Unicode); Java's `\s` is only ASCII, so the
+//! patterns that refuse whitespace also list the other Unicode spaces.
+
+use std::net::Ipv4Addr;
+use std::sync::LazyLock;
+
+// The Unicode whitespace that Java's `\s` does not cover, for use inside a character class.
+macro_rules! unicode_space {
+    () => {
+        "\\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000"
+    };
+}
+
+/// A developer's name (`dev3`): it becomes a container, directory, secret and log group name
+/// and a DNS label, so it is kept to what all of those accept.
+pub fn is_developer_name(value: &str) -> bool {
+    (1..=32).contains(&value.len())
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// `ProjectName`: 2-32 of a-z, 0-9 and '-', starting with a letter, not ending with '-'.
+pub const PROJECT_PATTERN: &str = "^[a-z][a-z0-9-]{0,30}[a-z0-9]$";
+
+/// See [`PROJECT_PATTERN`].
+pub fn is_project(value: &str) -> bool {
+    (2..=32).contains(&value.len())
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && !value.ends_with('-')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// A tag value (`Environment`, `CostCenter`): 1-128 tag-safe ASCII characters.
+pub const TAG_VALUE_PATTERN: &str = "^[A-Za-z0-9 _.:/=+@-]{1,128}$";
+
+/// See [`TAG_VALUE_PATTERN`].
+pub fn is_tag_value(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _.:/=+@-".contains(c))
+}
+
+/// `InstanceType`: family '.' size, such as `t3.2xlarge`.
+pub const INSTANCE_TYPE_PATTERN: &str = "^[a-z][a-z0-9-]*\\.[a-z0-9]+$";
+
+/// See [`INSTANCE_TYPE_PATTERN`].
+pub fn is_instance_type(value: &str) -> bool {
+    match value.split_once('.') {
+        Some((family, size)) => {
+            family.starts_with(|c: char| c.is_ascii_lowercase())
+                && family
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !size.is_empty()
+                && size
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+/// `KeyPairName`: empty or at most 255 printable ASCII characters.
+pub const KEY_PAIR_PATTERN: &str = "^[ -~]{0,255}$";
+
+/// See [`KEY_PAIR_PATTERN`].
+pub fn is_key_pair(value: &str) -> bool {
+    value.len() <= 255 && value.chars().all(|c| (' '..='~').contains(&c))
+}
+
+/// One IPv4 address octet, 0-255, without leading zeros (which [`Ipv4Addr`] refuses).
+const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+
+/// `AdminSshCidr`: empty or what [`cidr`] accepts, an IPv4 network address with a prefix of
+/// 1-32 (not the whole internet). One alternative per prefix length, so the octet the prefix
+/// splits is limited to the values with no host bits set (e.g. `/25`: 0 or 128). The prefix
+/// may have leading zeros because the command line reads it as a number.
+pub static CIDR_PATTERN: LazyLock<String> = LazyLock::new(|| {
+    let alternatives: Vec<String> = (1..=32u32)
+        .map(|prefix| {
+            let full = (prefix / 8) as usize;
+            let mut octets = vec![OCTET.to_string(); full];
+            if full < 4 {
+                octets.push(multiples(1 << (8 - prefix % 8)));
+                octets.extend(std::iter::repeat_n("0".to_string(), 3 - full));
+            }
+            format!("{}/0*{prefix}", octets.join("\\."))
+        })
+        .collect();
+    format!("^$|^({})$", alternatives.join("|"))
+});
+
+/// A regex for the multiples of `step` in 0..=255, written compactly: numbers with the same
+/// leading digits share one branch (`1[26]`), and so do such branches that differ only in
+/// their last leading digit (`[1-9][02468]`).
+fn multiples(step: u32) -> String {
+    // (leading digits, last digits) in ascending order.
+    let mut tails: Vec<(String, String)> = Vec::new();
+    for n in (0..=255).step_by(step as usize) {
+        let text = n.to_string();
+        let (head, last) = text.split_at(text.len() - 1);
+        match tails.last_mut() {
+            Some((h, digits)) if h == head => digits.push_str(last),
+            _ => tails.push((head.to_string(), last.to_string())),
+        }
+    }
+    // (leading digits but the last, last leading digits, last digits).
+    let mut groups: Vec<(String, String, String)> = Vec::new();
+    for (head, digits) in tails {
+        let (stem, last_head) = head.split_at(head.len().saturating_sub(1));
+        match groups
+            .iter_mut()
+            .find(|(s, h, d)| s == stem && *d == digits && !h.is_empty() && !last_head.is_empty())
+        {
+            Some((_, heads, _)) => heads.push_str(last_head),
+            None => groups.push((stem.to_string(), last_head.to_string(), digits)),
+        }
+    }
+    let branches: Vec<String> = groups
+        .iter()
+        .map(|(stem, heads, digits)| format!("{stem}{}{}", class(heads), class(digits)))
+        .collect();
+    match branches.as_slice() {
+        [one] => one.clone(),
+        _ => format!("({})", branches.join("|")),
+    }
+}
+
+/// Digits as a regex: `5`, `[2-7]` for a run, `[048]` otherwise; "" for none.
+fn class(digits: &str) -> String {
+    let bytes = digits.as_bytes();
+    match bytes {
+        [] => String::new(),
+        [one] => char::from(*one).to_string(),
+        _ if bytes.windows(2).all(|w| w[1] == w[0] + 1) => {
+            format!(
+                "[{}-{}]",
+                char::from(bytes[0]),
+                char::from(bytes[bytes.len() - 1])
+            )
+        }
+        _ => format!("[{digits}]"),
+    }
+}
+
+/// Why [`cidr`] refused a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CidrError {
+    /// Not `a.b.c.d/n`.
+    NotCidr,
+    /// The prefix length is not 0..=32.
+    Prefix,
+    /// `/0`: SSH open to the whole internet.
+    WholeInternet,
+    /// Bits after the prefix are set (`10.0.0.1/24`).
+    HostBits,
+}
+
+/// An SSH source CIDR: empty, or an IPv4 network address with a prefix of 1-32.
+pub fn cidr(value: &str) -> Result<(), CidrError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let (addr, prefix) = value.split_once('/').ok_or(CidrError::NotCidr)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| CidrError::NotCidr)?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| *p <= 32 && !prefix.starts_with('+'))
+        .ok_or(CidrError::Prefix)?;
+    if prefix == 0 {
+        return Err(CidrError::WholeInternet);
+    }
+    let mask = u32::MAX << (32 - u32::from(prefix));
+    if u32::from(addr) & !mask != 0 {
+        return Err(CidrError::HostBits);
+    }
+    Ok(())
+}
+
+/// `AlarmEmail`: empty or local@domain.tld, without whitespace.
+pub const EMAIL_PATTERN: &str = concat!(
+    "^$|^[^@\\s",
+    unicode_space!(),
+    "]+@[^@\\s",
+    unicode_space!(),
+    "]+\\.[^@\\s",
+    unicode_space!(),
+    "]+$"
+);
+
+/// See [`EMAIL_PATTERN`].
+pub fn is_email(value: &str) -> bool {
+    if value.is_empty() {
+        return true;
+    }
+    match value.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !value.chars().any(|c| c.is_whitespace())
+                && !domain.contains('@')
+        }
+        None => false,
+    }
+}
+
+/// `DebUrl`: an https://, s3:// or file:// URL without quotes or whitespace (the user-data
+/// script puts it between single quotes).
+pub const DEB_URL_PATTERN: &str = concat!("^(https|s3|file)://[^'\\s", unicode_space!(), "]+$");
+
+/// See [`DEB_URL_PATTERN`]; unlike the other predicates, empty is not a URL.
+pub fn is_deb_url(value: &str) -> bool {
+    let scheme_ok = ["https://", "s3://", "file://"]
+        .iter()
+        .any(|s| value.starts_with(s) && value.len() > s.len());
+    scheme_ok && !value.chars().any(|c| c == '\'' || c.is_whitespace())
+}
+
+/// `DomainName`: a lower-case DNS name of two or more labels whose last starts with a letter.
+pub const DOMAIN_PATTERN: &str =
+    "^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// Longest `DomainName` (the Parameter's `MaxLength`): room for `dev64.` in front of it.
+pub const DOMAIN_MAX_LENGTH: usize = 240;
+
+/// See [`DOMAIN_PATTERN`] and [`DOMAIN_MAX_LENGTH`].
+pub fn is_domain(value: &str) -> bool {
+    if value.len() > DOMAIN_MAX_LENGTH {
+        return false;
+    }
+    let labels: Vec<&str> = value.split('.').collect();
+    if labels.len() < 2 {
+        return false;
+    }
+    let labels_ok = labels.iter().all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    });
+    labels_ok
+        && labels
+            .last()
+            .and_then(|l| l.chars().next())
+            .is_some_and(|c| c.is_ascii_lowercase())
+}
+
+/// `ExistingCertificateArn`: empty or an ACM certificate ARN.
+pub const CERTIFICATE_ARN_PATTERN: &str =
+    "^$|^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$";
+
+/// See [`CERTIFICATE_ARN_PATTERN`].
+pub fn is_certificate_arn(value: &str) -> bool {
+    value.is_empty()
+        || arn_resource(value, "acm")
+            .and_then(|r| r.strip_prefix("certificate/"))
+            .is_some_and(|id| {
+                !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+}
+
+/// `PasswordRotationLambdaArn`: empty or a Lambda function ARN, optionally with a version or
+/// alias.
+pub const LAMBDA_ARN_PATTERN: &str = "^$|^arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,128})?$";
+
+/// See [`LAMBDA_ARN_PATTERN`].
+pub fn is_lambda_arn(value: &str) -> bool {
+    if value.is_empty() {
+        return true;
+    }
+    let name_ok = |s: &str, max: usize, extra: &str| {
+        (1..=max).contains(&s.len())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || extra.contains(c))
+    };
+    // function:NAME or function:NAME:QUALIFIER (a version or an alias).
+    arn_resource(value, "lambda")
+        .and_then(|r| r.strip_prefix("function:"))
+        .is_some_and(|rest| match rest.split_once(':') {
+            Some((name, qualifier)) => name_ok(name, 64, "") && name_ok(qualifier, 128, "$"),
+            None => name_ok(rest, 64, ""),
+        })
+}
+
+/// The part after `arn:PARTITION:SERVICE:REGION:ACCOUNT:` of an ARN for `service`
+/// in a region and account, or None when the prefix is not that.
+fn arn_resource<'a>(value: &'a str, service: &str) -> Option<&'a str> {
+    let parts: Vec<&str> = value.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[1].chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        && parts[2] == service
+        && !parts[3].is_empty()
+        && parts[3]
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && parts[4].len() == 12
+        && parts[4].chars().all(|c| c.is_ascii_digit());
+    ok.then_some(parts[5])
+}
+
+/// `AccessLogBucket`: empty or an S3 bucket name.
+pub const BUCKET_PATTERN: &str = "^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$";
+
+/// See [`BUCKET_PATTERN`].
+pub fn is_bucket(value: &str) -> bool {
+    value.is_empty()
+        || ((3..=63).contains(&value.len())
+            && value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiples_are_compact_and_exact() {
+        assert_eq!(multiples(256), "0");
+        assert_eq!(multiples(128), "(0|128)");
+        assert_eq!(
+            multiples(2),
+            "([02468]|[1-9][02468]|1[0-9][02468]|2[0-4][02468]|25[024])"
+        );
+    }
+
+    #[test]
+    fn cidr_reasons() {
+        assert_eq!(cidr(""), Ok(()));
+        assert_eq!(cidr("203.0.113.0/24"), Ok(()));
+        assert_eq!(cidr("1.2.3.4"), Err(CidrError::NotCidr));
+        assert_eq!(cidr("1.2.3.4/33"), Err(CidrError::Prefix));
+        assert_eq!(cidr("0.0.0.0/0"), Err(CidrError::WholeInternet));
+        assert_eq!(cidr("10.0.0.1/24"), Err(CidrError::HostBits));
+    }
+}
