@@ -170,6 +170,10 @@ impl Reconciler {
         }
     }
 
+    pub fn status_handle(&self) -> StatusHandle {
+        self.status.clone()
+    }
+
     /// Publishes what it observes into the agent's long-lived sections.
     pub fn reporting_to(
         mut self,
@@ -179,10 +183,6 @@ impl Reconciler {
         self.status = containers;
         self.firewall = firewall;
         self
-    }
-
-    pub fn status_handle(&self) -> StatusHandle {
-        self.status.clone()
     }
 
     /// When the reconciler last made progress (unix seconds): each developer
