@@ -34,7 +34,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    csagent::logging::init(config.agent.log_format, &config.agent.log_level);
+    csagent::tracing_setup::init(config.agent.log_format, &config.agent.log_level);
     let identity = match csagent::aws::identity(&config).await {
         Ok(i) => i,
         Err(e) => {

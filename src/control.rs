@@ -71,7 +71,8 @@ pub enum ControlError {
 }
 
 /// Builds status on demand, without going through the main loop (which may be
-/// busy pulling an image): it reads the shared handles the reconcilers update.
+/// busy pulling an image): it reads a snapshot of what the reconcilers observed,
+/// and never probes a device or writes state.
 pub trait StatusSource: Send + Sync + 'static {
     fn report(&self) -> StatusReport;
 }

@@ -13,14 +13,14 @@ pub mod containers;
 pub mod control;
 pub mod exit;
 pub mod fsutil;
-pub mod logging;
 pub mod logs;
 pub mod metrics;
+pub mod observe;
 pub mod retry;
-pub mod secret;
 pub mod secrets;
 pub mod status;
 pub mod supervise;
+pub mod tracing_setup;
 pub mod volume;
 
-pub use secret::Secret;
+pub use secrets::Secret;

@@ -21,7 +21,7 @@ use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use common::*;
 use csagent::aws::Identity;
 use csagent::config::Config;
-use csagent::metrics::{Extra, Metrics};
+use csagent::metrics::{AgentReadings, Metrics};
 
 /// Records the number of datums of every PutMetricData call the client makes.
 #[derive(Debug, Clone, Default)]
@@ -423,7 +423,7 @@ async fn eight_developers_one_call_every_metric_matching_df_and_docker_stats() {
     let mut metrics = Metrics::new(cw, docker().await, &config, &ident);
     let status = metrics.status_handle();
     let started = SystemTime::now();
-    let extra = Extra {
+    let extra = AgentReadings {
         secrets_staleness_seconds: 12.0,
         log_lag_seconds: Some(3.5),
     };
@@ -575,7 +575,7 @@ async fn eight_developers_one_call_every_metric_matching_df_and_docker_stats() {
     let (dev3, _) = &devs[2];
     run("docker", &["stop", "-t", "2", &containers.0[2]]);
     next_second().await;
-    let extra = Extra {
+    let extra = AgentReadings {
         secrets_staleness_seconds: 13.0,
         log_lag_seconds: None,
     };
@@ -628,7 +628,7 @@ async fn outage_backlog_arrives_with_original_timestamps() {
     let status = metrics.status_handle();
     let started = SystemTime::now();
     let per_interval = 17; // 6 host/agent (no log lag) + 4 disk + 7 developer
-    let extra = |i: u32| Extra {
+    let extra = |i: u32| AgentReadings {
         secrets_staleness_seconds: f64::from(i),
         log_lag_seconds: None,
     };
@@ -736,7 +736,7 @@ async fn run_publishes_every_interval_and_stops_on_shutdown() {
     let task = tokio::spawn(metrics.run(
         move || {
             *seen.lock().expect("lock") += 1;
-            Extra {
+            AgentReadings {
                 secrets_staleness_seconds: 1.0,
                 log_lag_seconds: Some(0.0),
             }
@@ -799,7 +799,7 @@ async fn full_buffer_drops_oldest_first_and_reports_it() {
     assert_eq!(metrics.buffer_capacity(), 2 * per_interval);
     let status = metrics.status_handle();
     let started = SystemTime::now();
-    let extra = |i: u32| Extra {
+    let extra = |i: u32| AgentReadings {
         secrets_staleness_seconds: f64::from(i),
         log_lag_seconds: Some(0.5),
     };

@@ -6,6 +6,7 @@
 //! whether a container still matches what the config and credentials ask for.
 
 pub mod crashloop;
+mod events;
 pub mod network;
 pub mod spec;
 
@@ -18,14 +19,16 @@ use std::time::{Duration, SystemTime};
 use bollard::Docker;
 use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::config::{Config, Developer, PullPolicy};
+use crate::observe::Published;
 use crate::retry::{Backoff, Class, classify_docker};
+pub use events::{connect, spawn_event_follower};
 pub use spec::{ContainerCredentials, DesiredSpec, ImageInfo, container_name};
 use spec::{
     LABEL_DEVELOPER, LABEL_MANAGED, LABEL_PASSWORD_VERSION, LABEL_PROJECT, LABEL_SPEC_HASH,
@@ -141,7 +144,7 @@ pub struct Reconciler {
     crash: Arc<Mutex<crashloop::CrashTracker>>,
     progress: Arc<AtomicU64>,
     /// Why a firewall rule could not be installed, if one could not.
-    firewall: Arc<Mutex<Option<String>>>,
+    firewall: Published<Option<String>>,
 }
 
 /// Unix seconds now (0 if the clock is before 1970).
@@ -163,7 +166,7 @@ impl Reconciler {
                 Duration::from_secs(600),
             ))),
             progress: Arc::new(AtomicU64::new(unix_now())),
-            firewall: Arc::new(Mutex::new(None)),
+            firewall: Published::default(),
         }
     }
 
@@ -171,9 +174,15 @@ impl Reconciler {
         self.status.clone()
     }
 
-    /// Why the last pass could not install a firewall rule (status warns).
-    pub fn firewall_handle(&self) -> Arc<Mutex<Option<String>>> {
-        self.firewall.clone()
+    /// Publishes what it observes into the agent's long-lived sections.
+    pub fn reporting_to(
+        mut self,
+        containers: StatusHandle,
+        firewall: Published<Option<String>>,
+    ) -> Reconciler {
+        self.status = containers;
+        self.firewall = firewall;
+        self
     }
 
     /// When the reconciler last made progress (unix seconds): each developer
@@ -200,9 +209,8 @@ impl Reconciler {
     ) -> Result<Vec<(String, Action)>, ContainersError> {
         network::ensure_network(&self.docker, &self.config).await?;
         let problems = network::ensure_firewall(&self.config.containers).await;
-        if let Ok(mut f) = self.firewall.lock() {
-            *f = (!problems.is_empty()).then(|| problems.join("; "));
-        }
+        self.firewall
+            .set((!problems.is_empty()).then(|| problems.join("; ")));
         let image = self.ensure_image().await;
 
         let work = desired.iter().map(|d| self.converge_one(d, &image));
@@ -572,65 +580,6 @@ impl Reconciler {
         }
         lines.truncate(n);
         lines
-    }
-
-    /// Follows Docker events for managed containers and reacts at once: a `die`
-    /// feeds the crash-loop guard, and any lifecycle event triggers `on_event`
-    /// for that developer. Returns when the stream ends (dockerd gone).
-    pub async fn follow_events(
-        &self,
-        mut on_event: impl FnMut(String, String),
-    ) -> Result<(), ContainersError> {
-        let filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            (
-                "label".to_string(),
-                vec![
-                    format!("{LABEL_MANAGED}=true"),
-                    format!("{LABEL_PROJECT}={}", self.config.project),
-                ],
-            ),
-        ]);
-        let opts = EventsOptionsBuilder::new().filters(&filters).build();
-        let mut stream = self.docker.events(Some(opts));
-        while let Some(ev) = stream.next().await {
-            let ev = ev.map_err(|e| ContainersError::Docker {
-                what: "event stream".into(),
-                source: e,
-            })?;
-            let action = ev.action.unwrap_or_default();
-            let dev = ev
-                .actor
-                .and_then(|a| a.attributes)
-                .and_then(|a| a.get(LABEL_DEVELOPER).cloned())
-                .unwrap_or_default();
-            if dev.is_empty() {
-                continue;
-            }
-            if action == "die"
-                && let Ok(mut c) = self.crash.lock()
-            {
-                c.record(&dev, SystemTime::now());
-            }
-            let base = action.split(':').next().unwrap_or("").to_string();
-            if matches!(
-                base.as_str(),
-                "die"
-                    | "health_status"
-                    | "destroy"
-                    | "start"
-                    | "stop"
-                    | "kill"
-                    | "oom"
-                    | "pause"
-                    | "unpause"
-                    | "restart"
-            ) {
-                self.observe_one(&dev).await;
-                on_event(dev, base);
-            }
-        }
-        Ok(())
     }
 }
 

@@ -16,7 +16,7 @@ use super::checkpoint::{Checkpoint, CheckpointError, Inflight, Store};
 use super::follow::{Line, Position, Reassembler, Source};
 use super::sink::{Delivered, Sink, settle_delay};
 use super::status::now_ms;
-use super::{Ctx, Finish};
+use super::{Finish, ShipperState};
 use crate::retry::Backoff;
 
 /// Longest line held before it is passed on unfinished: under four maximal
@@ -43,7 +43,7 @@ enum TaskError {
 
 /// Ships container `id` of `developer` until it stops and its lines are
 /// delivered, following it again if it restarts meanwhile.
-pub(super) async fn run(ctx: Arc<Ctx>, id: String, developer: String) {
+pub(super) async fn run(ctx: Arc<ShipperState>, id: String, developer: String) {
     let mut backoff = Backoff::standard();
     loop {
         match ship(&ctx, &id, &developer).await {
@@ -115,7 +115,7 @@ async fn load(store: &Store, id: &str, developer: &str) -> Result<Checkpoint, Ch
 
 /// One pass: settle a batch left in flight, then follow and ship until the
 /// container stops (and everything read is delivered) or the shipper stops.
-async fn ship(ctx: &Arc<Ctx>, id: &str, developer: &str) -> Result<(), TaskError> {
+async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<(), TaskError> {
     let mut cp = load(&ctx.store, id, developer).await?;
     let group = ctx.config.render(&ctx.config.logs.group, developer);
     let mut sink = Sink::new(
@@ -205,7 +205,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 async fn ship_all(
-    ctx: &Ctx,
+    ctx: &ShipperState,
     sink: &mut Sink,
     cp: &mut Checkpoint,
     batches: Vec<Batch>,
@@ -226,7 +226,7 @@ async fn ship_all(
 /// Delivers one batch and advances the checkpoint: in-flight record first, then
 /// the put, then the new position.
 async fn ship_batch(
-    ctx: &Ctx,
+    ctx: &ShipperState,
     sink: &mut Sink,
     cp: &mut Checkpoint,
     batch: &Batch,
@@ -314,7 +314,7 @@ async fn ship_batch(
 /// A batch was in flight when the agent stopped: find out whether it landed
 /// (after giving CloudWatch a moment), and settle the checkpoint accordingly.
 async fn settle_inflight(
-    ctx: &Ctx,
+    ctx: &ShipperState,
     sink: &mut Sink,
     cp: &mut Checkpoint,
     inflight: &Inflight,
@@ -363,7 +363,13 @@ async fn settle_inflight(
 
 /// Reads the container's log from `resume` into `tx`, within the byte budget,
 /// until the container stops (or is removed) or the shipper stops.
-async fn follow(ctx: Arc<Ctx>, id: String, developer: String, resume: Position, out: Outbox) {
+async fn follow(
+    ctx: Arc<ShipperState>,
+    id: String,
+    developer: String,
+    resume: Position,
+    out: Outbox,
+) {
     let mut re = Reassembler::new(resume, MAX_LINE);
     let mut backoff = Backoff::standard();
     loop {
@@ -479,7 +485,7 @@ impl Outbox {
     /// Turns a line into events and hands them over, waiting for budget (this is
     /// the back-pressure: while the buffer is full, Docker is not read). False
     /// when the shipper stops.
-    async fn send(&self, ctx: &Ctx, developer: &str, line: Line) -> bool {
+    async fn send(&self, ctx: &ShipperState, developer: &str, line: Line) -> bool {
         let timestamp_ms = line.ts_ns.div_euclid(1_000_000);
         let pieces = split_message(&line.bytes, MAX_MESSAGE_BYTES);
         let n = pieces.len();

@@ -49,11 +49,11 @@
 //!   events; a crash between two parts' batches repeats nothing, since each part
 //!   has its own checkpoint.
 
-mod agent;
 mod batch;
 mod checkpoint;
 mod container;
 mod follow;
+mod own;
 mod sink;
 mod status;
 
@@ -68,7 +68,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use agent::{QueueWriter as AgentLogWriter, disable as disable_agent_log};
+pub use own::{QueueWriter as AgentLogWriter, disable as disable_agent_log};
 
 use crate::aws::Identity;
 use crate::config::Config;
@@ -239,7 +239,7 @@ impl Registry {
 }
 
 /// What every container task shares.
-pub(crate) struct Ctx {
+pub(crate) struct ShipperState {
     pub(crate) docker: Docker,
     pub(crate) client: aws_sdk_cloudwatchlogs::Client,
     pub(crate) config: Arc<Config>,
@@ -285,13 +285,16 @@ impl Shipper {
         self
     }
 
-    /// The log stream every developer's group receives this host's lines in.
-    pub fn stream_name(&self) -> &str {
-        &self.stream
-    }
-
     pub fn status_handle(&self) -> LogsStatusHandle {
         self.status.clone()
+    }
+
+    /// Reports into `status` (the agent's long-lived section) instead of a
+    /// handle of its own; what an earlier shipper left there is cleared.
+    pub fn reporting_to(mut self, status: LogsStatusHandle) -> Self {
+        status.reset(self.config.logs.enabled);
+        self.status = status;
+        self
     }
 
     /// Runs until `shutdown` becomes true (or its sender is dropped); then
@@ -301,7 +304,7 @@ impl Shipper {
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), LogsError> {
         let stop = Stop::new(shutdown, self.options.flush_timeout);
         if !self.config.logs.enabled {
-            agent::disable();
+            own::disable();
             tracing::info!("container logs: disabled in the config");
             stop.requested().await;
             return Ok(());
@@ -325,7 +328,7 @@ impl Shipper {
             .iter()
             .map(|d| d.name.clone())
             .collect();
-        let ctx = Arc::new(Ctx {
+        let ctx = Arc::new(ShipperState {
             docker: self.docker,
             client: self.client,
             config: self.config,
@@ -348,14 +351,14 @@ impl Shipper {
                     ctx.config.logs.retention_days,
                     ctx.options.readback_settle,
                 );
-                tasks.spawn(agent::ship(
+                tasks.spawn(own::ship(
                     sink,
                     ctx.config.logs.retention_days,
                     ctx.options.clone(),
                     stop.clone(),
                 ));
             }
-            None => agent::disable(),
+            None => own::disable(),
         }
         let mut backoff = Backoff::standard();
         'discover: loop {
@@ -427,7 +430,7 @@ impl Shipper {
 /// Lists managed containers, starts a task for each configured developer's, and
 /// drops checkpoints of containers that no longer exist.
 async fn discover(
-    ctx: &Arc<Ctx>,
+    ctx: &Arc<ShipperState>,
     developers: &HashSet<String>,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), bollard::errors::Error> {
@@ -472,7 +475,7 @@ async fn discover(
 }
 
 fn on_event(
-    ctx: &Arc<Ctx>,
+    ctx: &Arc<ShipperState>,
     developers: &HashSet<String>,
     tasks: &mut JoinSet<()>,
     event: bollard::models::EventMessage,
@@ -501,7 +504,7 @@ fn on_event(
     }
 }
 
-fn spawn(ctx: &Arc<Ctx>, tasks: &mut JoinSet<()>, id: String, developer: String) {
+fn spawn(ctx: &Arc<ShipperState>, tasks: &mut JoinSet<()>, id: String, developer: String) {
     if ctx.registry.claim(&id) {
         tracing::info!(developer = %developer, container = %container::short(&id), "following container log");
         tasks.spawn(container::run(ctx.clone(), id, developer));

@@ -120,6 +120,14 @@ impl LogsStatusHandle {
         self.lock().enabled = enabled;
     }
 
+    /// Starts over: a new shipper (or none, when `enabled` is false).
+    pub fn reset(&self, enabled: bool) {
+        *self.lock() = Inner {
+            enabled,
+            ..Inner::default()
+        };
+    }
+
     pub(crate) fn following(&self, developer: &str, container_id: &str, group: &str, stream: &str) {
         self.with(developer, |e| {
             e.logs.container_id = Some(container_id.to_string());

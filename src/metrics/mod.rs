@@ -87,6 +87,8 @@ pub enum MetricsError {
 /// What `csagent status` shows about metrics.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MetricsStatus {
+    /// A metrics loop reports here (`metrics.enabled`); status shows metrics only then.
+    pub enabled: bool,
     pub last_publish: Option<SystemTime>,
     /// Datums CloudWatch accepted since the agent started.
     pub published_datums: u64,
@@ -109,11 +111,20 @@ impl MetricsStatusHandle {
     pub fn snapshot(&self) -> MetricsStatus {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Starts over: a new metrics loop (or none, when `enabled` is false).
+    pub fn reset(&self, enabled: bool) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = MetricsStatus {
+            enabled,
+            ..MetricsStatus::default()
+        };
+    }
 }
 
-/// Numbers other parts of the agent own, handed in each interval.
+/// Readings about the agent that other capabilities own (secrets, logs), handed
+/// in each interval for the agent datums.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Extra {
+pub struct AgentReadings {
     pub secrets_staleness_seconds: f64,
     /// None until the log shipper knows its lag; the metric is then left out.
     pub log_lag_seconds: Option<f64>,
@@ -149,6 +160,7 @@ impl Metrics {
             datums::datums_per_interval(collector.developer_count(), collector.disk_count());
         let capacity = per_interval * buffered_intervals(config.metrics.interval);
         let status = MetricsStatusHandle::default();
+        status.reset(config.metrics.enabled);
         Metrics {
             enabled: config.metrics.enabled,
             interval: config.metrics.interval,
@@ -165,6 +177,15 @@ impl Metrics {
         self.status.clone()
     }
 
+    /// Reports into `status` (the agent's long-lived section) instead of a
+    /// handle of its own; what an earlier loop left there is cleared.
+    pub fn reporting_to(mut self, status: MetricsStatusHandle) -> Metrics {
+        status.reset(self.enabled);
+        self.publisher.set_status(status.clone());
+        self.status = status;
+        self
+    }
+
     /// Datums the buffer holds at most.
     pub fn buffer_capacity(&self) -> usize {
         self.publisher.buffer().capacity()
@@ -178,7 +199,10 @@ impl Metrics {
     /// One interval: collect, enqueue, send the backlog (this interval's datums
     /// included). Returns the number of datums CloudWatch accepted in this call;
     /// on an error they stay buffered for the next call.
-    pub async fn collect_and_publish(&mut self, extra: &Extra) -> Result<usize, MetricsError> {
+    pub async fn collect_and_publish(
+        &mut self,
+        readings: &AgentReadings,
+    ) -> Result<usize, MetricsError> {
         let timestamp = datums::whole_seconds(SystemTime::now());
         let host = self.collector.host();
         let developers = self.collector.developers().await;
@@ -195,8 +219,8 @@ impl Metrics {
             host,
             developers,
             agent: AgentSample {
-                secrets_staleness_seconds: extra.secrets_staleness_seconds,
-                log_lag_seconds: extra.log_lag_seconds,
+                secrets_staleness_seconds: readings.secrets_staleness_seconds,
+                log_lag_seconds: readings.log_lag_seconds,
                 dropped_since_last: dropped.saturating_sub(self.reported_dropped),
             },
         };
@@ -233,7 +257,7 @@ impl Metrics {
     /// [`SHUTDOWN_FLUSH`]. Returns at once when metrics are disabled.
     pub async fn run(
         mut self,
-        extra: impl Fn() -> Extra + Send + 'static,
+        readings: impl Fn() -> AgentReadings + Send + 'static,
         mut shutdown: watch::Receiver<bool>,
     ) {
         if !self.enabled {
@@ -254,7 +278,7 @@ impl Metrics {
                 _ = stopped(&mut shutdown) => break,
                 _ = ticker.tick() => {}
             }
-            let values = extra();
+            let values = readings();
             tokio::select! {
                 biased;
                 _ = stopped(&mut shutdown) => break,

@@ -164,6 +164,11 @@ impl Publisher {
         }
     }
 
+    /// Reports into `status` from now on.
+    pub(super) fn set_status(&mut self, status: MetricsStatusHandle) {
+        self.status = status;
+    }
+
     pub fn buffer(&self) -> &Buffer {
         &self.buffer
     }

@@ -42,7 +42,9 @@
 
 pub mod credentials;
 mod fetch;
+mod hashing;
 pub mod policy;
+pub mod value;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -57,13 +59,14 @@ pub use credentials::{
     entrypoint_wrapper, hash_password, image_command, wrapped_entrypoint,
 };
 pub use fetch::{ApiCalls, BATCH_LIMIT};
+pub use hashing::pin_mmap_threshold;
 pub use policy::{ApplyDecision, decide, is_idle};
 pub use watch::{ClaudeKeyState, PLACEHOLDER_KEY, RotationEvent, SecretKind, is_placeholder};
 
-use crate::Secret;
 use crate::config::Config;
 use crate::retry::{Backoff, Class};
 use fetch::{FetchOutcome, Fetcher};
+pub use value::Secret;
 use watch::{DevRecord, Observed, short};
 
 /// A developer's current credentials. `Debug` shows `***` for the values.

@@ -95,7 +95,7 @@ fn ensure_developer(
         return Err(format!("{name:?} is not a usable directory name"));
     }
     let base = mount_point.join(name);
-    let ctx = Ctx {
+    let ctx = DirMaker {
         device,
         owner,
         developer: name,
@@ -107,13 +107,13 @@ fn ensure_developer(
     Ok(created)
 }
 
-struct Ctx<'a> {
+struct DirMaker<'a> {
     device: &'a Device,
     owner: Owner,
     developer: &'a str,
 }
 
-impl Ctx<'_> {
+impl DirMaker<'_> {
     /// Opens `parent/name`, creating it if missing. `path` is for messages.
     fn ensure_dir(
         &self,

@@ -1,0 +1,100 @@
+//! SIGHUP / `csagent reload`: a new config without a restart. An invalid file
+//! changes nothing; a valid one is handed to every capability, the volume pass
+//! makes new developers' directories, and a convergence pass follows.
+
+use std::sync::Arc;
+
+use sd_notify::NotifyState;
+
+use super::{Agent, notify, progress};
+use crate::config::Config;
+
+/// Developers in `old` that `new` no longer lists.
+fn removed_developers<'a>(old: &'a Config, new: &Config) -> Vec<&'a str> {
+    old.developers
+        .iter()
+        .filter(|d| new.developer(&d.name).is_none())
+        .map(|d| d.name.as_str())
+        .collect()
+}
+
+impl Agent {
+    pub(super) async fn reload(&mut self) -> Result<String, String> {
+        notify(&[NotifyState::Reloading]);
+        let result = match Config::load(&self.config_path) {
+            Ok(c) => Ok(self.apply_config(Arc::new(c)).await),
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: the config is invalid; keeping the running one");
+                Err(format!("config invalid, nothing changed: {e}"))
+            }
+        };
+        notify(&[NotifyState::Ready]);
+        result
+    }
+
+    async fn apply_config(&mut self, c: Arc<Config>) -> String {
+        tracing::info!(developers = c.developers.len(), "reloading config");
+        // A developer no longer configured loses its key file (its data
+        // directories stay on the volume).
+        for gone in removed_developers(&self.config, &c) {
+            if let Err(e) = self.files.remove(gone) {
+                tracing::warn!(developer = %gone, error = %e, "cannot remove the credential file");
+            }
+            self.applied.remove(gone);
+        }
+        self.secrets.set_config(&c);
+        self.reconciler.set_config(c.clone());
+        self.observations.config.set(c.clone());
+        self.config = c.clone();
+        let cfg = c.clone();
+        // New developers need their directories before their containers.
+        match tokio::task::spawn_blocking(move || {
+            crate::volume::prepare(&cfg, &|t: &str| progress(t))
+        })
+        .await
+        {
+            Ok(Ok(v)) => self.observations.volume.set(v),
+            Ok(Err(e)) => tracing::error!(error = %e, "volume pass after reload failed"),
+            Err(e) => tracing::error!(error = %e, "volume task failed"),
+        }
+        if let Err(e) = self.secrets.fetch_all().await {
+            tracing::warn!(error = %e, "secrets read after reload failed");
+        }
+        let ok = self.converge_all().await;
+        self.stop_background().await;
+        self.start_background();
+        format!(
+            "reloaded {}: {} developers, {}",
+            self.config_path.display(),
+            c.developers.len(),
+            if ok {
+                "converged"
+            } else {
+                "degraded (see csagent status)"
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(developers: &[&str]) -> Config {
+        let mut text = String::from("[volume]\ndevice = \"/dev/loop7\"\n");
+        for d in developers {
+            text.push_str(&format!("[[developer]]\nname = \"{d}\"\n"));
+        }
+        Config::from_toml(&text, Path::new("test.toml")).expect("config")
+    }
+
+    #[test]
+    fn removed_are_the_old_ones_no_longer_listed() {
+        let old = config(&["alice", "bob", "carol"]);
+        let new = config(&["carol", "alice", "dave"]);
+        assert_eq!(removed_developers(&old, &new), ["bob"]);
+        assert!(removed_developers(&new, &new).is_empty());
+    }
+}

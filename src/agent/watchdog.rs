@@ -1,0 +1,112 @@
+//! The systemd watchdog: WATCHDOG=1 only while the main loop or the reconciler
+//! made progress recently and every background task lives, so a wedged agent is
+//! restarted by systemd.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::task::JoinHandle;
+
+use super::notify;
+use crate::containers::unix_now;
+
+/// What the watchdog does this tick.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Ping,
+    /// Nothing moved for `stalled`, or a task died.
+    Withhold {
+        stalled: Duration,
+    },
+}
+
+/// `last_alive` (the main loop) and `last_progress` (the reconciler) are unix
+/// seconds; a long image pull keeps stamping progress, a wedged call does not.
+fn verdict(
+    tasks_ok: bool,
+    last_alive: u64,
+    last_progress: u64,
+    now: u64,
+    limit: Duration,
+) -> Verdict {
+    let stalled = Duration::from_secs(now.saturating_sub(last_alive.max(last_progress)));
+    if tasks_ok && stalled < limit {
+        Verdict::Ping
+    } else {
+        Verdict::Withhold { stalled }
+    }
+}
+
+/// Pings the systemd watchdog every `limit / 2` while the main loop or the
+/// reconciler made progress within `limit` and the background tasks live.
+pub(super) fn spawn(
+    limit: Duration,
+    alive: Arc<AtomicU64>,
+    progress: Arc<AtomicU64>,
+    tasks_ok: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval((limit / 2).max(Duration::from_millis(100)));
+        let mut warned = false;
+        loop {
+            tick.tick().await;
+            match verdict(
+                tasks_ok.load(Ordering::Relaxed),
+                alive.load(Ordering::Relaxed),
+                progress.load(Ordering::Relaxed),
+                unix_now(),
+                limit,
+            ) {
+                Verdict::Ping => {
+                    notify(&[NotifyState::Watchdog]);
+                    warned = false;
+                }
+                Verdict::Withhold { stalled } if !warned => {
+                    tracing::error!(stalled = ?stalled, "main loop stalled or a task died; withholding the watchdog ping");
+                    warned = true;
+                }
+                Verdict::Withhold { .. } => {}
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn pings_while_either_stamp_is_recent() {
+        assert_eq!(verdict(true, 100, 0, 110, LIMIT), Verdict::Ping);
+        assert_eq!(
+            verdict(true, 0, 100, 129, LIMIT),
+            Verdict::Ping,
+            "a long image pull keeps the reconciler's stamp fresh"
+        );
+        assert_eq!(
+            verdict(true, 100, 90, 130, LIMIT),
+            Verdict::Withhold {
+                stalled: Duration::from_secs(30)
+            }
+        );
+    }
+
+    #[test]
+    fn a_dead_task_withholds_even_when_fresh() {
+        assert_eq!(
+            verdict(false, 100, 100, 100, LIMIT),
+            Verdict::Withhold {
+                stalled: Duration::ZERO
+            }
+        );
+    }
+
+    #[test]
+    fn a_clock_stepping_back_is_not_a_stall() {
+        assert_eq!(verdict(true, 200, 0, 150, LIMIT), Verdict::Ping);
+    }
+}

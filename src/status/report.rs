@@ -1,0 +1,455 @@
+//! Builds the [`StatusReport`] from one [`Snapshot`] of what the reconcilers
+//! observed. Pure: no probe, no clock read, no write; the caller passes the host
+//! memory and the time.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{
+    AgentInfo, DeveloperRow, HostInfo, InstanceInfo, MetricsInfo, SCHEMA_VERSION, StatusReport,
+    VolumeInfo, rfc3339,
+};
+use crate::config::Developer;
+use crate::observe::Snapshot;
+
+/// Host memory as the kernel counts it (bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostMemory {
+    pub total: u64,
+    pub available: u64,
+}
+
+impl HostMemory {
+    /// Reads /proc/meminfo (through sysinfo).
+    pub fn read() -> HostMemory {
+        let mut sys = sysinfo::System::new();
+        sys.refresh_memory();
+        HostMemory {
+            total: sys.total_memory(),
+            available: sys.available_memory(),
+        }
+    }
+}
+
+/// The report for `csagent status`, warnings and `healthy` included.
+pub fn report(s: &Snapshot, memory: HostMemory, now: SystemTime) -> StatusReport {
+    let config = &s.config;
+    let developers = config
+        .developers
+        .iter()
+        .map(|d| developer_row(s, d, now))
+        .collect();
+    let used = memory.total.saturating_sub(memory.available);
+    let mut report = StatusReport {
+        schema: SCHEMA_VERSION,
+        agent: AgentInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_secs: s.uptime.as_secs(),
+            phase: s.phase.as_str().to_string(),
+        },
+        instance: InstanceInfo {
+            project: config.project.clone(),
+            instance_id: s.identity.instance_id.clone(),
+            region: s.identity.region.clone(),
+        },
+        volume: volume_info(s),
+        host: HostInfo {
+            mem_total_bytes: memory.total,
+            mem_used_bytes: used,
+            mem_used_percent: if memory.total > 0 {
+                used as f64 * 100.0 / memory.total as f64
+            } else {
+                0.0
+            },
+        },
+        aws_last_success: aws_last_success(s),
+        developers,
+        metrics: s.metrics.as_ref().map(|m| MetricsInfo {
+            last_publish: m.last_publish.map(rfc3339),
+            put_calls: m.put_calls,
+            published_datums: m.published_datums,
+            buffered_datums: m.buffered_datums,
+            dropped_datums: m.dropped_datums,
+            last_error: m.last_error.clone(),
+        }),
+        warnings: Vec::new(),
+        healthy: false,
+    };
+    let stale_after = config.secrets.poll_interval * 5;
+    report.finish(
+        s.secrets.as_ref().and_then(|s| s.staleness_seconds),
+        stale_after,
+    );
+    if let Some(f) = &s.firewall {
+        report.warnings.push(format!("container firewall: {f}"));
+        report.healthy = false;
+    }
+    report
+}
+
+fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
+    let c = s.containers.get(&d.name);
+    let m = s.metrics.as_ref().and_then(|m| m.developers.get(&d.name));
+    let secrets = s.secrets.as_ref().and_then(|s| s.developers.get(&d.name));
+    let uptime = c
+        .filter(|c| c.state == "running")
+        .and_then(|c| c.started_at.as_deref())
+        .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
+        .and_then(|t| now.duration_since(t).ok())
+        .map(|d| d.as_secs());
+    let problem = c
+        .and_then(|c| c.problem.clone())
+        .or_else(|| secrets.and_then(|s| if s.ready { None } else { s.error.clone() }));
+    DeveloperRow {
+        name: d.name.clone(),
+        port: d.port,
+        url: format!("http://{}:{}/", "localhost", d.port),
+        container_id: c
+            .and_then(|c| c.id.as_deref())
+            .map(|id| id.chars().take(12).collect()),
+        state: c
+            .map(|c| c.state.clone())
+            .unwrap_or_else(|| "unknown".into()),
+        health: c.map(|c| c.health.clone()).unwrap_or_else(|| "none".into()),
+        uptime_secs: uptime,
+        cpu_percent: m.and_then(|m| m.cpu_percent),
+        mem_used_bytes: m.and_then(|m| m.mem_used_bytes),
+        mem_limit_bytes: d.memory,
+        restarts: c.map(|c| c.restarts).unwrap_or(0),
+        crash_looping: c.is_some_and(|c| c.crash_looping),
+        password_version: secrets.and_then(|s| s.password_version.clone()),
+        password_age_secs: secrets.and_then(|s| s.password_age_secs),
+        pending_rotation: secrets.is_some_and(|s| s.pending_rotation.is_some()),
+        claude_key: secrets
+            .map(|s| s.claude_key.to_string())
+            .unwrap_or_else(|| "missing".into()),
+        log_lag_secs: s.logs.developers.get(&d.name).map(|l| l.lag_seconds),
+        problem,
+        last_log_lines: c.map(|c| c.last_log_lines.clone()).unwrap_or_default(),
+    }
+}
+
+fn volume_info(s: &Snapshot) -> VolumeInfo {
+    let v = &s.volume;
+    let used_percent = match (v.used_bytes, v.size_bytes) {
+        (Some(u), Some(size)) if size > 0 => Some(u as f64 * 100.0 / size as f64),
+        _ => None,
+    };
+    VolumeInfo {
+        device: v.device.clone(),
+        volume_id: v.volume_id.clone(),
+        filesystem: v.filesystem.clone(),
+        uuid: v.uuid.clone(),
+        mount_point: v.mount_point.clone(),
+        mounted: v.mounted,
+        size_bytes: v.size_bytes,
+        used_bytes: v.used_bytes,
+        used_percent,
+        error: v.error.clone(),
+    }
+}
+
+/// Last successful call per AWS service; a service the agent does not call
+/// (metrics or logs off) has no entry.
+fn aws_last_success(s: &Snapshot) -> BTreeMap<String, Option<String>> {
+    let mut out = BTreeMap::new();
+    out.insert(
+        "secretsmanager".to_string(),
+        s.secrets.as_ref().and_then(|s| s.last_success.clone()),
+    );
+    if let Some(m) = &s.metrics {
+        out.insert("cloudwatch".to_string(), m.last_publish.map(rfc3339));
+    }
+    if s.logs.enabled {
+        let put = s
+            .logs
+            .last_put_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| rfc3339(UNIX_EPOCH + Duration::from_millis(ms)));
+        out.insert("logs".to_string(), put);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::aws::Identity;
+    use crate::config::Config;
+    use crate::containers::ContainerStatus;
+    use crate::logs::{DeveloperLogs, LogsStatus};
+    use crate::metrics::MetricsStatus;
+    use crate::metrics::collect::DeveloperSample;
+    use crate::observe::Phase;
+    use crate::secrets::{ClaudeKeyState, DeveloperSecretsStatus, SecretsStatus};
+    use crate::volume::VolumeStatus;
+
+    const GIB: u64 = 1 << 30;
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    fn config(developers: u32) -> Arc<Config> {
+        let text = format!(
+            "project = \"team\"\n[developers]\ncount = {developers}\n[volume]\ndevice = \"/dev/loop7\"\n"
+        );
+        Arc::new(Config::from_toml(&text, Path::new("test.toml")).expect("config"))
+    }
+
+    fn creds(version: &str) -> DeveloperSecretsStatus {
+        DeveloperSecretsStatus {
+            ready: true,
+            password_version: Some(version.into()),
+            password_age_secs: Some(3600),
+            claude_key: ClaudeKeyState::Set,
+            claude_key_version: Some("k1".into()),
+            error: None,
+            stale_secs: Some(10),
+            pending_rotation: None,
+        }
+    }
+
+    fn running(dev: &str) -> ContainerStatus {
+        ContainerStatus {
+            developer: dev.into(),
+            id: Some("0123456789abcdef0123".into()),
+            state: "running".into(),
+            health: "healthy".into(),
+            // 90 s before `now()`.
+            started_at: Some("2027-01-15T07:58:30Z".into()),
+            ..Default::default()
+        }
+    }
+
+    /// Two developers, both running with credentials, the volume 40% full.
+    fn healthy() -> Snapshot {
+        let config = config(2);
+        let names: Vec<String> = config.developers.iter().map(|d| d.name.clone()).collect();
+        Snapshot {
+            identity: Identity {
+                region: "eu-west-1".into(),
+                instance_id: "i-0abc".into(),
+            },
+            uptime: Duration::from_secs(600),
+            phase: Phase::Running,
+            volume: VolumeStatus {
+                device: Some("/dev/nvme1n1".into()),
+                filesystem: Some("ext4".into()),
+                mount_point: "/mnt/ebs-data".into(),
+                mounted: true,
+                size_bytes: Some(100 * GIB),
+                used_bytes: Some(40 * GIB),
+                ..Default::default()
+            },
+            secrets: Some(SecretsStatus {
+                developers: names.iter().map(|n| (n.clone(), creds("v1"))).collect(),
+                staleness_seconds: Some(20),
+                last_success: Some("2027-01-15T08:39:40Z".into()),
+                last_error: None,
+                consecutive_failures: 0,
+                polls: 10,
+                poll_interval_secs: 60,
+                api_calls: Default::default(),
+                batch_supported: Some(true),
+            }),
+            containers: names.iter().map(|n| (n.clone(), running(n))).collect(),
+            firewall: None,
+            logs: LogsStatus::default(),
+            metrics: None,
+            config,
+        }
+    }
+
+    fn memory() -> HostMemory {
+        HostMemory {
+            total: 16 * GIB,
+            available: 12 * GIB,
+        }
+    }
+
+    fn row<'a>(r: &'a StatusReport, name: &str) -> &'a DeveloperRow {
+        r.developers
+            .iter()
+            .find(|d| d.name == name)
+            .expect("a row per developer")
+    }
+
+    #[test]
+    fn a_healthy_host() {
+        let r = report(&healthy(), memory(), now());
+        assert!(r.healthy, "{:?}", r.warnings);
+        assert!(r.warnings.is_empty());
+        assert_eq!(r.agent.phase, "running");
+        assert_eq!(r.agent.uptime_secs, 600);
+        assert_eq!(r.instance.instance_id, "i-0abc");
+        assert_eq!(r.instance.project, "team");
+        assert_eq!(r.host.mem_used_bytes, 4 * GIB);
+        assert_eq!(r.host.mem_used_percent, 25.0);
+        assert_eq!(r.volume.used_percent, Some(40.0));
+        let d = row(&r, "dev1");
+        assert_eq!(d.url, "http://localhost:8443/");
+        assert_eq!(d.container_id.as_deref(), Some("0123456789ab"));
+        assert_eq!(d.uptime_secs, Some(90));
+        assert_eq!(d.password_version.as_deref(), Some("v1"));
+        assert_eq!(d.claude_key, "set");
+        assert_eq!(d.log_lag_secs, None);
+        let services: Vec<&str> = r.aws_last_success.keys().map(String::as_str).collect();
+        assert_eq!(services, ["secretsmanager"], "logs and metrics are off");
+    }
+
+    #[test]
+    fn a_developer_missing_credentials() {
+        let mut s = healthy();
+        let secrets = s.secrets.as_mut().expect("secrets");
+        secrets.developers.insert(
+            "dev2".into(),
+            DeveloperSecretsStatus {
+                ready: false,
+                password_version: None,
+                password_age_secs: None,
+                claude_key: ClaudeKeyState::Missing,
+                claude_key_version: None,
+                error: Some("secret team/dev2/password not found".into()),
+                stale_secs: None,
+                pending_rotation: None,
+            },
+        );
+        s.containers.insert(
+            "dev2".into(),
+            ContainerStatus {
+                state: "missing".into(),
+                health: "none".into(),
+                ..Default::default()
+            },
+        );
+        let r = report(&s, memory(), now());
+        assert!(!r.healthy);
+        let d = row(&r, "dev2");
+        assert_eq!(
+            d.problem.as_deref(),
+            Some("secret team/dev2/password not found")
+        );
+        assert_eq!(d.claude_key, "missing");
+        assert_eq!(d.uptime_secs, None);
+        assert!(
+            r.warnings
+                .contains(&"dev2: secret team/dev2/password not found".to_string()),
+            "{:?}",
+            r.warnings
+        );
+    }
+
+    #[test]
+    fn a_crash_looping_container() {
+        let mut s = healthy();
+        let c = s.containers.get_mut("dev1").expect("dev1");
+        c.state = "restarting".into();
+        c.restarts = 7;
+        c.crash_looping = true;
+        c.last_log_lines = vec!["starting".into(), "panic: no config".into()];
+        c.problem = Some("crash-looping; not restarting it".into());
+        let r = report(&s, memory(), now());
+        assert!(!r.healthy);
+        assert!(row(&r, "dev1").crash_looping);
+        assert_eq!(
+            row(&r, "dev1").uptime_secs,
+            None,
+            "only a running one has uptime"
+        );
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w == "dev1: crash-looping (7 restarts); last log line: panic: no config"),
+            "{:?}",
+            r.warnings
+        );
+    }
+
+    #[test]
+    fn stale_secrets_warn() {
+        let mut s = healthy();
+        if let Some(secrets) = s.secrets.as_mut() {
+            secrets.staleness_seconds = Some(301);
+        }
+        let r = report(&s, memory(), now());
+        assert!(!r.healthy);
+        assert_eq!(
+            r.warnings,
+            ["secrets are stale: last successful check 301s ago"]
+        );
+    }
+
+    #[test]
+    fn a_firewall_warning_makes_it_unhealthy() {
+        let mut s = healthy();
+        s.firewall = Some("iptables: not found".into());
+        let r = report(&s, memory(), now());
+        assert!(!r.healthy);
+        assert_eq!(r.warnings, ["container firewall: iptables: not found"]);
+    }
+
+    #[test]
+    fn logs_lagging_and_metrics_shown_when_running() {
+        let mut s = healthy();
+        s.logs.enabled = true;
+        s.logs.last_put_ms = Some(1_800_000_000_000);
+        s.logs.developers.insert(
+            "dev1".into(),
+            DeveloperLogs {
+                lag_seconds: 900.0,
+                ..Default::default()
+            },
+        );
+        let mut metrics = MetricsStatus {
+            enabled: true,
+            put_calls: 3,
+            ..Default::default()
+        };
+        metrics.developers.insert(
+            "dev2".into(),
+            DeveloperSample {
+                developer: "dev2".into(),
+                running: true,
+                healthy: true,
+                cpu_percent: Some(12.5),
+                mem_used_bytes: Some(GIB),
+                mem_used_percent: Some(25.0),
+                restarts: 0,
+                active: true,
+            },
+        );
+        s.metrics = Some(metrics);
+        let r = report(&s, memory(), now());
+        assert!(!r.healthy);
+        assert_eq!(row(&r, "dev1").log_lag_secs, Some(900.0));
+        assert!(r.warnings[0].starts_with("dev1: container logs are 900s behind"));
+        assert_eq!(row(&r, "dev2").cpu_percent, Some(12.5));
+        assert_eq!(row(&r, "dev2").mem_used_bytes, Some(GIB));
+        assert_eq!(r.metrics.as_ref().map(|m| m.put_calls), Some(3));
+        assert_eq!(
+            r.aws_last_success.get("logs"),
+            Some(&Some("2027-01-15T08:00:00Z".to_string()))
+        );
+        assert_eq!(r.aws_last_success.get("cloudwatch"), Some(&None));
+    }
+
+    #[test]
+    fn an_unmounted_volume() {
+        let mut s = healthy();
+        s.volume.mounted = false;
+        s.volume.used_bytes = None;
+        s.volume.error = Some("/dev/nvme1n1 is not mounted at /mnt/ebs-data".into());
+        let r = report(&s, memory(), now());
+        assert!(!r.healthy);
+        assert_eq!(r.volume.used_percent, None);
+        assert_eq!(
+            r.warnings,
+            ["volume: /dev/nvme1n1 is not mounted at /mnt/ebs-data"]
+        );
+    }
+}
