@@ -7,32 +7,30 @@
 
 pub mod crashloop;
 mod events;
+mod execute;
+mod image;
 pub mod network;
+pub mod plan;
 pub mod spec;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bollard::Docker;
-use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-};
+use bollard::models::HealthStatusEnum;
+use bollard::query_parameters::LogsOptionsBuilder;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::config::{Config, Developer, PullPolicy};
+use crate::config::{Config, Developer};
 use crate::observe::Published;
 use crate::retry::{Backoff, Class, classify_docker};
 pub use events::{connect, spawn_event_follower};
 pub use spec::{ContainerCredentials, DesiredSpec, ImageInfo, container_name};
-use spec::{
-    LABEL_DEVELOPER, LABEL_MANAGED, LABEL_PASSWORD_VERSION, LABEL_PROJECT, LABEL_SPEC_HASH,
-};
+use spec::{LABEL_MANAGED, LABEL_PASSWORD_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainersError {
@@ -233,267 +231,6 @@ impl Reconciler {
             }
         }
         Ok(results)
-    }
-
-    /// Makes sure the image is present per `containers.pull`, with pull progress
-    /// in the log. An error here is reported per developer; nothing else stops.
-    pub async fn ensure_image(&self) -> Result<ImageInfo, String> {
-        let image = &self.config.containers.image;
-        let present = self.docker.inspect_image(image).await.ok();
-        let pull = match self.config.containers.pull {
-            PullPolicy::Always => true,
-            PullPolicy::IfNotPresent => present.is_none(),
-            PullPolicy::Never => false,
-        };
-        if pull && let Err(e) = self.pull(image).await {
-            if present.is_none() {
-                return Err(format!(
-                    "image {image} is not present and cannot be pulled: {e}"
-                ));
-            }
-            tracing::warn!(image = %image, error = %e, "pull failed; using the image already present");
-        }
-        let inspect = match self.docker.inspect_image(image).await {
-            Ok(i) => i,
-            Err(_) if self.config.containers.pull == PullPolicy::Never => {
-                return Err(format!(
-                    "image {image} is not present and containers.pull is \"never\""
-                ));
-            }
-            Err(e) => return Err(format!("image {image}: {e}")),
-        };
-        let cfg = inspect.config.unwrap_or_default();
-        Ok(ImageInfo {
-            id: inspect.id.unwrap_or_default(),
-            entrypoint: cfg.entrypoint.unwrap_or_default(),
-            cmd: cfg.cmd.unwrap_or_default(),
-        })
-    }
-
-    async fn pull(&self, image: &str) -> Result<(), String> {
-        let (from_image, tag) = match image.rsplit_once(':') {
-            Some((n, t)) if !t.contains('/') => (n, t),
-            _ => (image, "latest"),
-        };
-        let opts = CreateImageOptionsBuilder::new()
-            .from_image(from_image)
-            .tag(tag)
-            .build();
-        let mut stream = self.docker.create_image(Some(opts), None, None);
-        let mut last_status = String::new();
-        while let Some(item) = stream.next().await {
-            self.progress.store(unix_now(), Ordering::Relaxed);
-            let info = item.map_err(|e| e.to_string())?;
-            if let Some(status) = info.status
-                && status != last_status
-            {
-                tracing::info!(image, progress = %status, "pulling");
-                last_status = status;
-            }
-        }
-        Ok(())
-    }
-
-    async fn converge_one(
-        &self,
-        d: &DesiredDeveloper,
-        image: &Result<ImageInfo, String>,
-    ) -> (String, Action) {
-        let dev = &d.developer;
-        self.progress.store(unix_now(), Ordering::Relaxed);
-        let action = self.converge_inner(d, image).await;
-        self.status.update(&dev.name, |s| {
-            s.port = dev.port;
-            s.problem = match &action {
-                Action::Failed(e) | Action::Skipped(e) => Some(e.clone()),
-                _ => None,
-            };
-            if matches!(action, Action::Recreated(_) | Action::Created) {
-                s.recreated_at = Some(SystemTime::now());
-            }
-            s.last_action = Some(action.clone());
-        });
-        self.observe_one(&dev.name).await;
-        (dev.name.clone(), action)
-    }
-
-    async fn converge_inner(
-        &self,
-        d: &DesiredDeveloper,
-        image: &Result<ImageInfo, String>,
-    ) -> Action {
-        let dev = &d.developer;
-        let name = container_name(&dev.name);
-        let existing = match self.docker.inspect_container(&name, None).await {
-            Ok(c) => Some(c),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => None,
-            Err(e) => return Action::Failed(format!("inspect {name}: {e}")),
-        };
-        if let Some(c) = &existing {
-            let labels = c
-                .config
-                .as_ref()
-                .and_then(|c| c.labels.clone())
-                .unwrap_or_default();
-            if labels.get(LABEL_MANAGED).map(String::as_str) != Some("true") {
-                return Action::Skipped(format!(
-                    "a container named {name} exists without the {LABEL_MANAGED} label; csagent leaves it alone: remove or rename it"
-                ));
-            }
-        }
-        let creds = match &d.credentials {
-            Ok(c) => c,
-            // Without a password the developer is not started; an existing
-            // container keeps running with the credentials it had.
-            Err(reason) => return Action::Skipped(format!("not started: {reason}")),
-        };
-        let image = match image {
-            Ok(i) => i,
-            Err(e) => return Action::Failed(e.clone()),
-        };
-        let spec = DesiredSpec::new(&self.config, dev, image, creds);
-        let want_hash = spec.hash();
-
-        let Some(c) = existing else {
-            return match self.create_and_start(&spec, &creds.hashed_password).await {
-                Ok(()) => Action::Created,
-                Err(e) => Action::Failed(e),
-            };
-        };
-        let labels = c
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.clone())
-            .unwrap_or_default();
-        if labels.get(LABEL_SPEC_HASH) != Some(&want_hash) {
-            let reason = if labels.get(LABEL_PASSWORD_VERSION) != Some(&creds.password_version) {
-                "credentials rotated".to_string()
-            } else {
-                "spec changed".to_string()
-            };
-            if let Err(e) = self.remove(&name).await {
-                return Action::Failed(e);
-            }
-            return match self.create_and_start(&spec, &creds.hashed_password).await {
-                Ok(()) => Action::Recreated(reason),
-                Err(e) => Action::Failed(e),
-            };
-        }
-        let state = c.state.as_ref().and_then(|s| s.status);
-        match state {
-            Some(ContainerStateStatusEnum::RUNNING)
-            | Some(ContainerStateStatusEnum::RESTARTING) => Action::Unchanged,
-            _ => {
-                // Docker's restart policy already restarts crashes; a crash loop is
-                // reported, not fought.
-                let looping = self
-                    .crash
-                    .lock()
-                    .map(|c| c.is_looping(&dev.name))
-                    .unwrap_or(false);
-                if looping {
-                    return Action::Skipped(
-                        "crash-looping; not restarting it (see its last log lines)".into(),
-                    );
-                }
-                match self.docker.start_container(&name, None).await {
-                    Ok(()) => Action::Started,
-                    Err(bollard::errors::Error::DockerResponseServerError {
-                        status_code: 304,
-                        ..
-                    }) => Action::Unchanged,
-                    Err(e) => Action::Failed(format!("start {name}: {e}")),
-                }
-            }
-        }
-    }
-
-    async fn create_and_start(
-        &self,
-        spec: &DesiredSpec,
-        hashed_password: &str,
-    ) -> Result<(), String> {
-        let opts = CreateContainerOptionsBuilder::new()
-            .name(&spec.name)
-            .build();
-        self.docker
-            .create_container(Some(opts), spec.create_body(hashed_password))
-            .await
-            .map_err(|e| format!("create {}: {e}", spec.name))?;
-        self.docker
-            .start_container(&spec.name, None)
-            .await
-            .map_err(|e| format!("start {}: {e}", spec.name))
-    }
-
-    async fn remove(&self, name: &str) -> Result<(), String> {
-        let opts = RemoveContainerOptionsBuilder::new().force(true).build();
-        match self.docker.remove_container(name, Some(opts)).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(format!("remove {name}: {e}")),
-        }
-    }
-
-    /// Removes managed containers whose developer is no longer configured. Their
-    /// data directories are never touched.
-    async fn remove_unconfigured(
-        &self,
-        configured: &BTreeSet<String>,
-    ) -> Result<Vec<(String, Action)>, ContainersError> {
-        let mut out = Vec::new();
-        for c in self.list_managed().await? {
-            let dev = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_DEVELOPER))
-                .cloned()
-                .unwrap_or_default();
-            if configured.contains(&dev) {
-                continue;
-            }
-            let name = c
-                .names
-                .unwrap_or_default()
-                .first()
-                .map(|n| n.trim_start_matches('/').to_string())
-                .unwrap_or_default();
-            match self.remove(&name).await {
-                Ok(()) => {
-                    tracing::info!(developer = %dev, container = %name, "removed container of a developer no longer configured (data kept)");
-                    out.push((dev, Action::Removed));
-                }
-                Err(e) => out.push((dev, Action::Failed(e))),
-            }
-        }
-        Ok(out)
-    }
-
-    async fn list_managed(
-        &self,
-    ) -> Result<Vec<bollard::models::ContainerSummary>, ContainersError> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{LABEL_MANAGED}=true"),
-                format!("{LABEL_PROJECT}={}", self.config.project),
-            ],
-        )]);
-        let opts = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
-        self.docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| ContainersError::Docker {
-                what: "list managed containers".into(),
-                source: e,
-            })
     }
 
     /// Refreshes the observed state of one developer's container.

@@ -206,12 +206,13 @@ fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// Fixtures the reconciler's plan tests share.
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::path::Path;
 
-    fn config(extra: &str) -> Config {
+    pub(crate) fn config(extra: &str) -> Config {
         Config::from_toml(
             &format!("[volume]\ndevice = \"/dev/x\"\nmount_point = \"/data\"\n{extra}"),
             Path::new("t.toml"),
@@ -219,7 +220,7 @@ mod tests {
         .expect("valid")
     }
 
-    fn creds(version: &str) -> ContainerCredentials {
+    pub(crate) fn creds(version: &str) -> ContainerCredentials {
         ContainerCredentials {
             hashed_password: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             password_version: version.into(),
@@ -228,7 +229,7 @@ mod tests {
         }
     }
 
-    fn image() -> ImageInfo {
+    pub(crate) fn image() -> ImageInfo {
         ImageInfo {
             id: "sha256:abc".into(),
             entrypoint: vec![

@@ -1,0 +1,180 @@
+//! The reconciler's doing half: gather what Docker shows for a developer, ask
+//! [`plan`](super::plan::plan) what to do, do it, and record the outcome in status.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+
+use super::plan::{Desired, Existing, Found, Launch, Listed, Observed, Step, plan, to_remove};
+use super::spec::{LABEL_MANAGED, LABEL_PROJECT};
+use super::{
+    Action, ContainersError, DesiredDeveloper, ImageInfo, Reconciler, container_name, unix_now,
+};
+
+impl Reconciler {
+    pub(super) async fn converge_one(
+        &self,
+        d: &DesiredDeveloper,
+        image: &Result<ImageInfo, String>,
+    ) -> (String, Action) {
+        let dev = &d.developer;
+        self.progress.store(unix_now(), Ordering::Relaxed);
+        let action = self.converge_inner(d, image).await;
+        self.status.update(&dev.name, |s| {
+            s.port = dev.port;
+            s.problem = match &action {
+                Action::Failed(e) | Action::Skipped(e) => Some(e.clone()),
+                _ => None,
+            };
+            if matches!(action, Action::Recreated(_) | Action::Created) {
+                s.recreated_at = Some(SystemTime::now());
+            }
+            s.last_action = Some(action.clone());
+        });
+        self.observe_one(&dev.name).await;
+        (dev.name.clone(), action)
+    }
+
+    async fn converge_inner(
+        &self,
+        d: &DesiredDeveloper,
+        image: &Result<ImageInfo, String>,
+    ) -> Action {
+        let observed = self.observe_for_plan(&d.developer.name, image).await;
+        let desired = Desired {
+            config: &self.config,
+            developer: d,
+        };
+        let name = container_name(&d.developer.name);
+        match plan(&observed, &desired) {
+            Step::Nothing => Action::Unchanged,
+            Step::Create(launch) => match self.create_and_start(&launch).await {
+                Ok(()) => Action::Created,
+                Err(e) => Action::Failed(e),
+            },
+            Step::Start => match self.docker.start_container(&name, None).await {
+                Ok(()) => Action::Started,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => Action::Unchanged,
+                Err(e) => Action::Failed(format!("start {name}: {e}")),
+            },
+            Step::Recreate { launch, why } => {
+                if let Err(e) = self.remove(&name).await {
+                    return Action::Failed(e);
+                }
+                match self.create_and_start(&launch).await {
+                    Ok(()) => Action::Recreated(why),
+                    Err(e) => Action::Failed(e),
+                }
+            }
+            Step::Skip { why } => Action::Skipped(why),
+            Step::Fail { why } => Action::Failed(why),
+        }
+    }
+
+    /// One inspect of the developer's container name, plus the crash-loop verdict.
+    async fn observe_for_plan<'a>(
+        &self,
+        developer: &str,
+        image: &'a Result<ImageInfo, String>,
+    ) -> Observed<'a> {
+        let container = match self
+            .docker
+            .inspect_container(&container_name(developer), None)
+            .await
+        {
+            Ok(c) => Found::Present(Existing::from_inspect(&c)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Found::Missing,
+            Err(e) => Found::Unreadable(e.to_string()),
+        };
+        let crash_looping = self
+            .crash
+            .lock()
+            .map(|c| c.is_looping(developer))
+            .unwrap_or(false);
+        Observed {
+            container,
+            image,
+            crash_looping,
+        }
+    }
+
+    async fn create_and_start(&self, launch: &Launch<'_>) -> Result<(), String> {
+        let spec = &launch.spec;
+        let opts = CreateContainerOptionsBuilder::new()
+            .name(&spec.name)
+            .build();
+        self.docker
+            .create_container(
+                Some(opts),
+                spec.create_body(&launch.credentials.hashed_password),
+            )
+            .await
+            .map_err(|e| format!("create {}: {e}", spec.name))?;
+        self.docker
+            .start_container(&spec.name, None)
+            .await
+            .map_err(|e| format!("start {}: {e}", spec.name))
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), String> {
+        let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+        match self.docker.remove_container(name, Some(opts)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(format!("remove {name}: {e}")),
+        }
+    }
+
+    /// Removes managed containers whose developer is no longer configured. Their
+    /// data directories are never touched.
+    pub(super) async fn remove_unconfigured(
+        &self,
+        configured: &BTreeSet<String>,
+    ) -> Result<Vec<(String, Action)>, ContainersError> {
+        let listed = self.list_managed().await?;
+        let mut out = Vec::new();
+        for Listed { developer, name } in to_remove(listed, configured) {
+            match self.remove(&name).await {
+                Ok(()) => {
+                    tracing::info!(developer = %developer, container = %name, "removed container of a developer no longer configured (data kept)");
+                    out.push((developer, Action::Removed));
+                }
+                Err(e) => out.push((developer, Action::Failed(e))),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_managed(&self) -> Result<Vec<Listed>, ContainersError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_PROJECT}={}", self.config.project),
+            ],
+        )]);
+        let opts = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let listed =
+            self.docker
+                .list_containers(Some(opts))
+                .await
+                .map_err(|e| ContainersError::Docker {
+                    what: "list managed containers".into(),
+                    source: e,
+                })?;
+        Ok(listed.iter().map(Listed::from_summary).collect())
+    }
+}

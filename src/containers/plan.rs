@@ -1,0 +1,228 @@
+//! What the reconciler should do about one developer's container, decided from
+//! what Docker showed and what the config and credentials ask for. Pure: the
+//! executor (`execute.rs`) gathers an [`Observed`], calls [`plan`] and performs
+//! the [`Step`]; the same split serves the removal of unconfigured developers
+//! ([`to_remove`]).
+//!
+//! The rules, in order: a container we cannot inspect fails the pass for that
+//! developer; one named like ours without the managed label is left alone; no
+//! credentials or no image means nothing is created; a missing container is
+//! created; a spec-hash label that differs from the desired spec recreates it
+//! (credentials rotated when the password version differs, else spec changed);
+//! a running or restarting one is left as is; a stopped one is started unless
+//! the crash-loop guard says it is looping.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bollard::models::{
+    ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary, HealthStatusEnum,
+};
+
+use super::DesiredDeveloper;
+use super::spec::{
+    ContainerCredentials, DesiredSpec, ImageInfo, LABEL_DEVELOPER, LABEL_MANAGED,
+    LABEL_PASSWORD_VERSION, LABEL_PROJECT, LABEL_SPEC_HASH, container_name,
+};
+use crate::config::Config;
+
+/// What Docker showed for one developer this pass.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    /// What exists under the developer's container name.
+    pub container: Found,
+    /// The image per `containers.pull` (one answer per pass), or why it is unusable.
+    pub image: &'a Result<ImageInfo, String>,
+    /// The crash-loop guard's verdict for this developer.
+    pub crash_looping: bool,
+}
+
+/// The answer to inspecting the developer's container name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Missing,
+    Present(Existing),
+    /// The inspect failed for another reason than "no such container".
+    Unreadable(String),
+}
+
+/// A container under the developer's name, as one inspect shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Existing {
+    /// `csagent.managed=true`: csagent created it and may change it.
+    pub managed: bool,
+    pub project: Option<String>,
+    pub developer: Option<String>,
+    pub spec_hash: Option<String>,
+    pub password_version: Option<String>,
+    pub state: Option<ContainerStateStatusEnum>,
+    /// Not acted on today: Docker runs the health check, status reports it.
+    pub health: Option<HealthStatusEnum>,
+    /// Host path of each bind mount, by its path in the container.
+    pub bind_sources: BTreeMap<String, String>,
+}
+
+impl Existing {
+    pub fn from_inspect(c: &ContainerInspectResponse) -> Existing {
+        let labels = c.config.as_ref().and_then(|c| c.labels.as_ref());
+        let label = |key: &str| labels.and_then(|l| l.get(key)).cloned();
+        let state = c.state.as_ref();
+        Existing {
+            managed: label(LABEL_MANAGED).as_deref() == Some("true"),
+            project: label(LABEL_PROJECT),
+            developer: label(LABEL_DEVELOPER),
+            spec_hash: label(LABEL_SPEC_HASH),
+            password_version: label(LABEL_PASSWORD_VERSION),
+            state: state.and_then(|s| s.status),
+            health: state.and_then(|s| s.health.as_ref()).and_then(|h| h.status),
+            bind_sources: c
+                .mounts
+                .iter()
+                .flatten()
+                .filter(|m| m.typ.as_deref() == Some("bind"))
+                .filter_map(|m| Some((m.destination.clone()?, m.source.clone()?)))
+                .collect(),
+        }
+    }
+}
+
+/// What the config and the credentials ask for one developer.
+#[derive(Debug, Clone, Copy)]
+pub struct Desired<'a> {
+    pub config: &'a Config,
+    pub developer: &'a DesiredDeveloper,
+}
+
+/// What to do about one developer's container.
+#[derive(Debug)]
+pub enum Step<'a> {
+    /// Running (or being restarted by Docker) as desired.
+    Nothing,
+    /// No container: create and start one.
+    Create(Launch<'a>),
+    /// As desired but stopped: start it.
+    Start,
+    /// No longer as desired: remove it, then create and start.
+    Recreate { launch: Launch<'a>, why: String },
+    /// Left alone on purpose (not ours, crash-looping, no credentials).
+    Skip { why: String },
+    /// Cannot be converged this pass.
+    Fail { why: String },
+}
+
+/// What a new container is made from.
+#[derive(Debug)]
+pub struct Launch<'a> {
+    pub spec: Box<DesiredSpec>,
+    pub credentials: &'a ContainerCredentials,
+}
+
+/// The step for one developer; see the module doc for the rules.
+pub fn plan<'a>(observed: &Observed<'_>, desired: &Desired<'a>) -> Step<'a> {
+    let dev = &desired.developer.developer;
+    let name = container_name(&dev.name);
+    let existing = match &observed.container {
+        Found::Unreadable(e) => {
+            return Step::Fail {
+                why: format!("inspect {name}: {e}"),
+            };
+        }
+        Found::Missing => None,
+        Found::Present(c) => Some(c),
+    };
+    // Only the managed label is checked: a managed container of another project
+    // (or developer) under our name is replaced. issue 17 changes this.
+    if existing.is_some_and(|c| !c.managed) {
+        return Step::Skip {
+            why: format!(
+                "a container named {name} exists without the {LABEL_MANAGED} label; csagent leaves it alone: remove or rename it"
+            ),
+        };
+    }
+    let credentials = match &desired.developer.credentials {
+        Ok(c) => c,
+        // Without a password the developer is not started; an existing
+        // container keeps running with the credentials it had.
+        Err(reason) => {
+            return Step::Skip {
+                why: format!("not started: {reason}"),
+            };
+        }
+    };
+    let image = match observed.image {
+        Ok(i) => i,
+        Err(e) => return Step::Fail { why: e.clone() },
+    };
+    let spec = DesiredSpec::new(desired.config, dev, image, credentials);
+    let want_hash = spec.hash();
+    let launch = Launch {
+        spec: Box::new(spec),
+        credentials,
+    };
+    let Some(c) = existing else {
+        return Step::Create(launch);
+    };
+    // The hash covers the desired binds, not the container's actual ones: a
+    // container whose labels match is kept whatever it mounts. issue 17 changes this.
+    if c.spec_hash.as_ref() != Some(&want_hash) {
+        let why = if c.password_version.as_ref() != Some(&credentials.password_version) {
+            "credentials rotated"
+        } else {
+            "spec changed"
+        };
+        return Step::Recreate {
+            launch,
+            why: why.to_string(),
+        };
+    }
+    match c.state {
+        Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::RESTARTING) => {
+            Step::Nothing
+        }
+        // Docker's restart policy already restarts crashes; a crash loop is
+        // reported, not fought.
+        _ if observed.crash_looping => Step::Skip {
+            why: "crash-looping; not restarting it (see its last log lines)".into(),
+        },
+        _ => Step::Start,
+    }
+}
+
+/// A managed container of this project, as the list call shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its developer label ("" when it has none).
+    pub developer: String,
+    /// Its name without Docker's leading slash ("" when it has none).
+    pub name: String,
+}
+
+impl Listed {
+    pub fn from_summary(c: &ContainerSummary) -> Listed {
+        Listed {
+            developer: c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_DEVELOPER))
+                .cloned()
+                .unwrap_or_default(),
+            name: c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The managed containers whose developer is no longer configured: these are
+/// removed (their data directories are never touched).
+pub fn to_remove(listed: Vec<Listed>, configured: &BTreeSet<String>) -> Vec<Listed> {
+    listed
+        .into_iter()
+        .filter(|c| !configured.contains(&c.developer))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

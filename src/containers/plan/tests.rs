@@ -1,0 +1,391 @@
+//! One test per branch of [`plan`], and the readers of Docker's answers.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerConfig, ContainerState, Health, MountPoint};
+
+use super::*;
+use crate::containers::spec::tests::{config, creds, image};
+use ContainerStateStatusEnum::{CREATED, EXITED, RESTARTING, RUNNING};
+
+struct Fixture {
+    config: Config,
+    desired: DesiredDeveloper,
+    image: Result<ImageInfo, String>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let config = config("");
+        let desired = DesiredDeveloper {
+            developer: config.developers[0].clone(),
+            credentials: Ok(creds("v1")),
+        };
+        Fixture {
+            config,
+            desired,
+            image: Ok(image()),
+        }
+    }
+
+    fn desired(&self) -> Desired<'_> {
+        Desired {
+            config: &self.config,
+            developer: &self.desired,
+        }
+    }
+
+    /// The spec this fixture's developer should run with.
+    fn spec(&self) -> DesiredSpec {
+        let (Ok(image), Ok(creds)) = (&self.image, &self.desired.credentials) else {
+            panic!("fixture has no image or credentials");
+        };
+        DesiredSpec::new(&self.config, &self.desired.developer, image, creds)
+    }
+
+    /// A container exactly as csagent would have created it, in `state`.
+    fn ours(&self, state: ContainerStateStatusEnum) -> Existing {
+        let spec = self.spec();
+        Existing {
+            managed: true,
+            project: Some(spec.project.clone()),
+            developer: Some(spec.developer.clone()),
+            spec_hash: Some(spec.hash()),
+            password_version: Some(spec.password_version.clone()),
+            state: Some(state),
+            health: Some(HealthStatusEnum::HEALTHY),
+            bind_sources: binds(&spec),
+        }
+    }
+
+    fn step(&self, container: Found, crash_looping: bool) -> Step<'_> {
+        let observed = Observed {
+            container,
+            image: &self.image,
+            crash_looping,
+        };
+        plan(&observed, &self.desired())
+    }
+}
+
+/// The spec's binds as `Existing::bind_sources` reads them back.
+fn binds(spec: &DesiredSpec) -> BTreeMap<String, String> {
+    spec.binds
+        .iter()
+        .map(|b| {
+            let mut parts = b.split(':');
+            let source = parts.next().unwrap_or_default().to_string();
+            (parts.next().unwrap_or_default().to_string(), source)
+        })
+        .collect()
+}
+
+fn recreate_why(step: Step<'_>) -> String {
+    match step {
+        Step::Recreate { launch, why } => {
+            assert_eq!(launch.spec.developer, "dev1");
+            why
+        }
+        other => panic!("expected Recreate, got {other:?}"),
+    }
+}
+
+fn skip_why(step: Step<'_>) -> String {
+    match step {
+        Step::Skip { why } => why,
+        other => panic!("expected Skip, got {other:?}"),
+    }
+}
+
+#[test]
+fn missing_is_created_with_the_desired_spec() {
+    let f = Fixture::new();
+    match f.step(Found::Missing, false) {
+        Step::Create(launch) => {
+            assert_eq!(launch.spec.hash(), f.spec().hash());
+            assert_eq!(launch.credentials.password_version, "v1");
+        }
+        other => panic!("expected Create, got {other:?}"),
+    }
+}
+
+#[test]
+fn running_as_desired_is_left_alone() {
+    let f = Fixture::new();
+    for state in [RUNNING, RESTARTING] {
+        let step = f.step(Found::Present(f.ours(state)), false);
+        assert!(matches!(step, Step::Nothing), "{state}: {step:?}");
+    }
+    let step = f.step(Found::Present(f.ours(RUNNING)), true);
+    assert!(
+        matches!(step, Step::Nothing),
+        "a running one is left to Docker's restart policy even when looping: {step:?}"
+    );
+}
+
+#[test]
+fn stopped_as_desired_is_started() {
+    let f = Fixture::new();
+    for state in [EXITED, CREATED] {
+        let step = f.step(Found::Present(f.ours(state)), false);
+        assert!(matches!(step, Step::Start), "{state}: {step:?}");
+    }
+    let mut no_state = f.ours(EXITED);
+    no_state.state = None;
+    assert!(matches!(
+        f.step(Found::Present(no_state), false),
+        Step::Start
+    ));
+}
+
+#[test]
+fn crash_loop_is_not_restarted() {
+    let f = Fixture::new();
+    let why = skip_why(f.step(Found::Present(f.ours(EXITED)), true));
+    assert_eq!(
+        why,
+        "crash-looping; not restarting it (see its last log lines)"
+    );
+}
+
+#[test]
+fn same_name_but_not_ours_is_left_alone() {
+    let f = Fixture::new();
+    let unlabelled = Existing {
+        state: Some(RUNNING),
+        ..Existing::default()
+    };
+    let why = skip_why(f.step(Found::Present(unlabelled), false));
+    assert_eq!(
+        why,
+        "a container named code-server-dev1 exists without the csagent.managed label; csagent leaves it alone: remove or rename it"
+    );
+    let mut not_true = f.ours(RUNNING);
+    not_true.managed = false;
+    assert!(skip_why(f.step(Found::Present(not_true), false)).contains("without the"));
+}
+
+#[test]
+fn another_projects_container_is_replaced() {
+    // issue 17 changes this: today only the managed label is checked, so a
+    // managed container of another project under our name is recreated.
+    let f = Fixture::new();
+    let mut theirs = f.ours(RUNNING);
+    theirs.project = Some("other".into());
+    theirs.spec_hash = Some("their-hash".into());
+    assert_eq!(
+        recreate_why(f.step(Found::Present(theirs.clone()), false)),
+        "spec changed"
+    );
+    theirs.password_version = Some("their-version".into());
+    assert_eq!(
+        recreate_why(f.step(Found::Present(theirs), false)),
+        "credentials rotated"
+    );
+}
+
+#[test]
+fn spec_drift_recreates() {
+    let f = Fixture::new();
+    let mut drifted = f.ours(RUNNING);
+    drifted.spec_hash = Some("older".into());
+    assert_eq!(
+        recreate_why(f.step(Found::Present(drifted.clone()), false)),
+        "spec changed"
+    );
+    drifted.spec_hash = None;
+    assert_eq!(
+        recreate_why(f.step(Found::Present(drifted), false)),
+        "spec changed",
+        "a managed container without a hash label"
+    );
+    // A stopped or crash-looping one is recreated too: drift is checked first.
+    let mut stopped = f.ours(EXITED);
+    stopped.spec_hash = Some("older".into());
+    assert_eq!(
+        recreate_why(f.step(Found::Present(stopped), true)),
+        "spec changed"
+    );
+}
+
+#[test]
+fn password_rotation_recreates() {
+    let mut f = Fixture::new();
+    let before = f.ours(RUNNING);
+    f.desired.credentials = Ok(creds("v2"));
+    match f.step(Found::Present(before), false) {
+        Step::Recreate { launch, why } => {
+            assert_eq!(why, "credentials rotated");
+            assert_eq!(launch.spec.password_version, "v2");
+            assert_eq!(launch.credentials.password_version, "v2");
+        }
+        other => panic!("expected Recreate, got {other:?}"),
+    }
+}
+
+#[test]
+fn image_missing_fails() {
+    let mut f = Fixture::new();
+    let running = f.ours(RUNNING);
+    f.image = Err("image x is not present and containers.pull is \"never\"".into());
+    for found in [Found::Missing, Found::Present(running)] {
+        match f.step(found, false) {
+            Step::Fail { why } => assert_eq!(
+                why,
+                "image x is not present and containers.pull is \"never\""
+            ),
+            other => panic!("expected Fail, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn wrong_bind_source_is_kept() {
+    // issue 17 changes this: the hash covers the desired binds, so a container
+    // whose labels match is kept even when it mounts another directory.
+    let f = Fixture::new();
+    let mut wrong = f.ours(RUNNING);
+    wrong.bind_sources.insert(
+        "/home/coder/workspace".into(),
+        "/data/dev2/workspace".into(),
+    );
+    assert_ne!(wrong.bind_sources, f.ours(RUNNING).bind_sources);
+    assert!(matches!(
+        f.step(Found::Present(wrong), false),
+        Step::Nothing
+    ));
+}
+
+#[test]
+fn no_credentials_creates_nothing_and_keeps_what_runs() {
+    let mut f = Fixture::new();
+    let running = f.ours(RUNNING);
+    f.desired.credentials = Err("password secret x does not exist".into());
+    for found in [Found::Missing, Found::Present(running)] {
+        assert_eq!(
+            skip_why(f.step(found, false)),
+            "not started: password secret x does not exist"
+        );
+    }
+    // Not-ours is said first, whatever the credentials.
+    assert!(skip_why(f.step(Found::Present(Existing::default()), false)).contains("without the"));
+}
+
+#[test]
+fn unreadable_fails_before_anything_else() {
+    let mut f = Fixture::new();
+    f.desired.credentials = Err("none".into());
+    match f.step(Found::Unreadable("connection refused".into()), true) {
+        Step::Fail { why } => assert_eq!(why, "inspect code-server-dev1: connection refused"),
+        other => panic!("expected Fail, got {other:?}"),
+    }
+}
+
+#[test]
+fn inspect_is_read_into_existing() {
+    let inspect = ContainerInspectResponse {
+        config: Some(ContainerConfig {
+            labels: Some(HashMap::from([
+                (LABEL_MANAGED.to_string(), "true".to_string()),
+                (LABEL_PROJECT.to_string(), "p".to_string()),
+                (LABEL_DEVELOPER.to_string(), "dev1".to_string()),
+                (LABEL_SPEC_HASH.to_string(), "h".to_string()),
+                (LABEL_PASSWORD_VERSION.to_string(), "v1".to_string()),
+            ])),
+            ..Default::default()
+        }),
+        state: Some(ContainerState {
+            status: Some(RUNNING),
+            health: Some(Health {
+                status: Some(HealthStatusEnum::STARTING),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        mounts: Some(vec![
+            MountPoint {
+                typ: Some("bind".into()),
+                source: Some("/data/dev1/workspace".into()),
+                destination: Some("/home/coder/workspace".into()),
+                ..Default::default()
+            },
+            MountPoint {
+                typ: Some("volume".into()),
+                source: Some("/var/lib/docker/volumes/x".into()),
+                destination: Some("/x".into()),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    assert_eq!(
+        Existing::from_inspect(&inspect),
+        Existing {
+            managed: true,
+            project: Some("p".into()),
+            developer: Some("dev1".into()),
+            spec_hash: Some("h".into()),
+            password_version: Some("v1".into()),
+            state: Some(RUNNING),
+            health: Some(HealthStatusEnum::STARTING),
+            bind_sources: BTreeMap::from([(
+                "/home/coder/workspace".into(),
+                "/data/dev1/workspace".into()
+            )]),
+        }
+    );
+    let unlabelled = Existing::from_inspect(&ContainerInspectResponse::default());
+    assert!(!unlabelled.managed);
+    assert_eq!(unlabelled, Existing::default());
+}
+
+#[test]
+fn unconfigured_developers_are_removed() {
+    let listed = |developer: &str, name: &str| Listed {
+        developer: developer.into(),
+        name: name.into(),
+    };
+    let configured = BTreeSet::from(["dev1".to_string()]);
+    let gone = to_remove(
+        vec![
+            listed("dev1", "code-server-dev1"),
+            listed("dev2", "code-server-dev2"),
+            // Without a developer label it belongs to nobody configured.
+            listed("", "code-server-x"),
+        ],
+        &configured,
+    );
+    assert_eq!(
+        gone,
+        [
+            listed("dev2", "code-server-dev2"),
+            listed("", "code-server-x")
+        ]
+    );
+}
+
+#[test]
+fn summary_is_read_into_listed() {
+    let summary = ContainerSummary {
+        names: Some(vec!["/code-server-dev2".into()]),
+        labels: Some(HashMap::from([(
+            LABEL_DEVELOPER.to_string(),
+            "dev2".to_string(),
+        )])),
+        ..Default::default()
+    };
+    assert_eq!(
+        Listed::from_summary(&summary),
+        Listed {
+            developer: "dev2".into(),
+            name: "code-server-dev2".into(),
+        }
+    );
+    assert_eq!(
+        Listed::from_summary(&ContainerSummary::default()),
+        Listed {
+            developer: String::new(),
+            name: String::new(),
+        }
+    );
+}
