@@ -733,3 +733,39 @@ fn password_rotation_only_when_asked_and_within_the_resource_limit() {
     let err = too_many.validate().unwrap_err().to_string();
     assert!(err.contains("--password-rotation-lambda-arn"), "{err}");
 }
+
+/// checkov honours the skips a resource's Metadata declares (`checkov: skip: [{id, comment}]`),
+/// so each must say why the check does not apply: a written reason of at least 20 characters.
+/// scripts/check-infra.sh runs checkov itself on these templates.
+#[test]
+fn every_checkov_skip_carries_a_written_reason() {
+    let with_rotation = Settings {
+        developers: 8,
+        password_rotation_lambda_arn:
+            "arn:aws:lambda:ap-southeast-7:123456789012:function:csagent-ci-rotate".into(),
+        ..Settings::default()
+    };
+    with_rotation.validate().unwrap();
+    let templates = COUNTS
+        .iter()
+        .map(|&n| template(n))
+        .chain([build_template(&with_rotation)]);
+    for t in templates {
+        let mut skipped = 0;
+        for (id, r) in resources(&t) {
+            let Some(skips) = r.pointer("/Metadata/checkov/skip") else {
+                continue;
+            };
+            for skip in skips.as_array().unwrap() {
+                let check = skip["id"].as_str().unwrap_or("(no id)");
+                let reason = skip["comment"].as_str().unwrap_or("").trim();
+                assert!(
+                    reason.chars().count() >= 20,
+                    "skip {check} on {id} has no written reason: {reason:?}"
+                );
+                skipped += 1;
+            }
+        }
+        assert!(skipped > 0, "the template declares its checkov skips");
+    }
+}
