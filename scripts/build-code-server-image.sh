@@ -449,7 +449,7 @@ team_args=(--build-arg "BASE=$IMAGE" --label "csagent.team-build-hash=$team_key"
 [ "${#extra_cas[@]}" = 0 ] ||
   team_args+=(--build-arg NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt)
 run_logged "docker build images/" "$CACHE/team-build.log" \
-  docker build "${team_args[@]}" -t "$TEAM_IMAGE" images/
+  docker build --force-rm "${team_args[@]}" -t "$TEAM_IMAGE" images/
 
 # The images the tags pointed at before are dangling now; drop them unless a container uses one.
 docker image prune -f --filter "label=csagent.built-locally=true" >/dev/null 2>&1 || true
