@@ -10,7 +10,8 @@
 //! - dev5 in a real browser (`tests/browser/workbench.mjs`: Debian's chromium driven by
 //!   playwright-core): a wrong password stays on the login page; the right one opens the
 //!   workbench on ~/workspace with no trust prompt, and a terminal runs bash, `git
-//!   --version` and `claude --version` (screenshots in `$CARGO_TARGET_TMPDIR/browser-*`);
+//!   --version` and `claude --version` and has the Claude key in its environment
+//!   (screenshots in `$CARGO_TARGET_TMPDIR/browser-*`);
 //! - dev5's password is rotated in moto: within one poll interval plus code-server's start
 //!   time the old password is refused and the new one accepted, and the 7 others keep
 //!   their container ids;
@@ -732,6 +733,7 @@ fn browser_check(port: u16, password: &str, project: &str) {
         ))
         .arg(format!("http://127.0.0.1:{port}/"))
         .env("CS_PASSWORD", password)
+        .env("CS_EXPECT_CLAUDE_KEY", "1")
         .env("CS_SCREENSHOTS", &shots)
         .env("CSAGENT_PLAYWRIGHT_DIR", &playwright)
         .env("CHROMIUM", &chromium)

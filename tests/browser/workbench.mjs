@@ -9,7 +9,8 @@
 // screenshots: failed-<step>.png on failure, terminal.png on success; default: the current
 // directory), CSAGENT_PLAYWRIGHT_DIR (where playwright-core is installed; default
 // ${CSAGENT_CI_CACHE:-/var/cache/csagent-ci}/playwright, made by ensure_browser in
-// scripts/lib/services.sh), CHROMIUM (default /usr/bin/chromium).
+// scripts/lib/services.sh), CHROMIUM (default /usr/bin/chromium), CS_EXPECT_CLAUDE_KEY=1
+// (the terminal must have ANTHROPIC_API_KEY set).
 // Exits 0 when every check passed, 1 (after a screenshot) when one failed, 2 on bad usage.
 
 import { createRequire } from "node:module";
@@ -100,8 +101,13 @@ try {
     await page.waitForFunction((el) => el && /[$#]\s*$/m.test(el.innerText), await rows.elementHandle(), {
       timeout: OUTPUT_WITHIN,
     });
-    await page.keyboard.type('echo "shell=$0 bash=$BASH_VERSION"; git --version; claude --version\n', { delay: 10 });
+    // Whether the terminal has a Claude key, never the key itself.
+    await page.keyboard.type(
+      'echo "shell=$0 bash=$BASH_VERSION claude_key=${ANTHROPIC_API_KEY:+set}"; git --version; claude --version\n',
+      { delay: 10 },
+    );
     const want = [/shell=\S*bash bash=5\./, /git version \d+\.\d+/, /\d+\.\d+\.\d+ \(Claude Code\)/];
+    if (process.env.CS_EXPECT_CLAUDE_KEY === "1") want.push(/claude_key=set/);
     const deadline = Date.now() + OUTPUT_WITHIN;
     let text = "";
     for (;;) {
