@@ -94,18 +94,32 @@ try {
   });
 
   await check("run bash, git and claude in the terminal", async () => {
-    const term = page.locator(".terminal-wrapper.active .xterm-helper-textarea, .xterm-helper-textarea").first();
-    await term.focus();
-    // Wait for the shell's prompt before typing.
+    // Wait for the shell's prompt, then click into the terminal: the welcome page, still
+    // loading, may have taken the keyboard focus since the terminal opened.
     const rows = page.locator(".xterm-rows").first();
     await page.waitForFunction((el) => el && /[$#]\s*$/m.test(el.innerText), await rows.elementHandle(), {
       timeout: OUTPUT_WITHIN,
     });
     // Whether the terminal has a Claude key, never the key itself.
-    await page.keyboard.type(
-      'echo "shell=$0 bash=$BASH_VERSION claude_key=${ANTHROPIC_API_KEY:+set}"; git --version; claude --version\n',
-      { delay: 10 },
-    );
+    const command = 'echo "shell=$0 bash=$BASH_VERSION claude_key=${ANTHROPIC_API_KEY:+set}"; git --version; claude --version';
+    log("prompt shown");
+    for (let attempt = 1; ; attempt++) {
+      // Near the top left: a notification toast may cover the terminal's centre.
+      await page.locator(".xterm-screen").first().click({ position: { x: 20, y: 5 } });
+      await page.locator(".xterm-helper-textarea").first().focus();
+      // One input event for the line (typing key by key takes ~0.1 s a key here), then Enter.
+      await page.keyboard.insertText(command);
+      await page.keyboard.press("Enter");
+      const echoed = await page
+        .waitForFunction((el) => el.innerText.includes('echo "shell='), await rows.elementHandle(), { timeout: 5_000 })
+        .then(() => true, () => false);
+      if (echoed) {
+        log("command typed");
+        break;
+      }
+      if (attempt === 2) throw new Error(`the terminal never showed the typed command; it shows:\n${await rows.innerText()}`);
+      log("the typed command did not reach the terminal; typing it again");
+    }
     const want = [/shell=\S*bash bash=5\./, /git version \d+\.\d+/, /\d+\.\d+\.\d+ \(Claude Code\)/];
     if (process.env.CS_EXPECT_CLAUDE_KEY === "1") want.push(/claude_key=set/);
     const deadline = Date.now() + OUTPUT_WITHIN;
