@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # See csagent do its whole job locally, without an AWS account (as root):
-#   scripts/demo.sh               real code-server image (built from npm, cached)
+#   scripts/demo.sh               the team image (images/, with Claude Code; built locally, cached)
 #   scripts/demo.sh --test-image  the small stand-in image (fast)
 #   scripts/demo.sh --password dev3   print dev3's password (read from moto)
 #   scripts/demo.sh --down        remove everything the demo made
@@ -93,8 +93,9 @@ if [ "${1:-}" = "--test-image" ]; then
   bash scripts/build-test-image.sh
   sed -i 's|^image = .*|image = "csagent-test/code-server:latest"|' "$config"
 else
-  log "real code-server image (first build takes a while; cached afterwards)"
+  log "the team's code-server image (first build takes a while; cached afterwards)"
   bash scripts/build-code-server-image.sh
+  sed -i 's|^image = .*|image = "csagent/code-server-team:4.96.4"|' "$config"
 fi
 
 log "loop device standing in for the EBS volume"

@@ -1,4 +1,5 @@
-//! End to end with the REAL code-server (`codercom/code-server:4.96.4`, built from npm by
+//! End to end with the REAL code-server in the team image (`images/Dockerfile` on
+//! `codercom/code-server:4.96.4`, both built from Debian and npm packages by
 //! `scripts/build-code-server-image.sh`): `csagent run` as a child process against
 //! dockerd, a moto of its own and a loop-device "EBS volume", with 8 developers.
 //!
@@ -6,6 +7,11 @@
 //!   (state, health, container id) for each of them;
 //! - dev5 logs in over HTTP with the password read from Secrets Manager; a wrong one is
 //!   refused; the container holds only the argon2id hash, never the password or the key;
+//! - dev5 in a real browser (`tests/browser/workbench.mjs`: Debian's chromium driven by
+//!   playwright-core): a wrong password stays on the login page; the right one opens the
+//!   workbench on ~/workspace with no trust prompt, and a terminal runs bash, `git
+//!   --version` and `claude --version` and has the Claude key in its environment
+//!   (screenshots in `$CARGO_TARGET_TMPDIR/browser-*`);
 //! - dev5's password is rotated in moto: within one poll interval plus code-server's start
 //!   time the old password is refused and the new one accepted, and the 7 others keep
 //!   their container ids;
@@ -17,7 +23,9 @@
 //! - SIGTERM: the agent exits 0 and the containers keep running.
 //!
 //! Gated on the image: without it the test fails and says how to build it, unless
-//! `CSAGENT_SKIP_REAL_CODE_SERVER=1` (local runs only; CI builds the image).
+//! `CSAGENT_SKIP_REAL_CODE_SERVER=1` (local runs only; CI builds the image). Likewise the
+//! browser part needs chromium and playwright-core (`ensure_browser` in
+//! scripts/lib/services.sh; CI runs it) unless `CSAGENT_SKIP_BROWSER=1`.
 //! `CSAGENT_E2E_KEEP_LOG=FILE` keeps the agent's log for a look afterwards.
 
 mod common;
@@ -412,6 +420,8 @@ async fn eight_real_code_servers_login_rotation_logs_status() {
     assert_eq!(bad.status, 200, "code-server renders the login page again");
     assert!(bad.body.contains("Incorrect password"), "the page says why");
 
+    browser_check(port(ROTATED), &old_password, &project);
+
     // The container has the argon2id hash, never the password or the Claude key; the
     // key reaches code-server's environment through the agent's entrypoint wrapper.
     let inspect_json = run("docker", &["inspect", &c5]);
@@ -690,6 +700,70 @@ async fn eight_real_code_servers_login_rotation_logs_status() {
     drop(setup);
     drop(disk);
     drop(moto);
+}
+
+/// Set to 1 to skip the real-browser part locally (never set in CI).
+const SKIP_BROWSER_ENV: &str = "CSAGENT_SKIP_BROWSER";
+
+/// Where `ensure_browser` (scripts/lib/services.sh) installs playwright-core.
+fn playwright_dir() -> PathBuf {
+    let cache =
+        std::env::var("CSAGENT_CI_CACHE").unwrap_or_else(|_| "/var/cache/csagent-ci".to_string());
+    std::env::var_os("CSAGENT_PLAYWRIGHT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(cache).join("playwright"))
+}
+
+/// Logs in to code-server on `port` in chromium and uses a terminal there
+/// (tests/browser/workbench.mjs); panics with its output and screenshots on failure.
+fn browser_check(port: u16, password: &str, project: &str) {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
+    let playwright = playwright_dir();
+    if !PathBuf::from(&chromium).exists()
+        || !playwright.join("node_modules/playwright-core").exists()
+    {
+        let why = format!(
+            "no {chromium} or no playwright-core in {}: run `. scripts/lib/services.sh && ensure_browser`",
+            playwright.display()
+        );
+        if std::env::var(SKIP_BROWSER_ENV).as_deref() == Ok("1") {
+            eprintln!("e2e: browser part SKIPPED ({SKIP_BROWSER_ENV}=1): {why}");
+            return;
+        }
+        panic!("e2e: {why}, or set {SKIP_BROWSER_ENV}=1 to skip the browser part locally");
+    }
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("browser-{project}"));
+    let start = Instant::now();
+    let out = Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/browser/workbench.mjs"
+        ))
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .env("CS_PASSWORD", password)
+        .env("CS_EXPECT_CLAUDE_KEY", "1")
+        .env("CS_SCREENSHOTS", &shots)
+        .env("CSAGENT_PLAYWRIGHT_DIR", &playwright)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node tests/browser/workbench.mjs");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the real-browser check failed ({}); screenshots in {}:\n{output}",
+        out.status,
+        shots.display()
+    );
+    eprint!("{output}");
+    eprintln!(
+        "e2e: browser login + terminal in {:.1?} (screenshot {})",
+        start.elapsed(),
+        shots.join("terminal.png").display()
+    );
 }
 
 /// 24 random hex characters (for passwords and keys that differ per run).

@@ -75,3 +75,25 @@ start_moto() {
   curl -fs "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 || { echo "moto_server did not start; see $logfile" >&2; return 1; }
   echo "$pid"
 }
+
+# The real-browser test's tools: Debian's chromium, and playwright-core from npm (pinned, in
+# the cache; Playwright's own browser download is not used) to drive it. The test finds
+# playwright-core through the link $CSAGENT_CACHE/playwright.
+CSAGENT_PLAYWRIGHT_VERSION=1.65.1
+CSAGENT_PLAYWRIGHT_DIR=$CSAGENT_CACHE/playwright-$CSAGENT_PLAYWRIGHT_VERSION
+ensure_browser() {
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "installing: chromium"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  fi
+  if [ ! -f "$CSAGENT_PLAYWRIGHT_DIR/node_modules/playwright-core/package.json" ]; then
+    rm -rf "$CSAGENT_PLAYWRIGHT_DIR.tmp"
+    mkdir -p "$CSAGENT_PLAYWRIGHT_DIR.tmp"
+    npm install --prefix "$CSAGENT_PLAYWRIGHT_DIR.tmp" --no-save --no-fund --no-audit \
+      --cache "$CSAGENT_CACHE/npm-cache" "playwright-core@$CSAGENT_PLAYWRIGHT_VERSION" >/dev/null
+    mv "$CSAGENT_PLAYWRIGHT_DIR.tmp" "$CSAGENT_PLAYWRIGHT_DIR"
+  fi
+  ln -sfn "$(basename "$CSAGENT_PLAYWRIGHT_DIR")" "$CSAGENT_CACHE/playwright"
+  export CSAGENT_PLAYWRIGHT_DIR
+}

@@ -348,9 +348,10 @@ impl Drop for TcpProxy {
     }
 }
 
-/// The real code-server image `scripts/build-code-server-image.sh` builds from npm
-/// (the agent's default image name).
-pub const REAL_CODE_SERVER_IMAGE: &str = "codercom/code-server:4.96.4";
+/// The team image (`images/Dockerfile`) that `scripts/build-code-server-image.sh` builds
+/// from Debian and npm packages on a local stand-in for `codercom/code-server:4.96.4`:
+/// what developers get.
+pub const REAL_CODE_SERVER_IMAGE: &str = "csagent/code-server-team:4.96.4";
 
 /// Set to 1 to skip the real code-server tests locally (never set in CI).
 pub const SKIP_REAL_CODE_SERVER_ENV: &str = "CSAGENT_SKIP_REAL_CODE_SERVER";
