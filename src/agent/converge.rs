@@ -170,7 +170,7 @@ impl Agent {
     /// pending rotation it applied.
     fn record_applied(&mut self, dev: &str, c: ContainerCredentials) {
         if self.applied.get(dev).map(|a| &a.password_version) != Some(&c.password_version) {
-            tracing::info!(developer = %dev, version = %&c.password_version[..c.password_version.len().min(8)], "credentials applied");
+            tracing::info!(developer = %dev, version = %crate::status::short_id(&c.password_version), "credentials applied");
         }
         self.apply_now.remove(dev);
         if let Some(DeveloperSecrets::Ready(current)) = self.secrets.get(dev).cloned()

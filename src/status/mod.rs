@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-pub use render::human_secs;
+pub use render::{human_secs, printable, short_id};
 pub use report::{HostMemory, report};
 
 /// Bumped only on incompatible changes; fields are only ever added.

@@ -1,5 +1,6 @@
 //! The table `csagent status` prints from a [`StatusReport`].
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use bytesize::ByteSize;
@@ -44,7 +45,7 @@ impl StatusReport {
             format!(
                 "NOT MOUNTED at {}: {}",
                 v.mount_point,
-                v.error.as_deref().unwrap_or("unknown")
+                printable(v.error.as_deref().unwrap_or("unknown"))
             )
         };
         writeln!(out, "volume  {vol}")?;
@@ -77,14 +78,15 @@ impl StatusReport {
             "LOG LAG"
         )?;
         for d in &self.developers {
+            let (d_state, d_health) = (printable(&d.state), printable(&d.health));
             let state = match d.state.as_str() {
-                "running" => paint(&format!("{:<10}", d.state), "32"),
-                _ => paint(&format!("{:<10}", d.state), "31"),
+                "running" => paint(&format!("{d_state:<10}"), "32"),
+                _ => paint(&format!("{d_state:<10}"), "31"),
             };
             let health = match d.health.as_str() {
-                "healthy" => paint(&format!("{:<9}", d.health), "32"),
-                "starting" | "none" => format!("{:<9}", d.health),
-                _ => paint(&format!("{:<9}", d.health), "31"),
+                "healthy" => paint(&format!("{d_health:<9}"), "32"),
+                "starting" | "none" => format!("{d_health:<9}"),
+                _ => paint(&format!("{d_health:<9}"), "31"),
             };
             let mem = match d.mem_used_bytes {
                 Some(m) => format!(
@@ -97,13 +99,13 @@ impl StatusReport {
             let creds = match (&d.password_version, d.password_age_secs) {
                 (Some(v), Some(age)) => format!(
                     "{} {}{}",
-                    &v[..v.len().min(8)],
+                    short_id(v),
                     human_secs(age),
                     if d.pending_rotation { " ROT" } else { "" }
                 ),
                 (Some(v), None) => format!(
                     "{}{}",
-                    &v[..v.len().min(8)],
+                    short_id(v),
                     if d.pending_rotation { " ROT" } else { "" }
                 ),
                 _ => "-".to_string(),
@@ -130,11 +132,62 @@ impl StatusReport {
         if !self.warnings.is_empty() {
             writeln!(out)?;
             for w in &self.warnings {
-                writeln!(out, "{} {w}", paint("warning:", "33"))?;
+                writeln!(out, "{} {}", paint("warning:", "33"), printable(w))?;
             }
         }
         Ok(())
     }
+}
+
+/// The first 8 characters of a version id, for the table. Ids come from AWS:
+/// cut on a character boundary, never a byte index, so no value can panic here.
+pub fn short_id(id: &str) -> &str {
+    id.char_indices().nth(8).map_or(id, |(end, _)| &id[..end])
+}
+
+/// `text` (from a container log, Docker or AWS) made safe for an admin's
+/// terminal: escape sequences (CSI, OSC, other ESC pairs) are removed and any
+/// other control character, C1 included, shows as U+FFFD, so a log line cannot
+/// move the cursor, retitle the terminal or hide the rest of the report.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let is_control = |c: char| c.is_control() && c != '\t';
+    if !text.chars().any(is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                // CSI: parameters and intermediates up to a final byte @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC, DCS, SOS, PM, APC: up to BEL or ST (ESC \\).
+                Some(']' | 'P' | 'X' | '^' | '_') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' {
+                            break;
+                        }
+                        if c == '\x1b' && chars.peek() == Some(&'\\') {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                // Any other ESC pair (and a lone trailing ESC) goes too.
+                _ => {}
+            },
+            '\t' => out.push(c),
+            c if c.is_control() => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 pub fn human_secs(s: u64) -> String {
@@ -152,6 +205,62 @@ mod tests {
 
     use super::*;
     use crate::status::tests::row;
+
+    #[test]
+    fn version_ids_are_cut_on_characters_whatever_they_hold() {
+        assert_eq!(short_id("0123456789abcdef"), "01234567");
+        assert_eq!(short_id("abc"), "abc");
+        assert_eq!(short_id(""), "");
+        assert_eq!(short_id("ééééééééé"), "éééééééé");
+        assert_eq!(short_id("版本版本版本版本版本"), "版本版本版本版本");
+        assert_eq!(short_id("a🦀b🦀c🦀d🦀e"), "a🦀b🦀c🦀d🦀");
+    }
+
+    #[test]
+    fn escape_sequences_and_controls_never_reach_the_terminal() {
+        assert_eq!(printable("plain line"), "plain line");
+        assert!(matches!(printable("plain"), Cow::Borrowed(_)));
+        assert_eq!(printable("\x1b[2J\x1b[1;31mred\x1b[0m ok"), "red ok");
+        assert_eq!(printable("\x1b]0;owned title\x07after"), "after");
+        assert_eq!(
+            printable("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\"),
+            "link"
+        );
+        assert_eq!(
+            printable("a\rb\x08c\u{9b}31md"),
+            "a\u{fffd}b\u{fffd}c\u{fffd}31md"
+        );
+        assert_eq!(printable("tab\tkept"), "tab\tkept");
+        assert_eq!(printable("trailing \x1b"), "trailing ");
+        assert_eq!(printable("\x1b[12;"), "", "an unterminated CSI goes whole");
+    }
+
+    /// Every string in a report can come from Docker, AWS or a container: none
+    /// of them, however odd, may panic the table or leak an escape sequence.
+    #[test]
+    fn outside_strings_render_without_panic_or_escapes() {
+        let mut d = row("dev1", "running\x1b[2J", "\u{9b}healthy");
+        d.password_version = Some("版本-ü-🦀-0123456789".into());
+        d.password_age_secs = Some(30);
+        d.crash_looping = true;
+        d.last_log_lines = vec!["\x1b]0;pwned\x07boom \u{fffd} é".into()];
+        d.problem = Some("bad \x1b[31mthing".into());
+        let mut r = StatusReport {
+            developers: vec![d.clone()],
+            ..Default::default()
+        };
+        r.volume.error = Some("blkid: \x1b[1mgone".into());
+        r.finish(None, Duration::from_secs(300));
+        let mut out = Vec::new();
+        r.render(&mut out, false).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(!text.contains('\x1b') && !text.contains('\u{9b}'), "{text}");
+        assert!(text.contains("版本-ü-🦀-0 30s"), "{text}");
+        assert!(text.contains("boom"), "{text}");
+        d.password_age_secs = None;
+        r.developers = vec![d];
+        r.render(&mut Vec::new(), true).expect("render with colour");
+    }
 
     #[test]
     fn table_has_a_row_per_developer_and_no_colour_off_tty() {
