@@ -116,7 +116,7 @@ EOC
   a0=$(ticks "$agent_pid"); d0=$(ticks "$dockerd_pid"); dr0=$(rss_kib "$dockerd_pid")
   for i in $(seq 1 "$k"); do
     docker run -d --name "code-server-b$k-$i-$proj" --label csagent.bench=1 \
-      --label csagent.managed=true --label "csagent.developer=b$k-$i" \
+      --label csagent.managed=true --label "csagent.project=$proj" --label "csagent.developer=b$k-$i" \
       -e FAKE_PRINT_LINES="$LINES" -e FAKE_PRINT_PREFIX="b$k-$i-$PAD-" "$IMAGE" >/dev/null
   done
   local out secs rss

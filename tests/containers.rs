@@ -381,6 +381,49 @@ async fn unlabelled_container_named_like_ours_is_left_alone() {
     assert!(snap[&env.dev(1)].problem.is_some());
 }
 
+#[tokio::test]
+async fn another_projects_container_named_like_ours_is_left_alone() {
+    let env = Env::new(2).await;
+    let config = Arc::new(env.config(&[1], None));
+    let name = format!("code-server-{}", env.dev(1));
+    // Managed, but by another project on the same host (say, a second config).
+    run(
+        "docker",
+        &[
+            "create",
+            "--name",
+            &name,
+            "--label",
+            "csagent.managed=true",
+            "--label",
+            "csagent.project=someone-else",
+            "--label",
+            &format!("csagent.developer={}", env.dev(1)),
+            TEST_IMAGE,
+        ],
+    );
+    let _remove = RemoveContainerOnDrop(name.clone());
+    let before = env.id_of(&env.dev(1)).await;
+    let r = Reconciler::new(env.docker.clone(), config.clone());
+    let res = r
+        .converge(&env.desired(&config, &BTreeMap::new()))
+        .await
+        .expect("converge");
+    match &res[0].1 {
+        Action::Skipped(why) => {
+            assert!(why.contains("belongs to project \"someone-else\""), "{why}")
+        }
+        other => panic!("expected Skipped, got {other:?}"),
+    }
+    assert_eq!(env.id_of(&env.dev(1)).await, before, "not touched");
+    let snap = r.status_handle().snapshot();
+    assert!(
+        snap[&env.dev(1)].state.starts_with("unmanaged"),
+        "{:?}",
+        snap[&env.dev(1)]
+    );
+}
+
 impl Env {
     async fn id_of_owned(&self, i: usize) -> Option<String> {
         self.id_of(&self.dev(i)).await

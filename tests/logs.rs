@@ -199,10 +199,16 @@ struct TestContainer {
 }
 
 impl TestContainer {
-    async fn start(docker: &Docker, developer: &str, env: &[(&str, String)]) -> TestContainer {
+    async fn start(
+        docker: &Docker,
+        project: &str,
+        developer: &str,
+        env: &[(&str, String)],
+    ) -> TestContainer {
         let name = format!("code-server-{developer}");
         let labels = HashMap::from([
             ("csagent.managed".to_string(), "true".to_string()),
+            ("csagent.project".to_string(), project.to_string()),
             ("csagent.developer".to_string(), developer.to_string()),
             ("csagent.test".to_string(), "logs".to_string()),
         ]);
@@ -445,6 +451,7 @@ async fn numbered_lines_in_order_and_recreated_container_continues() {
     let shipper = Running::start(docker.clone(), client.clone(), &config, test_options()).await;
     let c = TestContainer::start(
         &docker,
+        &config.project,
         &dev,
         &[
             ("FAKE_PRINT_LINES", "1000".into()),
@@ -462,6 +469,7 @@ async fn numbered_lines_in_order_and_recreated_container_continues() {
     c.remove().await;
     let c2 = TestContainer::start(
         &docker,
+        &config.project,
         &dev,
         &[
             ("FAKE_PRINT_LINES", "300".into()),
@@ -543,7 +551,7 @@ async fn long_line_is_split_and_invalid_utf8_replaced() {
     let group = group_of(&config, &dev);
     let recorder = Recorder::default();
     let client = logs_client(&moto_url(), Some(recorder.clone())).await;
-    let c = TestContainer::start(&docker, &dev, &[]).await;
+    let c = TestContainer::start(&docker, &config.project, &dev, &[]).await;
     let shipper = Running::start(docker.clone(), client.clone(), &config, test_options()).await;
 
     let long: String = (0..600 * 1024)
@@ -620,6 +628,7 @@ async fn burst_of_50000_lines_obeys_the_limits() {
     // Printed as fast as the process can, at start.
     let c = TestContainer::start(
         &docker,
+        &config.project,
         &dev,
         &[
             ("FAKE_PRINT_LINES", "50000".into()),
@@ -758,7 +767,7 @@ async fn sigkill_at_random_points_loses_and_repeats_nothing() {
     let client = logs_client(&moto_url(), None).await;
     let child_log = dir.path().join("child.log");
 
-    let c = TestContainer::start(&docker, &dev, &[]).await;
+    let c = TestContainer::start(&docker, &config.project, &dev, &[]).await;
     let mut child = spawn_child(&config_path, &child_log);
     // The container writes 20,000 lines over ~8 s: 80 × 250.
     let writer = {
@@ -899,7 +908,7 @@ async fn cloudwatch_outage_loses_and_repeats_nothing() {
     let group = group_of(&config, &dev);
     let client = logs_client(&proxy.url(), None).await;
     let direct = logs_client(&moto_url(), None).await;
-    let c = TestContainer::start(&docker, &dev, &[]).await;
+    let c = TestContainer::start(&docker, &config.project, &dev, &[]).await;
     let shipper = Running::start(docker.clone(), client, &config, test_options()).await;
 
     c.print(2000, "o a").await;

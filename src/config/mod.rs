@@ -82,7 +82,7 @@ impl Config {
     }
 }
 
-fn render_template(template: &str, project: &str, developer: &str) -> String {
+pub(super) fn render_template(template: &str, project: &str, developer: &str) -> String {
     template
         .replace("{project}", project)
         .replace("{developer}", developer)

@@ -30,7 +30,6 @@ use crate::observe::Published;
 use crate::retry::{Backoff, Class, classify_docker};
 pub use events::{connect, spawn_event_follower};
 pub use spec::{ContainerCredentials, DesiredSpec, ImageInfo, container_name};
-use spec::{LABEL_MANAGED, LABEL_PASSWORD_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainersError {
@@ -247,19 +246,15 @@ impl Reconciler {
         } else {
             Vec::new()
         };
+        let project = self.config.project.clone();
         self.status.update(developer, |s| {
             s.crash_looping = looping;
             s.last_log_lines = last_lines;
             match inspect {
                 Ok(c) => {
-                    let managed = c
-                        .config
-                        .as_ref()
-                        .and_then(|c| c.labels.as_ref())
-                        .and_then(|l| l.get(LABEL_MANAGED))
-                        .is_some_and(|v| v == "true");
-                    let state = c.state.clone().unwrap_or_default();
-                    s.id = c.id.clone();
+                    let seen = plan::Existing::from_inspect(&c);
+                    let state = c.state.unwrap_or_default();
+                    s.id = c.id;
                     s.state = state
                         .status
                         .map(|v| v.to_string())
@@ -274,11 +269,9 @@ impl Reconciler {
                         .unwrap_or_else(|| "none".into());
                     s.started_at = state.started_at;
                     s.restarts = c.restart_count.unwrap_or(0);
-                    s.password_version = c
-                        .config
-                        .and_then(|c| c.labels)
-                        .and_then(|l| l.get(LABEL_PASSWORD_VERSION).cloned());
-                    if !managed {
+                    s.password_version = seen.password_version;
+                    // Another project's container under our name is not ours either.
+                    if !seen.managed || seen.project.as_deref() != Some(project.as_str()) {
                         s.state = format!("unmanaged ({})", s.state);
                     }
                 }

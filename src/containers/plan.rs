@@ -5,7 +5,8 @@
 //! ([`to_remove`]).
 //!
 //! The rules, in order: a container we cannot inspect fails the pass for that
-//! developer; one named like ours without the managed label is left alone; no
+//! developer; one named like ours without the managed label, or with another
+//! project's label, is left alone; no
 //! credentials or no image means nothing is created; a missing container is
 //! created; a spec-hash label that differs from the desired spec recreates it
 //! (credentials rotated when the password version differs, else spec changed);
@@ -129,12 +130,22 @@ pub fn plan<'a>(observed: &Observed<'_>, desired: &Desired<'a>) -> Step<'a> {
         Found::Missing => None,
         Found::Present(c) => Some(c),
     };
-    // Only the managed label is checked: a managed container of another project
-    // (or developer) under our name is replaced. issue 17 changes this.
     if existing.is_some_and(|c| !c.managed) {
         return Step::Skip {
             why: format!(
                 "a container named {name} exists without the {LABEL_MANAGED} label; csagent leaves it alone: remove or rename it"
+            ),
+        };
+    }
+    // Ours means this project's too: two projects on one host (or a copied
+    // config) must never replace each other's developers.
+    if let Some(other) = existing.filter(|c| c.project.as_deref() != Some(&desired.config.project))
+    {
+        return Step::Skip {
+            why: format!(
+                "a container named {name} belongs to project {:?}, not {:?}; csagent leaves it alone: remove it or give this project its own containers.network and names",
+                other.project.as_deref().unwrap_or(""),
+                desired.config.project
             ),
         };
     }

@@ -364,9 +364,10 @@ impl Shipper {
         'discover: loop {
             // Replay from a moment before the list, so nothing falls in between.
             let since = (status::now_ms() / 1000 - 2).to_string();
+            let project = project_filter(&ctx.config.project);
             let filters: HashMap<&str, Vec<&str>> = HashMap::from([
                 ("type", vec!["container"]),
-                ("label", vec![labels::MANAGED_FILTER]),
+                ("label", vec![labels::MANAGED_FILTER, &project]),
                 ("event", vec!["start", "destroy"]),
             ]);
             let mut events = ctx
@@ -427,6 +428,12 @@ impl Shipper {
     }
 }
 
+/// Docker's label filter for this project's containers: another project's on
+/// the same host (same developer names) is never followed or shipped here.
+fn project_filter(project: &str) -> String {
+    format!("{}={project}", labels::PROJECT)
+}
+
 /// Lists managed containers, starts a task for each configured developer's, and
 /// drops checkpoints of containers that no longer exist.
 async fn discover(
@@ -434,8 +441,9 @@ async fn discover(
     developers: &HashSet<String>,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), bollard::errors::Error> {
+    let project = project_filter(&ctx.config.project);
     let filters: HashMap<&str, Vec<&str>> =
-        HashMap::from([("label", vec![labels::MANAGED_FILTER])]);
+        HashMap::from([("label", vec![labels::MANAGED_FILTER, &project])]);
     let containers = ctx
         .docker
         .list_containers(Some(

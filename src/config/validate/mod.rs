@@ -88,6 +88,22 @@ impl Validator<'_> {
         let secrets = self.secrets(f.secrets)?;
         let metrics = self.metrics(f.metrics)?;
         let logs = self.logs(f.logs, &project)?;
+        // Both the agent and each developer write the stream named for the
+        // instance: a shared group would interleave them and break the
+        // read-back that keeps shipping exactly once.
+        if let Some(agent_group) = &logs.agent_group
+            && let Some(dev) = developers
+                .iter()
+                .find(|d| &super::render_template(&logs.group, &project, &d.name) == agent_group)
+        {
+            return Err(self.err(
+                "logs.agent_group",
+                format!(
+                    "{agent_group:?} is also {}'s container log group (logs.group); the agent's own lines need a group of their own",
+                    dev.name
+                ),
+            ));
+        }
         let agent = self.agent(f.agent)?;
 
         Ok(Config {
@@ -148,6 +164,12 @@ mod tests {
         );
         assert_eq!(
             key_of("[logs]\nagent_group = \"/x/{developer}\"\n"),
+            "logs.agent_group"
+        );
+        assert_eq!(
+            key_of(
+                "[logs]\ngroup = \"/{project}/{developer}\"\nagent_group = \"/{project}/dev2\"\n"
+            ),
             "logs.agent_group"
         );
         assert_eq!(key_of("[agent]\nsocket = \"rel.sock\"\n"), "agent.socket");

@@ -166,22 +166,17 @@ fn same_name_but_not_ours_is_left_alone() {
 }
 
 #[test]
-fn another_projects_container_is_replaced() {
-    // issue 17 changes this: today only the managed label is checked, so a
-    // managed container of another project under our name is recreated.
+fn another_projects_container_is_left_alone() {
     let f = Fixture::new();
     let mut theirs = f.ours(RUNNING);
     theirs.project = Some("other".into());
     theirs.spec_hash = Some("their-hash".into());
-    assert_eq!(
-        recreate_why(f.step(Found::Present(theirs.clone()), false)),
-        "spec changed"
-    );
     theirs.password_version = Some("their-version".into());
-    assert_eq!(
-        recreate_why(f.step(Found::Present(theirs), false)),
-        "credentials rotated"
-    );
+    let why = skip_why(f.step(Found::Present(theirs.clone()), false));
+    assert!(why.contains("project \"other\""), "{why}");
+    theirs.project = None;
+    let why = skip_why(f.step(Found::Present(theirs), false));
+    assert!(why.contains("belongs to project \"\""), "{why}");
 }
 
 #[test]
