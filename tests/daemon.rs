@@ -205,6 +205,24 @@ async fn daemon_lifecycle_against_real_parts() {
             && container_id(&name2) == id2
     });
 
+    // A request line past the limit is refused before it is buffered, and the
+    // agent keeps answering.
+    {
+        use std::io::{Read, Write};
+        let mut sock = std::os::unix::net::UnixStream::connect(dir.path().join("ctl/csagent.sock"))
+            .expect("connect to the control socket");
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut writer = sock.try_clone().expect("clone");
+        // The agent hangs up after 4 KiB: the rest of the write fails, as it should.
+        let flood = std::thread::spawn(move || writer.write_all(&vec![b'x'; 8 << 20]).is_err());
+        let mut answer = String::new();
+        let _ = sock.read_to_string(&mut answer);
+        assert!(answer.contains("longer than 4096 bytes"), "{answer:?}");
+        assert!(flood.join().expect("writer"), "the agent stopped reading");
+    }
+    daemon.wait_status("still answering", Duration::from_secs(10), |c, _| c == 0);
+
     // A user outside the socket group is refused.
     let out = Command::new("setpriv")
         .args([
