@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use sd_notify::NotifyState;
 
-use super::{Agent, notify, progress};
+use super::{Agent, notify, progress, watchdog};
 use crate::config::Config;
+
+/// Beyond waiting for the device and its lock: mkfs, mount, grow, directories.
+const VOLUME_PASS_SLACK: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Developers in `old` that `new` no longer lists.
 fn removed_developers<'a>(old: &'a Config, new: &Config) -> Vec<&'a str> {
@@ -47,12 +50,14 @@ impl Agent {
         self.observations.config.set(c.clone());
         self.config = c.clone();
         let cfg = c.clone();
-        // New developers need their directories before their containers.
-        match tokio::task::spawn_blocking(move || {
+        // New developers need their directories before their containers. The
+        // pass can take minutes (waiting for the device, the device lock, a
+        // grow): keep the watchdog fed for as long as it may legitimately take.
+        let bound = c.volume.wait_timeout + crate::volume::LOCK_TIMEOUT + VOLUME_PASS_SLACK;
+        let pass = tokio::task::spawn_blocking(move || {
             crate::volume::prepare(&cfg, &|t: &str| progress(t))
-        })
-        .await
-        {
+        });
+        match watchdog::keep_alive_while(&self.reconciler.progress(), bound, pass).await {
             Ok(Ok(v)) => self.observations.volume.set(v),
             Ok(Err(e)) => tracing::error!(error = %e, "volume pass after reload failed"),
             Err(e) => tracing::error!(error = %e, "volume task failed"),

@@ -39,6 +39,30 @@ fn verdict(
     }
 }
 
+/// Awaits `work` (a blocking step the main loop waits on, such as the volume
+/// pass after a reload) while stamping `progress` every second, for at most
+/// `bound`: a step that is merely long keeps the watchdog fed, one that hangs
+/// past its own worst case stops feeding it and systemd restarts the agent.
+pub(super) async fn keep_alive_while<T>(
+    progress: &AtomicU64,
+    bound: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let started = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                if started.elapsed() < bound {
+                    progress.store(unix_now(), Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
 /// Pings the systemd watchdog every `limit / 2` while the main loop or the
 /// reconciler made progress within `limit` and the background tasks live.
 pub(super) fn spawn(
@@ -108,5 +132,36 @@ mod tests {
     #[test]
     fn a_clock_stepping_back_is_not_a_stall() {
         assert_eq!(verdict(true, 200, 0, 150, LIMIT), Verdict::Ping);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_step_is_kept_alive_only_within_its_bound() {
+        let progress = AtomicU64::new(0);
+        let bound = Duration::from_secs(30);
+        // Done in 10 s: stamped along the way, and its result comes back.
+        let out = keep_alive_while(&progress, bound, async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            7
+        })
+        .await;
+        assert_eq!(out, 7);
+        assert!(
+            progress.load(Ordering::Relaxed) > 0,
+            "stamped while working"
+        );
+
+        // Hung: stamps stop once the bound has passed.
+        progress.store(0, Ordering::Relaxed);
+        let hung = keep_alive_while(&progress, bound, std::future::pending::<()>());
+        let _ = tokio::time::timeout(Duration::from_secs(29), hung).await;
+        assert!(progress.load(Ordering::Relaxed) > 0, "fed within the bound");
+        progress.store(0, Ordering::Relaxed);
+        let hung = keep_alive_while(&progress, Duration::ZERO, std::future::pending::<()>());
+        let _ = tokio::time::timeout(Duration::from_secs(60), hung).await;
+        assert_eq!(
+            progress.load(Ordering::Relaxed),
+            0,
+            "never fed past the bound"
+        );
     }
 }

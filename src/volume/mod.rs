@@ -46,7 +46,7 @@ use discover::Device;
 use probe::Contents;
 
 /// How long a pass waits for another holder of the device lock.
-const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What status shows; serializable, no secrets.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
