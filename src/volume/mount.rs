@@ -227,14 +227,23 @@ pub(crate) fn mount(
         FLAGS,
         None::<&str>,
     )
-    .map_err(|source| VolumeError::Mount {
+    .map_err(mount_error(device, fs, mount_point))?;
+    tracing::info!(device = %device, mount_point = %mount_point.display(), fstype = %fs, "mounted");
+    Ok(())
+}
+
+/// A failed mount(2) or remount, naming the device, type and mount point.
+fn mount_error(
+    device: &Device,
+    fs: Filesystem,
+    mount_point: &Path,
+) -> impl FnOnce(nix::Error) -> VolumeError {
+    move |source| VolumeError::Mount {
         device: device.path.clone(),
         fstype: fs.as_str().to_string(),
         mount_point: mount_point.to_path_buf(),
         source,
-    })?;
-    tracing::info!(device = %device, mount_point = %mount_point.display(), fstype = %fs, "mounted");
-    Ok(())
+    }
 }
 
 /// Adds nosuid and nodev to a mount made without them (by an older csagent, or
@@ -258,12 +267,7 @@ pub(crate) fn harden(
         MsFlags::MS_REMOUNT | FLAGS,
         None::<&str>,
     )
-    .map_err(|source| VolumeError::Mount {
-        device: device.path.clone(),
-        fstype: fs.as_str().to_string(),
-        mount_point: mount_point.to_path_buf(),
-        source,
-    })?;
+    .map_err(mount_error(device, fs, mount_point))?;
     tracing::info!(device = %device, mount_point = %mount_point.display(), "remounted with nosuid,nodev");
     Ok(())
 }
