@@ -14,7 +14,9 @@ use bollard::Docker;
 use bollard::query_parameters::InspectContainerOptions;
 use common::*;
 use csagent::config::{Config, PullPolicy};
-use csagent::containers::{Action, ContainerCredentials, DesiredDeveloper, Reconciler};
+use csagent::containers::{
+    Action, ContainerCredentials, ContainerStatus, DesiredDeveloper, Reconciler,
+};
 
 struct Env {
     docker: Docker,
@@ -361,24 +363,10 @@ async fn unlabelled_container_named_like_ours_is_left_alone() {
     run("docker", &["create", "--name", &name, TEST_IMAGE]);
     // Not ours, so the label-based cleanup would not remove it.
     let _remove = RemoveContainerOnDrop(name.clone());
-    let before = env.id_of(&env.dev(1)).await;
-    let r = Reconciler::new(env.docker.clone(), config.clone());
-    let res = r
-        .converge(&env.desired(&config, &BTreeMap::new()))
-        .await
-        .expect("converge");
-    match &res[0].1 {
-        Action::Skipped(why) => assert!(why.contains("without the csagent.managed label"), "{why}"),
-        other => panic!("expected Skipped, got {other:?}"),
-    }
-    assert_eq!(env.id_of(&env.dev(1)).await, before, "not touched");
-    let snap = r.status_handle().snapshot();
-    assert!(
-        snap[&env.dev(1)].state.starts_with("unmanaged"),
-        "{:?}",
-        snap[&env.dev(1)]
-    );
-    assert!(snap[&env.dev(1)].problem.is_some());
+    let seen = env
+        .assert_left_alone(&config, "without the csagent.managed label")
+        .await;
+    assert!(seen.problem.is_some());
 }
 
 #[tokio::test]
@@ -403,28 +391,30 @@ async fn another_projects_container_named_like_ours_is_left_alone() {
         ],
     );
     let _remove = RemoveContainerOnDrop(name.clone());
-    let before = env.id_of(&env.dev(1)).await;
-    let r = Reconciler::new(env.docker.clone(), config.clone());
-    let res = r
-        .converge(&env.desired(&config, &BTreeMap::new()))
-        .await
-        .expect("converge");
-    match &res[0].1 {
-        Action::Skipped(why) => {
-            assert!(why.contains("belongs to project \"someone-else\""), "{why}")
-        }
-        other => panic!("expected Skipped, got {other:?}"),
-    }
-    assert_eq!(env.id_of(&env.dev(1)).await, before, "not touched");
-    let snap = r.status_handle().snapshot();
-    assert!(
-        snap[&env.dev(1)].state.starts_with("unmanaged"),
-        "{:?}",
-        snap[&env.dev(1)]
-    );
+    env.assert_left_alone(&config, "belongs to project \"someone-else\"")
+        .await;
 }
 
 impl Env {
+    /// Converges dev1, whose name a container that is not ours holds: it is
+    /// skipped for `why`, left as it was, and shown unmanaged.
+    async fn assert_left_alone(&self, config: &Arc<Config>, why: &str) -> ContainerStatus {
+        let before = self.id_of(&self.dev(1)).await;
+        let r = Reconciler::new(self.docker.clone(), config.clone());
+        let res = r
+            .converge(&self.desired(config, &BTreeMap::new()))
+            .await
+            .expect("converge");
+        match &res[0].1 {
+            Action::Skipped(skipped) => assert!(skipped.contains(why), "{skipped}"),
+            other => panic!("expected Skipped, got {other:?}"),
+        }
+        assert_eq!(self.id_of(&self.dev(1)).await, before, "not touched");
+        let seen = r.status_handle().snapshot()[&self.dev(1)].clone();
+        assert!(seen.state.starts_with("unmanaged"), "{seen:?}");
+        seen
+    }
+
     async fn id_of_owned(&self, i: usize) -> Option<String> {
         self.id_of(&self.dev(i)).await
     }
