@@ -195,6 +195,27 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// How many bytes at the end of `bytes` are the start of a UTF-8 character whose
+/// remaining bytes have not arrived yet (0 when it ends on a boundary, or when
+/// the tail is invalid anyway: waiting would not make it valid).
+fn incomplete_utf8_tail(bytes: &[u8]) -> usize {
+    // A character is at most 4 bytes: look back at most 3 for its lead byte.
+    for back in 1..=bytes.len().min(3) {
+        let b = bytes[bytes.len() - back];
+        if b & 0xC0 == 0x80 {
+            continue; // continuation byte: the lead is further back
+        }
+        let needed = match b {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => return 0, // ASCII or an invalid lead
+        };
+        return if needed > back { back } else { 0 };
+    }
+    0
+}
+
 /// Turns Docker messages into lines, tracking positions.
 #[derive(Debug)]
 pub struct Reassembler {
@@ -245,10 +266,25 @@ impl Reassembler {
             partial.start = before;
         }
         partial.bytes.extend_from_slice(body);
-        if !complete && partial.bytes.len() < max_line {
+        if complete {
+            let bytes = std::mem::take(&mut partial.bytes);
+            return Some(self.line(source, ts_ns, bytes));
+        }
+        if partial.bytes.len() < max_line {
             return None;
         }
-        let bytes = std::mem::take(&mut partial.bytes);
+        // An over-long line is emitted in pieces, each cut on a UTF-8 character
+        // boundary: Docker's 16 KiB messages may end inside a character, so wait
+        // for the message that completes it. Only past twice the bound (every
+        // message ending mid-character) is the unfinished character carried into
+        // the next piece instead.
+        let tail = incomplete_utf8_tail(&partial.bytes);
+        if tail > 0 && partial.bytes.len() < max_line.saturating_mul(2) {
+            return None;
+        }
+        let carry = partial.bytes.split_off(partial.bytes.len() - tail);
+        let bytes = std::mem::replace(&mut partial.bytes, carry);
+        partial.start = before;
         Some(self.line(source, ts_ns, bytes))
     }
 
@@ -429,6 +465,65 @@ mod tests {
         // Resuming at the held checkpoint repeats the stderr line, loses nothing.
         let again = lines(all[0].end, &frames);
         assert_eq!(text(&again), ["err", "first half second half", "next"]);
+    }
+
+    #[test]
+    fn incomplete_tail_is_measured() {
+        assert_eq!(incomplete_utf8_tail(b""), 0);
+        assert_eq!(incomplete_utf8_tail(b"abc"), 0);
+        let euro = "€".as_bytes(); // 3 bytes
+        assert_eq!(incomplete_utf8_tail(euro), 0);
+        assert_eq!(incomplete_utf8_tail(&euro[..1]), 1);
+        assert_eq!(incomplete_utf8_tail(&euro[..2]), 2);
+        let crab = "🦀".as_bytes(); // 4 bytes
+        assert_eq!(incomplete_utf8_tail(&[b"x", &crab[..3]].concat()), 3);
+        assert_eq!(incomplete_utf8_tail(&[b"x", crab].concat()), 0);
+        // A stray continuation byte or an invalid lead is not worth waiting for.
+        assert_eq!(incomplete_utf8_tail(&[0x80, 0x80, 0x80]), 0);
+        assert_eq!(incomplete_utf8_tail(&[b'a', 0xFF]), 0);
+    }
+
+    #[test]
+    fn over_long_lines_are_cut_on_character_boundaries() {
+        let text = "€".repeat(10); // 30 bytes
+        let bytes = text.as_bytes();
+        let payload = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        // Messages ending mid-character (as Docker's 16 KiB pieces may): 8, 8, 2, 12.
+        let mut r = Reassembler::new(Position::default(), 10);
+        let mut pieces = Vec::new();
+        for chunk in [&bytes[..8], &bytes[8..16], &bytes[16..18], &bytes[18..]] {
+            // Build the frame from raw bytes: the chunk is not valid UTF-8 alone.
+            let mut f = format!("{T}Z ").into_bytes();
+            f.extend_from_slice(chunk);
+            pieces.extend(r.push(Source::Stdout, &f));
+        }
+        pieces.extend(r.flush());
+        for p in &pieces {
+            assert!(
+                std::str::from_utf8(&p.bytes).is_ok(),
+                "cut inside a character: {:?}",
+                p.bytes
+            );
+        }
+        let joined: Vec<u8> = pieces.iter().flat_map(|p| p.bytes.clone()).collect();
+        assert_eq!(joined, bytes, "no byte lost or repeated");
+        // Past 10 bytes the second message still ended mid-character: the piece
+        // waited for the third, which completes it (under the 20-byte hard bound).
+        assert_eq!(payload(&pieces[0].bytes), "€".repeat(6));
+        assert_eq!(pieces.len(), 2);
+
+        // Past twice the bound the unfinished character moves to the next piece.
+        let mut r = Reassembler::new(Position::default(), 2);
+        let mut f = format!("{T}Z ").into_bytes();
+        f.extend_from_slice(&bytes[..4]); // one € and the first byte of the next
+        let first = r
+            .push(Source::Stdout, &f)
+            .expect("emitted at the hard bound");
+        assert_eq!(first.bytes, "€".as_bytes());
+        let mut f = format!("{T}Z ").into_bytes();
+        f.extend_from_slice(&bytes[4..6]); // the rest of the second €
+        let second = r.push(Source::Stdout, &f).expect("a whole character again");
+        assert_eq!(second.bytes, "€".as_bytes());
     }
 
     #[test]
