@@ -26,6 +26,7 @@ fn bad_examples_exit_2_naming_the_key() {
             "developer[2].port: 8443 is already used by dev1",
         ),
         ("bad-size", "containers.memory"),
+        ("bad-subnet-v6", "containers.subnet_v6"),
         (
             "both-volume-id-and-device",
             "volume: set volume_id or device, not both",

@@ -19,6 +19,7 @@ mod common;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
@@ -39,6 +40,8 @@ struct Env {
     prefix: String,
     port: u16,
     subnet: String,
+    /// Used only by the IPv6 test (`containers.subnet_v6`).
+    subnet_v6: String,
     network: String,
 }
 
@@ -50,6 +53,12 @@ impl Env {
             port: port_block(1),
             // Not overlapping any Docker network, leaked ones included.
             subnet: unused_test_subnet(),
+            // A ULA /64 of this run's own: fd00:c5a:<pid>:<n>::/64.
+            subnet_v6: format!(
+                "fd00:c5a:{:x}:{:x}::/64",
+                std::process::id() % 0xffff,
+                NEXT_V6.fetch_add(1, Ordering::Relaxed)
+            ),
             network: format!("csagent-{prefix}"),
             prefix,
         }
@@ -64,11 +73,16 @@ impl Env {
     }
 
     fn config(&self) -> Config {
+        self.config_with("")
+    }
+
+    /// The config with `extra` lines added to `[containers]`.
+    fn config_with(&self, extra: &str) -> Config {
         let toml = format!(
             "project = \"{prefix}\"\n[volume]\ndevice = \"/dev/null\"\nmount_point = \"{root}/data\"\n\
              [containers]\nimage = \"{TEST_IMAGE}\"\npull = \"never\"\ncpus = 0.25\nmemory = \"256MiB\"\nmemory_reservation = \"128MiB\"\n\
              network = \"{net}\"\nsubnet = \"{subnet}\"\nhealth_interval = \"1s\"\nhealth_start_period = \"0s\"\n\
-             block_metadata = true\n\
+             block_metadata = true\n{extra}\
              [agent]\nruntime_dir = \"{root}/run\"\nstate_dir = \"{root}/state\"\n\
              [[developer]]\nname = \"{dev}\"\nport = {port}\n",
             root = self.dir.path().display(),
@@ -120,8 +134,16 @@ impl Drop for Env {
             .output();
         delete_metadata_rule(&self.subnet);
         delete_host_rule(&self.subnet);
+        for rule in [
+            metadata_rule_v6(&self.subnet_v6),
+            host_rule_v6(&self.subnet_v6),
+        ] {
+            while ip6tables("-D", &rule) {}
+        }
     }
 }
+
+static NEXT_V6: AtomicU32 = AtomicU32::new(1);
 
 /// A stand-in metadata service: `busybox httpd` on 169.254.169.254:80 inside a
 /// network namespace of its own, reached from the host over a veth pair, routed
@@ -537,4 +559,374 @@ async fn containers_cannot_open_connections_to_the_host() {
         Some(CURL_TIMED_OUT)
     );
     assert_eq!(http_get_status(env.port, "/healthz"), Some(200));
+}
+
+const METADATA_IP_V6: &str = "fd00:ec2::254";
+
+/// The ip6tables rules the agent installs for an IPv6 subnet, after the operation:
+/// the IPv4 ones with FORWARD for DOCKER-USER and the IPv6 metadata address.
+fn metadata_rule_v6(subnet: &str) -> Vec<String> {
+    let mut rule = metadata_rule_spec(subnet);
+    rule[0] = "FORWARD".into();
+    rule[4] = format!("{METADATA_IP_V6}/128");
+    rule
+}
+
+fn host_rule_v6(subnet: &str) -> Vec<String> {
+    host_rule_spec(subnet)
+}
+
+/// `ip6tables -w <op> <rule>`; true when it succeeded.
+fn ip6tables(op: &str, rule: &[String]) -> bool {
+    Command::new("ip6tables")
+        .args(["-w", op])
+        .args(rule)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Packets an ip6tables rule (by its comment, in `chain`) has matched so far.
+fn rule_packets_v6(chain: &str, subnet: &str) -> u64 {
+    let listing = run("ip6tables", &["-w", "-L", chain, "-n", "-v", "-x"]);
+    listing
+        .lines()
+        .filter(|l| l.contains("csagent:") && l.contains(subnet))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `busybox httpd` serving a token on `[addr]:port`, in network namespace `netns`
+/// when given; killed on drop.
+struct Httpd {
+    child: Child,
+    token: String,
+    _www: tempfile::TempDir,
+}
+
+impl Httpd {
+    fn start(netns: Option<&str>, listen: &str) -> Httpd {
+        let www = tempfile::tempdir().expect("tempdir");
+        let token = unique("csagent-v6-token");
+        std::fs::write(www.path().join("index.html"), &token).expect("write index.html");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "busybox"]);
+                c
+            }
+            None => Command::new("busybox"),
+        };
+        let child = cmd
+            .args(["httpd", "-f", "-p", listen, "-h"])
+            .arg(www.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start busybox httpd");
+        Httpd {
+            child,
+            token,
+            _www: www,
+        }
+    }
+}
+
+impl Drop for Httpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stand-in for the IPv6 metadata address: fd00:ec2::254 inside a network
+/// namespace of this test's own, reached over a veth pair and routed to only for
+/// the test's container subnet (a routing table and rule of its own), as the
+/// IPv4 stand-in does. Drop removes what it made.
+struct MetadataHostV6 {
+    netns: String,
+    host_if: String,
+    table: String,
+    subnet: String,
+    server: Option<Httpd>,
+}
+
+impl MetadataHostV6 {
+    fn new(container_subnet: &str) -> MetadataHostV6 {
+        let (slot, _) = free_slot();
+        let mut host = MetadataHostV6 {
+            netns: unique("csagent-imds6"),
+            host_if: format!("cimds6{slot}"),
+            table: (21000 + slot).to_string(),
+            subnet: container_subnet.to_string(),
+            server: None,
+        };
+        let link = format!("fd00:c5b:{slot:x}::");
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), host.netns.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                host.host_if.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                format!("cimds6p{slot}"),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                format!("cimds6p{slot}"),
+                "netns".into(),
+                host.netns.clone(),
+            ],
+            vec![
+                "-6".into(),
+                "addr".into(),
+                "add".into(),
+                format!("{link}1/126"),
+                "dev".into(),
+                host.host_if.clone(),
+                "nodad".into(),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                host.host_if.clone(),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                host.netns.clone(),
+                "-6".into(),
+                "addr".into(),
+                "add".into(),
+                format!("{link}2/126"),
+                "dev".into(),
+                format!("cimds6p{slot}"),
+                "nodad".into(),
+            ],
+            vec![
+                "-n".into(),
+                host.netns.clone(),
+                "-6".into(),
+                "addr".into(),
+                "add".into(),
+                format!("{METADATA_IP_V6}/128"),
+                "dev".into(),
+                format!("cimds6p{slot}"),
+                "nodad".into(),
+            ],
+            vec![
+                "-n".into(),
+                host.netns.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                host.netns.clone(),
+                "link".into(),
+                "set".into(),
+                format!("cimds6p{slot}"),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                host.netns.clone(),
+                "-6".into(),
+                "route".into(),
+                "add".into(),
+                "default".into(),
+                "via".into(),
+                format!("{link}1"),
+            ],
+            vec![
+                "-6".into(),
+                "route".into(),
+                "add".into(),
+                format!("{METADATA_IP_V6}/128"),
+                "via".into(),
+                format!("{link}2"),
+                "dev".into(),
+                host.host_if.clone(),
+                "table".into(),
+                host.table.clone(),
+            ],
+            vec![
+                "-6".into(),
+                "rule".into(),
+                "add".into(),
+                "from".into(),
+                container_subnet.into(),
+                "lookup".into(),
+                host.table.clone(),
+                "priority".into(),
+                host.table.clone(),
+            ],
+        ];
+        for step in &steps {
+            let args: Vec<&str> = step.iter().map(String::as_str).collect();
+            if let Err(e) = ip(&args) {
+                panic!("setting up the IPv6 stand-in metadata host: {e}");
+            }
+        }
+        host.server = Some(Httpd::start(
+            Some(&host.netns),
+            &format!("[{METADATA_IP_V6}]:80"),
+        ));
+        host
+    }
+
+    fn token(&self) -> &str {
+        self.server.as_ref().map_or("", |s| s.token.as_str())
+    }
+}
+
+impl Drop for MetadataHostV6 {
+    fn drop(&mut self) {
+        self.server.take();
+        let _ = ip(&[
+            "-6",
+            "rule",
+            "del",
+            "from",
+            &self.subnet,
+            "lookup",
+            &self.table,
+            "priority",
+            &self.table,
+        ]);
+        let _ = ip(&["-6", "route", "flush", "table", &self.table]);
+        let _ = ip(&["link", "del", &self.host_if]);
+        let _ = ip(&["netns", "del", &self.netns]);
+    }
+}
+
+/// `curl` from inside the container: (exit code, body).
+fn container_curl(container: &str, url: &str) -> (Option<i32>, String) {
+    let out = Command::new("docker")
+        .args([
+            "exec",
+            container,
+            "curl",
+            "-s",
+            "-g",
+            "--max-time",
+            CURL_MAX_TIME,
+            url,
+        ])
+        .output()
+        .expect("docker exec curl");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// With `containers.subnet_v6` the network is dual-stack, and the metadata and host
+/// rules go into ip6tables too: real IPv6 packets from a container to fd00:ec2::254
+/// (a stand-in) and to the host (the bridge gateway) are dropped by csagent's rules,
+/// and reach their target when those rules are deleted.
+#[tokio::test]
+async fn ipv6_network_gets_the_same_rules_in_ip6tables() {
+    require_root();
+    let env = Env::new();
+    let v6 = env.subnet_v6.clone();
+    let config = Arc::new(env.config_with(&format!("subnet_v6 = \"{v6}\"\n")));
+    assert_eq!(config.containers.subnet_v6.as_deref(), Some(v6.as_str()));
+    let imds = MetadataHostV6::new(&v6);
+    let gateway = v6.replace("::/64", "::1");
+    let host_port = port_block(1);
+    let host = Httpd::start(None, &format!("[::]:{host_port}"));
+    let container = env.container();
+
+    let r = Reconciler::new(docker().await, config.clone());
+    r.converge(&env.desired(&config)).await.expect("converge");
+    wait_running(&r, &env.developer(), &container).await;
+    let enabled = run(
+        "docker",
+        &["network", "inspect", "-f", "{{.EnableIPv6}}", &env.network],
+    );
+    assert_eq!(enabled.trim(), "true", "the network has IPv6");
+    for rule in [metadata_rule_v6(&v6), host_rule_v6(&v6)] {
+        assert!(ip6tables("-C", &rule), "ip6tables rule installed: {rule:?}");
+    }
+
+    let imds_url = format!("http://[{METADATA_IP_V6}]/");
+    let host_url = format!("http://[{gateway}]:{host_port}/");
+    let blocked = || {
+        let before = (
+            rule_packets_v6("FORWARD", &v6),
+            rule_packets_v6("INPUT", &v6),
+        );
+        let (imds_code, body) = container_curl(&container, &imds_url);
+        assert_eq!(
+            imds_code,
+            Some(CURL_TIMED_OUT),
+            "IMDS over IPv6 must time out; body {body:?}"
+        );
+        let (host_code, body) = container_curl(&container, &host_url);
+        assert_eq!(
+            host_code,
+            Some(CURL_TIMED_OUT),
+            "the host over IPv6 must time out; body {body:?}"
+        );
+        let after = (
+            rule_packets_v6("FORWARD", &v6),
+            rule_packets_v6("INPUT", &v6),
+        );
+        assert!(
+            after.0 > before.0 && after.1 > before.1,
+            "csagent's ip6tables rules dropped them: {before:?} -> {after:?}"
+        );
+    };
+    blocked();
+
+    // Control: without the rules both are reachable, so the rules are what block.
+    for rule in [metadata_rule_v6(&v6), host_rule_v6(&v6)] {
+        assert!(ip6tables("-D", &rule), "delete {rule:?}");
+    }
+    assert_eq!(
+        container_curl(&container, &imds_url),
+        (Some(0), imds.token().to_string())
+    );
+    assert_eq!(
+        container_curl(&container, &host_url),
+        (Some(0), host.token.clone())
+    );
+
+    // The next pass restores them, touching nothing else.
+    let res = r.converge(&env.desired(&config)).await.expect("converge");
+    assert_eq!(res, vec![(env.developer(), Action::Unchanged)]);
+    blocked();
+}
+
+/// Without `subnet_v6` Docker gives the containers no IPv6 at all, so no IPv6 rule
+/// is needed: if a Docker version changed that, this test says so.
+#[tokio::test]
+async fn ipv4_only_network_leaves_containers_without_ipv6() {
+    require_root();
+    let env = Env::new();
+    let config = Arc::new(env.config());
+    let container = env.container();
+    let r = Reconciler::new(docker().await, config.clone());
+    r.converge(&env.desired(&config)).await.expect("converge");
+    wait_running(&r, &env.developer(), &container).await;
+    let disabled = run(
+        "docker",
+        &[
+            "exec",
+            &container,
+            "cat",
+            "/proc/sys/net/ipv6/conf/eth0/disable_ipv6",
+        ],
+    );
+    assert_eq!(disabled.trim(), "1", "IPv6 is off inside the container");
+    let addrs = run("docker", &["exec", &container, "cat", "/proc/net/if_inet6"]);
+    assert!(!addrs.contains("eth0"), "eth0 has no IPv6 address: {addrs}");
 }

@@ -68,6 +68,7 @@ const NO_DEFAULT: &[&str] = &[
     "aws.endpoint_url",
     "volume.volume_id",
     "volume.device",
+    "containers.subnet_v6",
 ];
 
 /// The required key, so that every other key can be left out.

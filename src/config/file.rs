@@ -115,6 +115,9 @@ pub(super) struct FileContainers {
     pub network: Option<String>,
     /// `containers.subnet`: its IPv4 CIDR. Default `DEFAULT_SUBNET`.
     pub subnet: Option<String>,
+    /// `containers.subnet_v6`: an IPv6 CIDR (/48../124, host bits zero) to give the
+    /// network IPv6 too. No default: the network is IPv4 only.
+    pub subnet_v6: Option<String>,
     /// `containers.log_max_size`: a size, at least 1MiB. Default `DEFAULT_LOG_MAX_SIZE`.
     pub log_max_size: Option<String>,
     /// `containers.log_max_files`: 1..=100. Default `DEFAULT_LOG_MAX_FILES`.

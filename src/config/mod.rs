@@ -27,7 +27,7 @@ pub use types::{
     AgentConfig, ApplyPolicy, Config, ContainersConfig, Developer, Filesystem, LogFormat,
     LogsConfig, MetricsConfig, PullPolicy, SecretsConfig, VolumeConfig, VolumeSource,
 };
-pub use validate::{is_developer_name, parse_cidr};
+pub use validate::{is_developer_name, parse_cidr, parse_cidr_v6};
 
 /// A config problem, always tied to the key that caused it.
 #[derive(Debug, thiserror::Error)]

@@ -129,6 +129,9 @@ pub struct ContainersConfig {
     /// Its subnet, so the metadata-blocking firewall rule can match it
     /// (default `DEFAULT_SUBNET`).
     pub subnet: String,
+    /// Its IPv6 subnet, when the network has IPv6 (`containers.subnet_v6`, default
+    /// none). The same firewall rules then go into ip6tables as well.
+    pub subnet_v6: Option<String>,
     /// json-file log size before rotation, in bytes (default `DEFAULT_LOG_MAX_SIZE`).
     pub log_max_size: u64,
     /// Rotated json-file logs kept per container (default `DEFAULT_LOG_MAX_FILES`).

@@ -1,5 +1,8 @@
-//! The dedicated bridge network (no inter-container traffic) and the DOCKER-USER
-//! rule that keeps containers away from the instance metadata service.
+//! The dedicated bridge network (no inter-container traffic) and the firewall
+//! rules that keep containers away from the instance metadata service and the
+//! host: iptables always, ip6tables too when the network has IPv6
+//! (`containers.subnet_v6`). Without it Docker disables IPv6 inside the
+//! containers, so there is no IPv6 path to block.
 //!
 //! The infra sets the IMDS hop limit to 1, which already stops bridged containers
 //! from getting a token; the firewall rule is defence in depth. dockerd keeps
@@ -14,9 +17,12 @@ use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
 
 use super::ContainersError;
 use super::spec::LABEL_MANAGED;
+use crate::config::parse_cidr_v6;
 use crate::config::{Config, ContainersConfig};
 
 pub const METADATA_ADDR: &str = "169.254.169.254/32";
+/// The metadata service's IPv6 address on Nitro instances.
+pub const METADATA_ADDR_V6: &str = "fd00:ec2::254/128";
 
 /// How long iptables may wait for the xtables lock (`-w`): another tool holding
 /// it (dockerd, a firewall manager) must not stall a convergence pass for ever.
@@ -24,23 +30,28 @@ const XTABLES_WAIT_SECS: &str = "5";
 /// How long one iptables call may take in all before it is killed.
 const IPTABLES_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Installs the firewall rules the config asks for; returns what could not be
-/// installed (status warns; containers still run, the IMDS hop limit still
-/// protects).
+/// Installs the firewall rules the config asks for, in iptables and, when the
+/// network has IPv6, in ip6tables too; returns what could not be installed
+/// (status warns; containers still run, the IMDS hop limit still protects).
 pub async fn ensure_firewall(containers: &ContainersConfig) -> Vec<String> {
-    let subnet = &containers.subnet;
-    let mut problems = Vec::new();
-    if containers.block_metadata
-        && let Err(e) = ensure_metadata_block(subnet).await
-    {
-        tracing::error!(error = %e, "cannot install the metadata firewall rule");
-        problems.push(e.to_string());
+    let mut families = vec![(Family::V4, containers.subnet.as_str())];
+    if let Some(v6) = &containers.subnet_v6 {
+        families.push((Family::V6, v6.as_str()));
     }
-    if containers.isolate_host
-        && let Err(e) = ensure_host_block(subnet).await
-    {
-        tracing::error!(error = %e, "cannot install the host isolation rule");
-        problems.push(e.to_string());
+    let mut problems = Vec::new();
+    for (family, subnet) in families {
+        if containers.block_metadata
+            && let Err(e) = ensure_metadata_block(family, subnet).await
+        {
+            tracing::error!(error = %e, "cannot install the metadata firewall rule");
+            problems.push(e.to_string());
+        }
+        if containers.isolate_host
+            && let Err(e) = ensure_host_block(family, subnet).await
+        {
+            tracing::error!(error = %e, "cannot install the host isolation rule");
+            problems.push(e.to_string());
+        }
     }
     problems
 }
@@ -63,19 +74,37 @@ pub async fn ensure_network(docker: &Docker, config: &Config) -> Result<(), Cont
                         .into(),
                 });
             }
-            let subnet = net
+            let subnets: Vec<String> = net
                 .ipam
                 .and_then(|i| i.config)
-                .and_then(|c| c.into_iter().find_map(|c| c.subnet));
-            if subnet.as_deref() != Some(config.containers.subnet.as_str()) {
-                return Err(ContainersError::Network {
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|c| c.subnet)
+                .collect();
+            let v4 = subnets.iter().find(|s| !s.contains(':'));
+            let v6 = subnets.iter().find(|s| s.contains(':'));
+            let c = &config.containers;
+            let mismatch = |key: &str, has: Option<&String>, want: Option<&String>| {
+                ContainersError::Network {
                     network: name.clone(),
                     message: format!(
-                        "has subnet {} but containers.subnet is {}; remove the network (its containers are recreated) or restore the setting",
-                        subnet.unwrap_or_default(),
-                        config.containers.subnet
+                        "has {key} {} but containers.{key} is {}; remove the network (its containers are recreated) or restore the setting",
+                        has.map_or("none", String::as_str),
+                        want.map_or("not set", String::as_str),
                     ),
-                });
+                }
+            };
+            if v4 != Some(&c.subnet) {
+                return Err(mismatch("subnet", v4, Some(&c.subnet)));
+            }
+            // Compared as networks: Docker may print an address differently.
+            let same_v6 = match (v6, &c.subnet_v6) {
+                (None, None) => true,
+                (Some(a), Some(b)) => parse_cidr_v6(a) == parse_cidr_v6(b),
+                _ => false,
+            };
+            if !same_v6 {
+                return Err(mismatch("subnet_v6", v6, c.subnet_v6.as_ref()));
             }
             Ok(())
         }
@@ -85,11 +114,17 @@ pub async fn ensure_network(docker: &Docker, config: &Config) -> Result<(), Cont
             let request = NetworkCreateRequest {
                 name: name.clone(),
                 driver: Some("bridge".into()),
+                enable_ipv6: Some(config.containers.subnet_v6.is_some()),
                 ipam: Some(Ipam {
-                    config: Some(vec![IpamConfig {
-                        subnet: Some(config.containers.subnet.clone()),
-                        ..Default::default()
-                    }]),
+                    config: Some(
+                        std::iter::once(&config.containers.subnet)
+                            .chain(&config.containers.subnet_v6)
+                            .map(|subnet| IpamConfig {
+                                subnet: Some(subnet.clone()),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
                     ..Default::default()
                 }),
                 options: Some(HashMap::from([(
@@ -119,15 +154,49 @@ pub async fn ensure_network(docker: &Docker, config: &Config) -> Result<(), Cont
     }
 }
 
-/// Makes sure DOCKER-USER drops traffic from our subnet to the metadata service.
-pub async fn ensure_metadata_block(subnet: &str) -> Result<bool, ContainersError> {
+/// Which firewall a rule goes into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn tool(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+
+    /// Forwarded container traffic is filtered in DOCKER-USER, which dockerd
+    /// keeps first in FORWARD. dockerd makes that chain in ip6tables only when
+    /// its own ip6tables support is on, so IPv6 uses FORWARD itself (rule first).
+    fn forward_chain(self) -> &'static str {
+        match self {
+            Family::V4 => "DOCKER-USER",
+            Family::V6 => "FORWARD",
+        }
+    }
+
+    fn metadata_addr(self) -> &'static str {
+        match self {
+            Family::V4 => METADATA_ADDR,
+            Family::V6 => METADATA_ADDR_V6,
+        }
+    }
+}
+
+/// Makes sure forwarded traffic from our subnet to the metadata service is dropped.
+pub async fn ensure_metadata_block(family: Family, subnet: &str) -> Result<bool, ContainersError> {
     ensure_rule(
+        family,
         &[
-            "DOCKER-USER",
+            family.forward_chain(),
             "-s",
             subnet,
             "-d",
-            METADATA_ADDR,
+            family.metadata_addr(),
             "-m",
             "comment",
             "--comment",
@@ -135,7 +204,7 @@ pub async fn ensure_metadata_block(subnet: &str) -> Result<bool, ContainersError
             "-j",
             "DROP",
         ],
-        "added DOCKER-USER rule dropping container traffic to 169.254.169.254",
+        "added rule dropping container traffic to the instance metadata service",
     )
     .await
 }
@@ -146,8 +215,9 @@ pub async fn ensure_metadata_block(subnet: &str) -> Result<bool, ContainersError
 /// traffic. Replies to connections the host opened (health checks, the ALB
 /// through the published port) are ESTABLISHED and still pass; traffic to the
 /// internet is forwarded, not INPUT, and is not affected.
-pub async fn ensure_host_block(subnet: &str) -> Result<bool, ContainersError> {
+pub async fn ensure_host_block(family: Family, subnet: &str) -> Result<bool, ContainersError> {
     ensure_rule(
+        family,
         &[
             "INPUT",
             "-s",
@@ -169,12 +239,14 @@ pub async fn ensure_host_block(subnet: &str) -> Result<bool, ContainersError> {
 }
 
 /// Inserts `rule` (chain first) at the top of its chain unless present.
-async fn ensure_rule(rule: &[&str], added: &str) -> Result<bool, ContainersError> {
-    let check = iptables(&[&["-w", XTABLES_WAIT_SECS, "-C"][..], rule].concat()).await?;
+async fn ensure_rule(family: Family, rule: &[&str], added: &str) -> Result<bool, ContainersError> {
+    let tool = family.tool();
+    let check = iptables(tool, &[&["-w", XTABLES_WAIT_SECS, "-C"][..], rule].concat()).await?;
     if check.status.success() {
         return Ok(false);
     }
     let insert = iptables(
+        tool,
         &[
             &["-w", XTABLES_WAIT_SECS, "-I"][..],
             &rule[..1],
@@ -186,29 +258,29 @@ async fn ensure_rule(rule: &[&str], added: &str) -> Result<bool, ContainersError
     .await?;
     if !insert.status.success() {
         return Err(ContainersError::Firewall(format!(
-            "iptables -I {} failed: {}",
+            "{tool} -I {} failed: {}",
             rule[0],
             String::from_utf8_lossy(&insert.stderr).trim()
         )));
     }
-    tracing::info!(subnet = rule[2], "{added}");
+    tracing::info!(subnet = rule[2], chain = rule[0], tool, "{added}");
     Ok(true)
 }
 
-/// Runs iptables as a child process the runtime waits on (never a blocking
-/// call on an async worker), killed if it outlives [`IPTABLES_TIMEOUT`].
-async fn iptables(args: &[&str]) -> Result<std::process::Output, ContainersError> {
-    let child = tokio::process::Command::new("iptables")
+/// Runs iptables or ip6tables as a child process the runtime waits on (never a
+/// blocking call on an async worker), killed if it outlives [`IPTABLES_TIMEOUT`].
+async fn iptables(tool: &str, args: &[&str]) -> Result<std::process::Output, ContainersError> {
+    let child = tokio::process::Command::new(tool)
         .args(args)
         .kill_on_drop(true)
         .output();
     match tokio::time::timeout(IPTABLES_TIMEOUT, child).await {
         Ok(Ok(out)) => Ok(out),
         Ok(Err(e)) => Err(ContainersError::Firewall(format!(
-            "cannot run iptables: {e} (install iptables)"
+            "cannot run {tool}: {e} (install iptables)"
         ))),
         Err(_) => Err(ContainersError::Firewall(format!(
-            "iptables {} did not finish in {IPTABLES_TIMEOUT:?}; retrying next pass",
+            "{tool} {} did not finish in {IPTABLES_TIMEOUT:?}; retrying next pass",
             args.join(" ")
         ))),
     }

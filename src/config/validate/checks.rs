@@ -1,6 +1,6 @@
 //! The small checks every section uses; each error names the key it was given.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -151,9 +151,40 @@ pub(super) fn is_name(s: &str, min: usize, max: usize) -> bool {
 pub use csagent_contract::validate::is_developer_name;
 
 /// Parses "a.b.c.d/n".
+/// An IPv6 network in CIDR form with its host bits zero.
+pub fn parse_cidr_v6(s: &str) -> Option<(Ipv6Addr, u8)> {
+    let (ip, len) = s.split_once('/')?;
+    let ip: Ipv6Addr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    if len > 128 {
+        return None;
+    }
+    let host_bits = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+    (u128::from(ip) & host_bits == 0).then_some((ip, len))
+}
+
 pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
     let (ip, len) = s.split_once('/')?;
     let ip: Ipv4Addr = ip.parse().ok()?;
     let len: u8 = len.parse().ok()?;
     (len <= 32).then_some((ip, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_networks_need_zero_host_bits() {
+        assert_eq!(
+            parse_cidr_v6("fd00:c5a::/64"),
+            Some(("fd00:c5a::".parse().unwrap(), 64))
+        );
+        assert!(parse_cidr_v6("fd00:c5a:0:0:8000::/65").is_some());
+        assert!(parse_cidr_v6("fd00:c5a::1/64").is_none(), "host bits set");
+        assert!(parse_cidr_v6("::/0").is_some());
+        assert!(parse_cidr_v6("fd00::/129").is_none());
+        assert!(parse_cidr_v6("172.30.0.0/24").is_none());
+        assert!(parse_cidr_v6("fd00::").is_none(), "no prefix length");
+    }
 }

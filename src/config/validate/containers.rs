@@ -3,7 +3,7 @@
 //! `developers.rs`, beside the entries that override them.
 
 use super::Validator;
-use super::checks::{is_name, parse_cidr};
+use super::checks::{is_name, parse_cidr, parse_cidr_v6};
 use crate::config::defaults::{
     DEFAULT_BASE_PORT, DEFAULT_BLOCK_METADATA, DEFAULT_GID, DEFAULT_HEALTH_INTERVAL,
     DEFAULT_HEALTH_START_PERIOD, DEFAULT_IMAGE, DEFAULT_ISOLATE_HOST, DEFAULT_LOG_MAX_FILES,
@@ -53,6 +53,20 @@ impl Validator<'_> {
                 format!("{subnet:?} is not an IPv4 CIDR (like 172.30.0.0/24)"),
             )
         })?;
+        let subnet_v6 = match c.subnet_v6.clone() {
+            None => None,
+            Some(v6) => match parse_cidr_v6(&v6) {
+                Some((_, 48..=124)) => Some(v6),
+                _ => {
+                    return Err(self.err(
+                        "containers.subnet_v6",
+                        format!(
+                            "{v6:?} is not an IPv6 network /48../124 with its host bits zero (like fd00:c5a::/64)"
+                        ),
+                    ));
+                }
+            },
+        };
         let log_max_size = self.size_or(
             "containers.log_max_size",
             c.log_max_size.as_deref(),
@@ -88,6 +102,7 @@ impl Validator<'_> {
             gid: c.gid.unwrap_or(DEFAULT_GID),
             network,
             subnet,
+            subnet_v6,
             log_max_size,
             log_max_files,
             block_metadata: c.block_metadata.unwrap_or(DEFAULT_BLOCK_METADATA),

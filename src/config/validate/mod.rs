@@ -27,7 +27,7 @@ use super::defaults::DEFAULT_PROJECT;
 use super::file::FileConfig;
 use super::{Config, ConfigError};
 
-pub use checks::{is_developer_name, parse_cidr};
+pub use checks::{is_developer_name, parse_cidr, parse_cidr_v6};
 #[cfg(test)]
 pub(super) use telemetry::RETENTION_DAYS;
 
