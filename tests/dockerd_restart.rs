@@ -371,10 +371,8 @@ async fn agent_converges_after_dockerd_restarts() {
                 && metadata_rule_present(&subnet)
         },
     );
-    eprintln!(
-        "converged {:?} after dockerd answered again",
-        back.elapsed()
-    );
+    let converged = back.elapsed();
+    eprintln!("converged {converged:?} after dockerd answered again");
     // The status is Docker's, not a stale view from before the restart.
     for (dev, before) in devs.iter().zip(&ids_before) {
         let name = format!("code-server-{dev}");
@@ -395,6 +393,18 @@ async fn agent_converges_after_dockerd_restarts() {
             }
         );
     }
+    // dockerd stops and starts the containers itself (no live-restore): csagent
+    // needs to recreate none of them.
+    let recreated = devs
+        .iter()
+        .zip(&ids_before)
+        .filter(|(d, before)| container_id(&format!("code-server-{d}")) != **before)
+        .count();
+    report_fault("dockerd restart", 0, 0, 0, 0, recreated, converged);
+    assert_eq!(
+        recreated, 0,
+        "no container recreated after a dockerd restart"
+    );
     // Still the same process, and its background tasks are alive: the watchdog
     // pings (sent only while every task runs) keep coming.
     assert!(
@@ -415,7 +425,7 @@ async fn agent_converges_after_dockerd_restarts() {
         "no panic in the agent; log since the restart:\n{during}"
     );
     assert!(
-        during.contains("added DOCKER-USER rule"),
+        during.contains("DOCKER-USER rule dropping container traffic to 169.254.169.254"),
         "the agent re-added the metadata rule; log since the restart:\n{during}"
     );
     for line in during.lines().filter(|l| {

@@ -204,7 +204,12 @@ pub async fn ensure_metadata_block(family: Family, subnet: &str) -> Result<bool,
             "-j",
             "DROP",
         ],
-        "added rule dropping container traffic to the instance metadata service",
+        &format!(
+            "added {} {} rule dropping container traffic to {}",
+            family.tool(),
+            family.forward_chain(),
+            family.metadata_addr()
+        ),
     )
     .await
 }
@@ -233,7 +238,10 @@ pub async fn ensure_host_block(family: Family, subnet: &str) -> Result<bool, Con
             "-j",
             "DROP",
         ],
-        "added INPUT rule dropping new connections from containers to the host",
+        &format!(
+            "added {} INPUT rule dropping new connections from containers to the host",
+            family.tool()
+        ),
     )
     .await
 }
@@ -263,7 +271,7 @@ async fn ensure_rule(family: Family, rule: &[&str], added: &str) -> Result<bool,
             String::from_utf8_lossy(&insert.stderr).trim()
         )));
     }
-    tracing::info!(subnet = rule[2], chain = rule[0], tool, "{added}");
+    tracing::info!(subnet = rule[2], "{added}");
     Ok(true)
 }
 

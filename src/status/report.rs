@@ -98,9 +98,17 @@ fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
         .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
         .and_then(|t| now.duration_since(t).ok())
         .map(|d| d.as_secs());
-    let problem = c
-        .and_then(|c| c.problem.clone())
-        .or_else(|| secrets.and_then(|s| if s.ready { None } else { s.error.clone() }));
+    let problem = c.and_then(|c| c.problem.clone()).or_else(|| {
+        let s = secrets?;
+        let e = s.error.as_ref()?;
+        // Still running on the last values read: say so, the admin must fix it
+        // before the next recreation needs them.
+        Some(if s.ready {
+            format!("running on the last credentials read; {e}")
+        } else {
+            e.clone()
+        })
+    });
     DeveloperRow {
         name: d.name.clone(),
         port: d.port,

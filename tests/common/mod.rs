@@ -842,3 +842,38 @@ pub fn delete_host_rule(subnet: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+/// Records one row of the fault-injection table (docs/reliability.md): appended to
+/// the file `$CSAGENT_FAULT_REPORT` names (scripts/test.sh prints it at the end),
+/// and printed to stderr. `lines` is how many log lines the containers printed.
+pub fn report_fault(
+    fault: &str,
+    lines: usize,
+    lost: usize,
+    duplicated: usize,
+    files_lost: usize,
+    needless_restarts: usize,
+    converged: std::time::Duration,
+) {
+    // A fault run without a log flood has no line figures.
+    let (lines, lost, duplicated) = if lines == 0 {
+        ("—".to_string(), "—".to_string(), "—".to_string())
+    } else {
+        (lines.to_string(), lost.to_string(), duplicated.to_string())
+    };
+    let row = format!(
+        "| {fault} | {lines} | {lost} | {duplicated} | {files_lost} | {needless_restarts} | {:.1} s |\n",
+        converged.as_secs_f64()
+    );
+    eprint!("FAULT-ROW {row}");
+    if let Ok(path) = std::env::var("CSAGENT_FAULT_REPORT") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = f.write_all(row.as_bytes());
+        }
+    }
+}
