@@ -17,7 +17,7 @@ use super::follow::{Line, Position, Reassembler, Source};
 use super::sink::{Delivered, Sink, settle_delay};
 use super::status::now_ms;
 use super::{Finish, ShipperState};
-use crate::retry::Backoff;
+use crate::retry::{Backoff, Class};
 
 /// Longest line held before it is passed on unfinished: under four maximal
 /// events even after one more 16 KiB Docker message, so a line fits one batch.
@@ -31,6 +31,17 @@ struct LineEvents {
     events: Vec<Event>,
     /// Budget it holds until its batch is settled.
     cost: usize,
+}
+
+/// How a pass over a container's log ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The container stopped or went: everything it wrote is delivered and
+    /// checkpointed.
+    Drained,
+    /// The shipper stops (or the follower had to give up): the rest is read
+    /// from the checkpoint next time.
+    Interrupted,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +58,14 @@ pub(super) async fn run(ctx: Arc<ShipperState>, id: String, developer: String) {
     let mut backoff = Backoff::standard();
     loop {
         match ship(&ctx, &id, &developer).await {
-            Ok(()) | Err(TaskError::Stopped) => backoff.reset(),
+            Ok(Pass::Drained) => {
+                backoff.reset();
+                ctx.status.drained(&id);
+            }
+            Ok(Pass::Interrupted) | Err(TaskError::Stopped) => backoff.reset(),
             Err(e) => {
-                // The state directory is unwritable: without checkpoints nothing
+                // The checkpoint cannot be read or written (and retrying the
+                // write in place did not help): without checkpoints nothing
                 // can be shipped exactly once, so wait and try again.
                 let delay = backoff.next_delay();
                 tracing::error!(developer = %developer, container = %short(&id), error = %e, retry_in = ?delay, "container log shipping failed");
@@ -98,6 +114,44 @@ async fn save(store: &Store, cp: &Checkpoint) -> Result<(), CheckpointError> {
     blocking(move || store.save(&cp)).await
 }
 
+/// Writes the checkpoint, retrying in place (jittered backoff) while the error
+/// is one the disk recovers from (full, over quota) until it succeeds or the
+/// shipper stops; status shows the error meanwhile. The in-memory checkpoint is
+/// the truth here: after a put, retrying its write neither repeats the batch
+/// nor loses it, and should the agent stop first, the in-flight record already
+/// on disk makes the next start read the stream back. Other errors end the pass.
+async fn save_retrying(
+    ctx: &ShipperState,
+    cp: &Checkpoint,
+    developer: &str,
+) -> Result<(), TaskError> {
+    let mut backoff = ctx.options.backoff.clone();
+    loop {
+        let e = match save(&ctx.store, cp).await {
+            Ok(()) => {
+                if backoff.attempts() > 0 {
+                    tracing::info!(developer = %developer, container = %short(&cp.container_id), "log checkpoint written again; shipping resumes");
+                }
+                ctx.status.checkpoint_ok(developer);
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        ctx.status.checkpoint_failed(developer, &e.to_string());
+        if e.class() != Class::Transient {
+            return Err(e.into());
+        }
+        let delay = backoff.next_delay();
+        if backoff.attempts() == 1 {
+            tracing::error!(developer = %developer, container = %short(&cp.container_id), error = %e, "cannot write the log checkpoint; shipping waits and retries (Docker keeps the lines)");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = ctx.stop.requested() => return Err(TaskError::Stopped),
+        }
+    }
+}
+
 async fn load(store: &Store, id: &str, developer: &str) -> Result<Checkpoint, CheckpointError> {
     let (s, i) = (store.clone(), id.to_string());
     match blocking(move || s.load(&i)).await {
@@ -115,7 +169,7 @@ async fn load(store: &Store, id: &str, developer: &str) -> Result<Checkpoint, Ch
 
 /// One pass: settle a batch left in flight, then follow and ship until the
 /// container stops (and everything read is delivered) or the shipper stops.
-async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<(), TaskError> {
+async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<Pass, TaskError> {
     let mut cp = load(&ctx.store, id, developer).await?;
     let group = ctx.config.render(&ctx.config.logs.group, developer);
     let mut sink = Sink::new(
@@ -129,7 +183,7 @@ async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<(), 
 
     if let Some(inflight) = cp.inflight.clone() {
         settle_inflight(ctx, &mut sink, &mut cp, &inflight, developer).await?;
-        save(&ctx.store, &cp).await?;
+        save_retrying(ctx, &cp, developer).await?;
     }
 
     let budget_total = ctx.options.buffer_bytes.max(1);
@@ -188,13 +242,16 @@ async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<(), 
         }
         flush_at = (!batcher.is_empty()).then(|| Instant::now() + ctx.options.flush_interval);
     };
+    // A follower waiting for budget that will never come back (the uploader
+    // failed) must not hang this task: closing the budget wakes it.
+    budget.close();
     drop(rx);
-    let _ = follower.await;
+    let ended = follower.await.unwrap_or(Pass::Interrupted);
     // Whatever was never shipped was never checkpointed: the next start reads
     // it from Docker again. It is no longer buffered here.
     let (events, bytes) = buffered.take();
     ctx.status.unbuffered(developer, events, bytes);
-    result
+    result.map(|()| ended)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -244,7 +301,7 @@ async fn ship_batch(
         };
         cp.inflight = Some(inflight.clone());
         let started = Instant::now();
-        save(&ctx.store, cp).await?;
+        save_retrying(ctx, cp, developer).await?;
         let saved = started.elapsed();
         let delivered = sink
             .deliver(
@@ -300,7 +357,7 @@ async fn ship_batch(
     }
     cp.inflight = None;
     let started = Instant::now();
-    save(&ctx.store, cp).await?;
+    save_retrying(ctx, cp, developer).await?;
     tracing::debug!(
         developer = %developer,
         events = batch.events.len(),
@@ -362,14 +419,15 @@ async fn settle_inflight(
 }
 
 /// Reads the container's log from `resume` into `tx`, within the byte budget,
-/// until the container stops (or is removed) or the shipper stops.
+/// until the container stops (or is removed: [`Pass::Drained`]) or the shipper
+/// stops ([`Pass::Interrupted`]).
 async fn follow(
     ctx: Arc<ShipperState>,
     id: String,
     developer: String,
     resume: Position,
     out: Outbox,
-) {
+) -> Pass {
     let mut re = Reassembler::new(resume, MAX_LINE);
     let mut backoff = Backoff::standard();
     loop {
@@ -385,7 +443,7 @@ async fn follow(
         let ended = loop {
             let item = tokio::select! {
                 biased;
-                _ = ctx.stop.requested() => return,
+                _ = ctx.stop.requested() => return Pass::Interrupted,
                 item = stream.next() => item,
             };
             let (source, message) = match item {
@@ -399,7 +457,7 @@ async fn follow(
             if let Some(line) = re.push(source, &message)
                 && !out.send(&ctx, &developer, line).await
             {
-                return;
+                return Pass::Interrupted;
             }
         };
         let running = match ended {
@@ -427,15 +485,15 @@ async fn follow(
             // Stopped or removed: unfinished lines are final.
             for line in re.flush() {
                 if !out.send(&ctx, &developer, line).await {
-                    return;
+                    return Pass::Interrupted;
                 }
             }
-            return;
+            return Pass::Drained;
         }
         let delay = backoff.next_delay();
         tokio::select! {
             _ = tokio::time::sleep(delay.min(Duration::from_secs(5))) => {}
-            _ = ctx.stop.requested() => return,
+            _ = ctx.stop.requested() => return Pass::Interrupted,
         }
         re.resume();
     }

@@ -83,7 +83,7 @@ pub use checkpoint::{Checkpoint, CheckpointError, Inflight, Store, Tail};
 pub use follow::Position;
 use sink::Sink;
 pub use sink::SinkError;
-pub use status::{DeveloperLogs, LogsStatus, LogsStatusHandle};
+pub use status::{DeveloperLogs, Drain, DrainMark, LogsStatus, LogsStatusHandle};
 
 /// Why the shipper could not run at all (everything else is retried).
 #[derive(Debug, thiserror::Error)]
@@ -502,6 +502,7 @@ fn on_event(
             }
         }
         Some("destroy") => {
+            ctx.status.forget(&id);
             if ctx.registry.destroyed(&id)
                 && let Err(e) = ctx.store.remove(&id)
             {
