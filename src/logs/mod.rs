@@ -22,6 +22,14 @@
 //!   successful put. A start that finds an in-flight record reads the stream back
 //!   to learn whether that batch landed, so a SIGKILL between put and checkpoint
 //!   neither loses nor repeats it.
+//! - **Checkpoint write errors**: a write the disk may accept later (ENOSPC,
+//!   quota) is retried in place with backoff, the status showing why
+//!   ([`DeveloperLogs::checkpoint_error`]); the batch already put is neither put
+//!   again nor lost, since the in-memory checkpoint is kept and the in-flight
+//!   record on disk settles it by read-back should the agent stop first.
+//! - **Drained**: when a container stops, its task ships and checkpoints what is
+//!   left, then publishes the container as drained ([`LogsStatusHandle::wait_drained`]);
+//!   the container reconciler waits for that before it removes the container.
 //! - **Back-pressure**: each container has a byte budget
 //!   ([`ShipperOptions::buffer_bytes`]); when it is spent the follower stops
 //!   reading from Docker. The container is untouched — we only read its log, and
