@@ -62,6 +62,7 @@ mod checkpoint;
 mod container;
 mod follow;
 mod own;
+mod persist;
 mod sink;
 mod status;
 
