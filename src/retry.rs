@@ -78,6 +78,23 @@ pub fn classify_docker(err: &bollard::errors::Error) -> Class {
     }
 }
 
+/// Classifies a local I/O error (state files, checkpoints): a full disk or
+/// quota, an interrupted or timed-out call, a short lack of memory may pass;
+/// anything else (permissions, a missing directory, a read-only filesystem)
+/// needs a person.
+pub fn classify_io(err: &std::io::Error) -> Class {
+    use std::io::ErrorKind as K;
+    match err.kind() {
+        K::StorageFull
+        | K::QuotaExceeded
+        | K::Interrupted
+        | K::WouldBlock
+        | K::TimedOut
+        | K::OutOfMemory => Class::Transient,
+        _ => Class::Permanent,
+    }
+}
+
 /// One line for an error and its causes ("dispatch failure: io error: connection
 /// refused"), for status and logs. Unlike the SDK's `DisplayErrorContext` it
 /// leaves out the Debug dump of the raw response, and repeats no cause.
@@ -183,6 +200,16 @@ mod tests {
             error_chain(&Outer(inner)),
             "dispatch failure: connection refused"
         );
+    }
+
+    #[test]
+    fn a_full_disk_is_transient_a_denied_write_is_not() {
+        let enospc = std::io::Error::from_raw_os_error(28);
+        assert_eq!(classify_io(&enospc), Class::Transient);
+        let edquot = std::io::Error::from_raw_os_error(122);
+        assert_eq!(classify_io(&edquot), Class::Transient);
+        let eacces = std::io::Error::from_raw_os_error(13);
+        assert_eq!(classify_io(&eacces), Class::Permanent);
     }
 
     #[test]

@@ -948,3 +948,157 @@ async fn cloudwatch_outage_loses_and_repeats_nothing() {
     shipper.stop().await;
     c.remove().await;
 }
+
+// ---------------------------------------------------------------------------
+// ENOSPC on the state directory: a small tmpfs, filled
+// ---------------------------------------------------------------------------
+
+/// A tmpfs of `size` mounted on a fresh directory; unmounted on drop.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn new(size: &str) -> SmallTmpfs {
+        require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+                path_str(dir.path()),
+            ],
+        );
+        SmallTmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `filler` until the filesystem is full.
+    fn fill(&self) -> PathBuf {
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).expect("create filler");
+        let chunk = vec![0u8; 4096];
+        loop {
+            match f.write_all(&chunk).and_then(|()| f.sync_all()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(28) => return path,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// The state directory fills up (ENOSPC) while a container floods its log and
+/// the shipper's buffer is small: shipping pauses without losing anything, the
+/// checkpoint error shows in status, and once space is freed the shipper
+/// recovers by itself, every line exactly once, the container untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enospc_on_the_state_directory_pauses_and_recovers() {
+    let tmpfs = SmallTmpfs::new("1m");
+    let docker = docker().await;
+    let dev = unique("lg");
+    let config = config(&unique("logs-enospc"), &[&dev], tmpfs.path(), &moto_url());
+    let group = group_of(&config, &dev);
+    let client = logs_client(&moto_url(), None).await;
+    let c = TestContainer::start(&docker, &config.project, &dev, &[]).await;
+    let before = docker
+        .inspect_container(&c.id, None)
+        .await
+        .expect("inspect");
+    // A small buffer, so the follower is held back by it during the fault.
+    let options = ShipperOptions {
+        buffer_bytes: 64 * 1024,
+        ..test_options()
+    };
+    let shipper = Running::start(docker.clone(), client.clone(), &config, options).await;
+
+    c.print(1000, "e a").await;
+    let got = wait_for_lines(&client, &group, "e a", 1000, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1000, "shipping works before the disk is full");
+
+    let filler = tmpfs.fill();
+    for i in 1..=5 {
+        c.print(2000, &format!("e b{i}-")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Status shows why shipping waits.
+    let start = Instant::now();
+    let d = loop {
+        let d = shipper.status.snapshot().developers[&dev].clone();
+        if d.checkpoint_error.is_some() || start.elapsed() > Duration::from_secs(20) {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let error = d.checkpoint_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("No space left on device"),
+        "the checkpoint error shows in status: {d:?}"
+    );
+    assert!(d.buffered_events > 0, "lines wait in the buffer: {d:?}");
+    // It stays paused (nothing is dropped to make progress) while the disk is full.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let shipped_while_full = lines_with(&client, &group, "e b").await.len();
+    assert!(
+        shipped_while_full < 10_000,
+        "not everything can be shipped without checkpoints: {shipped_while_full}"
+    );
+    let d = shipper.status.snapshot().developers[&dev].clone();
+    assert!(d.checkpoint_error.is_some(), "{d:?}");
+
+    // Space comes back: the shipper recovers without help.
+    std::fs::remove_file(&filler).expect("free the space");
+    let freed = Instant::now();
+    c.print(1000, "e c").await;
+    let mut want = numbered("e a", 1..=1000);
+    for i in 1..=5 {
+        want.extend(numbered(&format!("e b{i}-"), 1..=2000));
+    }
+    want.extend(numbered("e c", 1..=1000));
+    let got = wait_for_lines(&client, &group, "e ", want.len(), Duration::from_secs(60)).await;
+    let converged = freed.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await; // would a repeat show up?
+    let got_again = lines_with(&client, &group, "e ").await;
+    let lost = want.iter().filter(|w| !got_again.contains(w)).count();
+    let dup = got_again.len()
+        - got_again
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+    let after = docker
+        .inspect_container(&c.id, None)
+        .await
+        .expect("inspect");
+    let restarts = usize::from(
+        after.state.as_ref().and_then(|s| s.started_at.clone())
+            != before.state.as_ref().and_then(|s| s.started_at.clone()),
+    ) + after.restart_count.unwrap_or(0) as usize;
+    println!(
+        "FAULT-ROW | ENOSPC on the state directory | lost {lost} | dup {dup} | files lost 0 | needless restarts {restarts} | converged in {:.1} s",
+        converged.as_secs_f64()
+    );
+    assert_eq!(got.len(), want.len());
+    assert_exactly_once(&got_again, &want);
+    assert_eq!((lost, dup, restarts), (0, 0, 0));
+    let d = shipper.status.snapshot().developers[&dev].clone();
+    assert!(d.checkpoint_error.is_none(), "recovered: {d:?}");
+    assert!(d.last_error.is_none(), "recovered: {d:?}");
+    assert_eq!(d.buffered_events, 0, "{d:?}");
+    shipper.stop().await;
+    c.remove().await;
+}

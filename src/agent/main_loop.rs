@@ -126,11 +126,7 @@ impl Agent {
             .collect();
         // The log shipper or metrics loop ended (a panic, or an error it cannot
         // retry): stop the other one too, say why, start both again.
-        if self
-            .background
-            .as_ref()
-            .is_some_and(|(_, h)| h.iter().any(|t| t.is_finished()))
-        {
+        if self.background.any_finished() {
             for panic in self.stop_background().await {
                 tracing::error!(error = %panic, "logs/metrics task panicked");
             }

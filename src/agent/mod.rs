@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use sd_notify::NotifyState;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -116,8 +116,8 @@ struct Agent {
     apply_now: BTreeSet<String>,
     commands: mpsc::Receiver<(Command, oneshot::Sender<Response>)>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
-    /// Log shipper and metrics loop, with the switch that stops them.
-    background: Option<(watch::Sender<bool>, Vec<JoinHandle<()>>)>,
+    /// Log shipper and metrics loop.
+    background: background::Background,
     docker: bollard::Docker,
     sdk: aws_config::SdkConfig,
     once: bool,
@@ -157,10 +157,12 @@ impl Agent {
 
         progress("connecting to the Docker engine");
         let docker = crate::containers::connect(&progress).await?;
-        let reconciler = Reconciler::new(docker.clone(), config.clone()).reporting_to(
-            observations.containers.clone(),
-            observations.firewall.clone(),
-        );
+        let reconciler = Reconciler::new(docker.clone(), config.clone())
+            .reporting_to(
+                observations.containers.clone(),
+                observations.firewall.clone(),
+            )
+            .draining_logs_of(observations.logs.clone());
 
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let mut tasks = Vec::new();
@@ -181,7 +183,7 @@ impl Agent {
             apply_now: BTreeSet::new(),
             commands: cmd_rx,
             tasks,
-            background: None,
+            background: background::Background::default(),
             docker,
             sdk,
             once,

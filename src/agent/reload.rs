@@ -66,8 +66,9 @@ impl Agent {
             tracing::warn!(error = %e, "secrets read after reload failed");
         }
         let ok = self.converge_all().await;
-        self.stop_background().await;
-        self.start_background();
+        // Containers this pass replaced or removed were drained by the shipper
+        // running until now; it restarts only if its own settings changed.
+        self.restart_background_for(&c).await;
         format!(
             "reloaded {}: {} developers, {}",
             self.config_path.display(),

@@ -71,6 +71,11 @@ pub const DEFAULT_LOG_MAX_FILES: u32 = 5;
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 /// `containers.health_start_period` ("60s"): code-server's first start is slow.
 pub const DEFAULT_HEALTH_START_PERIOD: Duration = Duration::from_secs(60);
+/// `containers.stop_grace` ("10s"): Docker's own default for `docker stop`.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// The longest `containers.stop_grace`: the Docker API call that waits for it
+/// times out after 120 s.
+pub const MAX_STOP_GRACE: Duration = Duration::from_secs(100);
 /// `containers.block_metadata`: drop container traffic to 169.254.169.254.
 pub const DEFAULT_BLOCK_METADATA: bool = true;
 /// `containers.isolate_host`: drop new connections from containers to the host.

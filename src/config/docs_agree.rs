@@ -37,6 +37,7 @@ const DEFAULTED_KEYS: &[&str] = &[
     "containers.log_max_files",
     "containers.health_interval",
     "containers.health_start_period",
+    "containers.stop_grace",
     "containers.block_metadata",
     "containers.isolate_host",
     "developers.count",

@@ -132,6 +132,9 @@ pub(super) struct FileContainers {
     /// `containers.health_start_period`: a duration. Default
     /// `DEFAULT_HEALTH_START_PERIOD`.
     pub health_start_period: Option<String>,
+    /// `containers.stop_grace`: a duration, at most `MAX_STOP_GRACE`. Default
+    /// `DEFAULT_STOP_GRACE`.
+    pub stop_grace: Option<String>,
 }
 
 /// `[developers]`.

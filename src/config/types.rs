@@ -148,6 +148,10 @@ pub struct ContainersConfig {
     /// default `DEFAULT_HEALTH_START_PERIOD`).
     #[serde(with = "humantime_serde_compat")]
     pub health_start_period: Duration,
+    /// How long a container being replaced or removed gets after SIGTERM before
+    /// Docker kills it (default `DEFAULT_STOP_GRACE`).
+    #[serde(with = "humantime_serde_compat")]
+    pub stop_grace: Duration,
 }
 
 /// One developer, with every default resolved.
@@ -198,7 +202,7 @@ pub struct MetricsConfig {
 }
 
 /// `[logs]`: CloudWatch Logs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LogsConfig {
     /// Ship container logs at all (default `DEFAULT_LOGS_ENABLED`).
     pub enabled: bool,

@@ -5,9 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder};
 
 use super::plan::{Desired, Existing, Found, Launch, Listed, Observed, Step, plan, to_remove};
 use super::spec::{LABEL_MANAGED, LABEL_PROJECT};
@@ -64,7 +62,7 @@ impl Reconciler {
                 Err(e) => Action::Failed(format!("start {name}: {e}")),
             },
             Step::Recreate { launch, why } => {
-                if let Err(e) = self.remove(&name).await {
+                if let Err(e) = self.retire(&d.developer.name, &name).await {
                     return Action::Failed(e);
                 }
                 match self.create_and_start(&launch).await {
@@ -124,17 +122,6 @@ impl Reconciler {
             .map_err(|e| format!("start {}: {e}", spec.name))
     }
 
-    async fn remove(&self, name: &str) -> Result<(), String> {
-        let opts = RemoveContainerOptionsBuilder::new().force(true).build();
-        match self.docker.remove_container(name, Some(opts)).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(format!("remove {name}: {e}")),
-        }
-    }
-
     /// Removes managed containers whose developer is no longer configured. Their
     /// data directories are never touched.
     pub(super) async fn remove_unconfigured(
@@ -144,7 +131,7 @@ impl Reconciler {
         let listed = self.list_managed().await?;
         let mut out = Vec::new();
         for Listed { developer, name } in to_remove(listed, configured) {
-            match self.remove(&name).await {
+            match self.retire(&developer, &name).await {
                 Ok(()) => {
                     tracing::info!(developer = %developer, container = %name, "removed container of a developer no longer configured (data kept)");
                     out.push((developer, Action::Removed));

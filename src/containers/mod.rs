@@ -11,6 +11,7 @@ mod execute;
 mod image;
 pub mod network;
 pub mod plan;
+mod retire;
 pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,9 +27,11 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::config::{Config, Developer};
+use crate::logs::LogsStatusHandle;
 use crate::observe::Published;
 use crate::retry::{Backoff, Class, classify_docker};
 pub use events::{connect, spawn_event_follower};
+pub use retire::DRAIN_TIMEOUT;
 pub use spec::{ContainerCredentials, DesiredSpec, ImageInfo, container_name};
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +145,9 @@ pub struct Reconciler {
     progress: Arc<AtomicU64>,
     /// Why a firewall rule could not be installed, if one could not.
     firewall: Published<Option<String>>,
+    /// The log shipper's section: a container is removed only once its log
+    /// was shipped to the end ([`retire`]).
+    logs: LogsStatusHandle,
 }
 
 /// Unix seconds now (0 if the clock is before 1970).
@@ -164,6 +170,7 @@ impl Reconciler {
             ))),
             progress: Arc::new(AtomicU64::new(unix_now())),
             firewall: Published::default(),
+            logs: LogsStatusHandle::default(),
         }
     }
 
@@ -179,6 +186,14 @@ impl Reconciler {
     ) -> Reconciler {
         self.status = containers;
         self.firewall = firewall;
+        self
+    }
+
+    /// Waits for the log shipper reporting into `logs` to drain a container's
+    /// log before removing the container. Without it (or while no shipper
+    /// runs) containers are removed as soon as they stopped.
+    pub fn draining_logs_of(mut self, logs: LogsStatusHandle) -> Reconciler {
+        self.logs = logs;
         self
     }
 

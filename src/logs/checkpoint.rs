@@ -29,6 +29,16 @@ pub enum CheckpointError {
     },
 }
 
+impl CheckpointError {
+    /// Whether writing again later may succeed (a full disk, say).
+    pub fn class(&self) -> crate::retry::Class {
+        match self {
+            CheckpointError::Io { source, .. } => crate::retry::classify_io(source),
+            CheckpointError::Corrupt { .. } => crate::retry::Class::Permanent,
+        }
+    }
+}
+
 /// Events this container already has in its stream at the last shipped
 /// millisecond; a later batch starting in that millisecond is judged against it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

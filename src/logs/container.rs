@@ -12,8 +12,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use super::batch::{Batch, Batcher, Event, Limits, MAX_MESSAGE_BYTES, split_message};
-use super::checkpoint::{Checkpoint, CheckpointError, Inflight, Store};
+use super::checkpoint::{Checkpoint, CheckpointError, Inflight};
 use super::follow::{Line, Position, Reassembler, Source};
+use super::persist::{load, save_retrying};
 use super::sink::{Delivered, Sink, settle_delay};
 use super::status::now_ms;
 use super::{Finish, ShipperState};
@@ -33,8 +34,19 @@ struct LineEvents {
     cost: usize,
 }
 
+/// How a pass over a container's log ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The container stopped or went: everything it wrote is delivered and
+    /// checkpointed.
+    Drained,
+    /// The shipper stops (or the follower had to give up): the rest is read
+    /// from the checkpoint next time.
+    Interrupted,
+}
+
 #[derive(Debug, thiserror::Error)]
-enum TaskError {
+pub(super) enum TaskError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("shipping was stopped")]
@@ -47,9 +59,14 @@ pub(super) async fn run(ctx: Arc<ShipperState>, id: String, developer: String) {
     let mut backoff = Backoff::standard();
     loop {
         match ship(&ctx, &id, &developer).await {
-            Ok(()) | Err(TaskError::Stopped) => backoff.reset(),
+            Ok(Pass::Drained) => {
+                backoff.reset();
+                ctx.status.drained(&id);
+            }
+            Ok(Pass::Interrupted) | Err(TaskError::Stopped) => backoff.reset(),
             Err(e) => {
-                // The state directory is unwritable: without checkpoints nothing
+                // The checkpoint cannot be read or written (and retrying the
+                // write in place did not help): without checkpoints nothing
                 // can be shipped exactly once, so wait and try again.
                 let delay = backoff.next_delay();
                 tracing::error!(developer = %developer, container = %short(&id), error = %e, retry_in = ?delay, "container log shipping failed");
@@ -80,42 +97,9 @@ pub(super) fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, CheckpointError> + Send + 'static,
-) -> Result<T, CheckpointError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => Err(CheckpointError::Io {
-            path: Default::default(),
-            op: "checkpoint task",
-            source: std::io::Error::other(e.to_string()),
-        }),
-    }
-}
-
-async fn save(store: &Store, cp: &Checkpoint) -> Result<(), CheckpointError> {
-    let (store, cp) = (store.clone(), cp.clone());
-    blocking(move || store.save(&cp)).await
-}
-
-async fn load(store: &Store, id: &str, developer: &str) -> Result<Checkpoint, CheckpointError> {
-    let (s, i) = (store.clone(), id.to_string());
-    match blocking(move || s.load(&i)).await {
-        Ok(Some(cp)) => Ok(cp),
-        Ok(None) => Ok(Checkpoint::new(id, developer)),
-        Err(e @ CheckpointError::Corrupt { .. }) => {
-            // Cannot happen with atomic writes; if it does, ship the container's
-            // log again from its start rather than skip anything.
-            tracing::error!(container = %short(id), error = %e, "log checkpoint unreadable; shipping this container's log from its start");
-            Ok(Checkpoint::new(id, developer))
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// One pass: settle a batch left in flight, then follow and ship until the
 /// container stops (and everything read is delivered) or the shipper stops.
-async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<(), TaskError> {
+async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<Pass, TaskError> {
     let mut cp = load(&ctx.store, id, developer).await?;
     let group = ctx.config.render(&ctx.config.logs.group, developer);
     let mut sink = Sink::new(
@@ -129,7 +113,7 @@ async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<(), 
 
     if let Some(inflight) = cp.inflight.clone() {
         settle_inflight(ctx, &mut sink, &mut cp, &inflight, developer).await?;
-        save(&ctx.store, &cp).await?;
+        save_retrying(ctx, &cp, developer).await?;
     }
 
     let budget_total = ctx.options.buffer_bytes.max(1);
@@ -188,13 +172,16 @@ async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<(), 
         }
         flush_at = (!batcher.is_empty()).then(|| Instant::now() + ctx.options.flush_interval);
     };
+    // A follower waiting for budget that will never come back (the uploader
+    // failed) must not hang this task: closing the budget wakes it.
+    budget.close();
     drop(rx);
-    let _ = follower.await;
+    let ended = follower.await.unwrap_or(Pass::Interrupted);
     // Whatever was never shipped was never checkpointed: the next start reads
     // it from Docker again. It is no longer buffered here.
     let (events, bytes) = buffered.take();
     ctx.status.unbuffered(developer, events, bytes);
-    result
+    result.map(|()| ended)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -244,7 +231,7 @@ async fn ship_batch(
         };
         cp.inflight = Some(inflight.clone());
         let started = Instant::now();
-        save(&ctx.store, cp).await?;
+        save_retrying(ctx, cp, developer).await?;
         let saved = started.elapsed();
         let delivered = sink
             .deliver(
@@ -300,7 +287,7 @@ async fn ship_batch(
     }
     cp.inflight = None;
     let started = Instant::now();
-    save(&ctx.store, cp).await?;
+    save_retrying(ctx, cp, developer).await?;
     tracing::debug!(
         developer = %developer,
         events = batch.events.len(),
@@ -362,14 +349,15 @@ async fn settle_inflight(
 }
 
 /// Reads the container's log from `resume` into `tx`, within the byte budget,
-/// until the container stops (or is removed) or the shipper stops.
+/// until the container stops (or is removed: [`Pass::Drained`]) or the shipper
+/// stops ([`Pass::Interrupted`]).
 async fn follow(
     ctx: Arc<ShipperState>,
     id: String,
     developer: String,
     resume: Position,
     out: Outbox,
-) {
+) -> Pass {
     let mut re = Reassembler::new(resume, MAX_LINE);
     let mut backoff = Backoff::standard();
     loop {
@@ -385,7 +373,7 @@ async fn follow(
         let ended = loop {
             let item = tokio::select! {
                 biased;
-                _ = ctx.stop.requested() => return,
+                _ = ctx.stop.requested() => return Pass::Interrupted,
                 item = stream.next() => item,
             };
             let (source, message) = match item {
@@ -399,7 +387,7 @@ async fn follow(
             if let Some(line) = re.push(source, &message)
                 && !out.send(&ctx, &developer, line).await
             {
-                return;
+                return Pass::Interrupted;
             }
         };
         let running = match ended {
@@ -427,15 +415,15 @@ async fn follow(
             // Stopped or removed: unfinished lines are final.
             for line in re.flush() {
                 if !out.send(&ctx, &developer, line).await {
-                    return;
+                    return Pass::Interrupted;
                 }
             }
-            return;
+            return Pass::Drained;
         }
         let delay = backoff.next_delay();
         tokio::select! {
             _ = tokio::time::sleep(delay.min(Duration::from_secs(5))) => {}
-            _ = ctx.stop.requested() => return,
+            _ = ctx.stop.requested() => return Pass::Interrupted,
         }
         re.resume();
     }

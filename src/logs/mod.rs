@@ -22,6 +22,14 @@
 //!   successful put. A start that finds an in-flight record reads the stream back
 //!   to learn whether that batch landed, so a SIGKILL between put and checkpoint
 //!   neither loses nor repeats it.
+//! - **Checkpoint write errors**: a write the disk may accept later (ENOSPC,
+//!   quota) is retried in place with backoff, the status showing why
+//!   ([`DeveloperLogs::checkpoint_error`]); the batch already put is neither put
+//!   again nor lost, since the in-memory checkpoint is kept and the in-flight
+//!   record on disk settles it by read-back should the agent stop first.
+//! - **Drained**: when a container stops, its task ships and checkpoints what is
+//!   left, then publishes the container as drained ([`LogsStatusHandle::wait_drained`]);
+//!   the container reconciler waits for that before it removes the container.
 //! - **Back-pressure**: each container has a byte budget
 //!   ([`ShipperOptions::buffer_bytes`]); when it is spent the follower stops
 //!   reading from Docker. The container is untouched — we only read its log, and
@@ -54,6 +62,7 @@ mod checkpoint;
 mod container;
 mod follow;
 mod own;
+mod persist;
 mod sink;
 mod status;
 
@@ -83,7 +92,7 @@ pub use checkpoint::{Checkpoint, CheckpointError, Inflight, Store, Tail};
 pub use follow::Position;
 use sink::Sink;
 pub use sink::SinkError;
-pub use status::{DeveloperLogs, LogsStatus, LogsStatusHandle};
+pub use status::{DeveloperLogs, Drain, DrainMark, LogsStatus, LogsStatusHandle};
 
 /// Why the shipper could not run at all (everything else is retried).
 #[derive(Debug, thiserror::Error)]
@@ -502,6 +511,7 @@ fn on_event(
             }
         }
         Some("destroy") => {
+            ctx.status.forget(&id);
             if ctx.registry.destroyed(&id)
                 && let Err(e) = ctx.store.remove(&id)
             {

@@ -1,9 +1,14 @@
-//! What the shipper observed, per developer, for `csagent status` and metrics.
+//! What the shipper observed, per developer, for `csagent status` and metrics;
+//! and, per container, whether its log was shipped to its end ("drained"), which
+//! the container reconciler waits for before it removes a stopped container.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// One developer's log shipping.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -39,6 +44,10 @@ pub struct DeveloperLogs {
     /// Batches whose fate after a crash or an ambiguous error was settled by
     /// reading the stream back (found landed → not sent again).
     pub readback_landed: u64,
+    /// Why the checkpoint cannot be written (a full state directory, say):
+    /// shipping for this developer waits, retrying, until it can (Docker keeps
+    /// the lines meanwhile). Cleared by the next successful write.
+    pub checkpoint_error: Option<String>,
 }
 
 /// Every developer's log shipping.
@@ -55,6 +64,39 @@ struct Inner {
     enabled: bool,
     last_put_ms: Option<i64>,
     developers: BTreeMap<String, Entry>,
+    /// Per container id followed by this shipper.
+    containers: HashMap<String, ContainerLog>,
+    /// Counts drains, so a waiter can tell a drain after its stop from an
+    /// earlier one.
+    drains: u64,
+}
+
+/// Where one container's log shipping stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContainerLog {
+    Following,
+    /// The container stopped (or went) and every line it wrote was delivered
+    /// and checkpointed; `seq` orders it among drains.
+    Drained {
+        seq: u64,
+    },
+}
+
+/// A point in the sequence of drains, taken before stopping a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainMark(u64);
+
+/// The outcome of [`LogsStatusHandle::wait_drained`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Every line the container wrote is in CloudWatch and checkpointed.
+    Drained,
+    /// No shipper runs (logs disabled, or `--once`): nothing to wait for.
+    NotShipping,
+    /// The shipper never picked the container up: nothing of it is shipped.
+    NotFollowed,
+    /// Still shipping when the wait ended.
+    TimedOut,
 }
 
 #[derive(Debug, Default)]
@@ -65,10 +107,26 @@ struct Entry {
 }
 
 /// A cheap, cloneable handle onto the shipper's status.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LogsStatusHandle {
     inner: Arc<Mutex<Inner>>,
+    /// Rung whenever a container's state changes, for [`Self::wait_drained`].
+    bell: Arc<watch::Sender<()>>,
 }
+
+impl Default for LogsStatusHandle {
+    fn default() -> Self {
+        LogsStatusHandle {
+            inner: Arc::default(),
+            bell: Arc::new(watch::channel(()).0),
+        }
+    }
+}
+
+/// How long [`LogsStatusHandle::wait_drained`] gives the shipper to pick up a
+/// container it does not know yet (it learns of new ones from Docker's events
+/// within a second or two).
+const PICK_UP: Duration = Duration::from_secs(5);
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -126,14 +184,83 @@ impl LogsStatusHandle {
             enabled,
             ..Inner::default()
         };
+        self.bell.send_replace(());
     }
 
     pub(crate) fn following(&self, developer: &str, container_id: &str, group: &str, stream: &str) {
-        self.with(developer, |e| {
+        {
+            let mut inner = self.lock();
+            inner
+                .containers
+                .insert(container_id.to_string(), ContainerLog::Following);
+            let e = inner.developers.entry(developer.to_string()).or_default();
             e.logs.container_id = Some(container_id.to_string());
             e.logs.group = group.to_string();
             e.logs.stream = stream.to_string();
-        });
+        }
+        self.bell.send_replace(());
+    }
+
+    /// The container stopped and everything it wrote is shipped and checkpointed.
+    pub(crate) fn drained(&self, container_id: &str) {
+        {
+            let mut inner = self.lock();
+            inner.drains += 1;
+            let seq = inner.drains;
+            inner
+                .containers
+                .insert(container_id.to_string(), ContainerLog::Drained { seq });
+        }
+        self.bell.send_replace(());
+    }
+
+    /// The container was removed: nothing more to say about it.
+    pub(crate) fn forget(&self, container_id: &str) {
+        self.lock().containers.remove(container_id);
+    }
+
+    /// Taken before stopping a container: only drains after it count for that
+    /// container (an earlier drain was of an earlier run of it).
+    pub fn drain_mark(&self) -> DrainMark {
+        DrainMark(self.lock().drains)
+    }
+
+    /// Waits, at most `timeout`, until the shipper has shipped container
+    /// `container_id`'s log to its end. `mark` is from before the container was
+    /// stopped; `was_running: false` (it had stopped already) accepts a drain
+    /// from before the mark too.
+    pub async fn wait_drained(
+        &self,
+        container_id: &str,
+        mark: DrainMark,
+        was_running: bool,
+        timeout: Duration,
+    ) -> Drain {
+        let started = Instant::now();
+        let mut bell = self.bell.subscribe();
+        loop {
+            let (enabled, state) = {
+                let inner = self.lock();
+                (inner.enabled, inner.containers.get(container_id).copied())
+            };
+            let waited = started.elapsed();
+            match state {
+                _ if !enabled => return Drain::NotShipping,
+                Some(ContainerLog::Drained { seq }) if seq > mark.0 || !was_running => {
+                    return Drain::Drained;
+                }
+                None if waited >= PICK_UP.min(timeout) => return Drain::NotFollowed,
+                _ if waited >= timeout => return Drain::TimedOut,
+                _ => {}
+            }
+            let until = match state {
+                None => started + PICK_UP.min(timeout),
+                Some(_) => started + timeout,
+            };
+            // Either the bell rings (a change to look at) or the time is up;
+            // a closed bell cannot happen (this handle holds the sender).
+            let _ = tokio::time::timeout_at(until, bell.changed()).await;
+        }
     }
 
     pub(crate) fn buffered(&self, developer: &str, events: u64, bytes: u64, first_ms: i64) {
@@ -188,11 +315,75 @@ impl LogsStatusHandle {
     pub(crate) fn landed_by_readback(&self, developer: &str) {
         self.with(developer, |e| e.logs.readback_landed += 1);
     }
+
+    /// A checkpoint write failed; shipping waits for it.
+    pub(crate) fn checkpoint_failed(&self, developer: &str, error: &str) {
+        self.failed(developer, error);
+        self.with(developer, |e| {
+            e.logs.checkpoint_error = Some(error.to_string())
+        });
+    }
+
+    /// A checkpoint write succeeded.
+    pub(crate) fn checkpoint_ok(&self, developer: &str) {
+        self.with(developer, |e| {
+            if e.logs.checkpoint_error.take().is_some() {
+                e.logs.last_error = None;
+            }
+        });
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_wait_ends_with_a_drain_after_the_stop_only() {
+        let h = LogsStatusHandle::default();
+        let long = Duration::from_secs(30);
+        assert_eq!(
+            h.wait_drained("c1", h.drain_mark(), true, long).await,
+            Drain::NotShipping,
+            "no shipper: no wait"
+        );
+        h.set_enabled(true);
+        h.following("dev1", "c1", "g", "s");
+        h.drained("c1");
+        // A drain from before the stop is of an earlier run of the container.
+        let mark = h.drain_mark();
+        h.following("dev1", "c1", "g", "s");
+        let waiter = {
+            let h = h.clone();
+            tokio::spawn(async move { h.wait_drained("c1", mark, true, long).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "still following: waits");
+        h.drained("c1");
+        let got = tokio::time::timeout(Duration::from_secs(2), waiter).await;
+        assert_eq!(got.ok().and_then(|r| r.ok()), Some(Drain::Drained));
+
+        // Already stopped before the stop: an earlier drain counts.
+        let mark = h.drain_mark();
+        assert_eq!(
+            h.wait_drained("c1", mark, false, long).await,
+            Drain::Drained
+        );
+        let short = Duration::from_millis(100);
+        assert_eq!(
+            h.wait_drained("c1", mark, true, short).await,
+            Drain::TimedOut
+        );
+        assert_eq!(
+            h.wait_drained("unknown", mark, true, short).await,
+            Drain::NotFollowed
+        );
+        h.forget("c1");
+        assert_eq!(
+            h.wait_drained("c1", mark, false, short).await,
+            Drain::NotFollowed
+        );
+    }
 
     #[test]
     fn lag_is_zero_when_caught_up_and_grows_while_behind() {

@@ -112,6 +112,10 @@ pub struct DeveloperRow {
     /// set | placeholder | missing
     pub claude_key: String,
     pub log_lag_secs: Option<f64>,
+    /// Why the log shipper cannot write this developer's checkpoint (shipping
+    /// waits and retries meanwhile; Docker keeps the lines).
+    #[serde(default)]
+    pub log_checkpoint_error: Option<String>,
     /// Why this developer is not as desired.
     pub problem: Option<String>,
     pub last_log_lines: Vec<String>,
@@ -143,6 +147,12 @@ impl StatusReport {
             {
                 w.push(format!(
                     "{}: container logs are {lag:.0}s behind in CloudWatch Logs (Docker keeps the lines meanwhile)",
+                    d.name
+                ));
+            }
+            if let Some(e) = &d.log_checkpoint_error {
+                w.push(format!(
+                    "{}: container log shipping paused, cannot write its checkpoint (retrying; Docker keeps the lines): {e}",
                     d.name
                 ));
             }

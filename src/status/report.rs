@@ -133,6 +133,11 @@ fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
             .map(|s| s.claude_key.to_string())
             .unwrap_or_else(|| "missing".into()),
         log_lag_secs: s.logs.developers.get(&d.name).map(|l| l.lag_seconds),
+        log_checkpoint_error: s
+            .logs
+            .developers
+            .get(&d.name)
+            .and_then(|l| l.checkpoint_error.clone()),
         problem,
         last_log_lines: c.map(|c| c.last_log_lines.clone()).unwrap_or_default(),
     }
@@ -444,6 +449,30 @@ mod tests {
             Some(&Some("2027-01-15T08:00:00Z".to_string()))
         );
         assert_eq!(r.aws_last_success.get("cloudwatch"), Some(&None));
+    }
+
+    #[test]
+    fn a_checkpoint_that_cannot_be_written_warns() {
+        let mut s = healthy();
+        s.logs.enabled = true;
+        s.logs.developers.insert(
+            "dev1".into(),
+            DeveloperLogs {
+                checkpoint_error: Some("No space left on device (os error 28)".into()),
+                ..Default::default()
+            },
+        );
+        let r = report(&s, memory(), now());
+        assert!(!r.healthy);
+        assert_eq!(
+            row(&r, "dev1").log_checkpoint_error.as_deref(),
+            Some("No space left on device (os error 28)")
+        );
+        assert!(
+            r.warnings[0].starts_with("dev1: container log shipping paused"),
+            "{:?}",
+            r.warnings
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use super::checks::{is_name, parse_cidr, parse_cidr_v6};
 use crate::config::defaults::{
     DEFAULT_BASE_PORT, DEFAULT_BLOCK_METADATA, DEFAULT_GID, DEFAULT_HEALTH_INTERVAL,
     DEFAULT_HEALTH_START_PERIOD, DEFAULT_IMAGE, DEFAULT_ISOLATE_HOST, DEFAULT_LOG_MAX_FILES,
-    DEFAULT_LOG_MAX_SIZE, DEFAULT_NETWORK, DEFAULT_PIDS_LIMIT, DEFAULT_PULL, DEFAULT_SUBNET,
-    DEFAULT_UID,
+    DEFAULT_LOG_MAX_SIZE, DEFAULT_NETWORK, DEFAULT_PIDS_LIMIT, DEFAULT_PULL, DEFAULT_STOP_GRACE,
+    DEFAULT_SUBNET, DEFAULT_UID, MAX_STOP_GRACE,
 };
 use crate::config::file::FileContainers;
 use crate::config::{ConfigError, ContainersConfig};
@@ -93,6 +93,20 @@ impl Validator<'_> {
             c.health_start_period.as_deref(),
             DEFAULT_HEALTH_START_PERIOD,
         )?;
+        let stop_grace = self.duration_or(
+            "containers.stop_grace",
+            c.stop_grace.as_deref(),
+            DEFAULT_STOP_GRACE,
+        )?;
+        if stop_grace > MAX_STOP_GRACE {
+            return Err(self.err(
+                "containers.stop_grace",
+                format!(
+                    "must be at most {} (the Docker call waiting for it times out)",
+                    humantime::format_duration(MAX_STOP_GRACE)
+                ),
+            ));
+        }
         Ok(ContainersConfig {
             image,
             pull: c.pull.unwrap_or(DEFAULT_PULL),
@@ -109,6 +123,7 @@ impl Validator<'_> {
             isolate_host: c.isolate_host.unwrap_or(DEFAULT_ISOLATE_HOST),
             health_interval,
             health_start_period,
+            stop_grace,
         })
     }
 }
