@@ -384,9 +384,14 @@ async fn password_rotation_during_a_log_flood_ships_every_line_once() {
         std::fs::read_to_string(&keep).ok().as_deref() != Some("work in progress\n")
             || !binds_under(&name1, &data).contains(&bind),
     );
-    println!(
-        "FAULT-ROW | password rotation during a log flood | lost {lost} | dup {dup} | files lost {files_lost} | needless restarts {needless} | converged in {:.1} s",
-        converged.as_secs_f64()
+    report_fault(
+        "password rotation during a log flood",
+        answered.len() * LINES_PER_CHUNK as usize,
+        lost,
+        dup,
+        files_lost,
+        needless,
+        converged,
     );
     eprintln!(
         "{} chunks, {} answered; events of the old container: {:?}",
