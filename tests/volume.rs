@@ -874,12 +874,26 @@ fn stray_content_in_the_mount_point_is_moved_into_quarantine_never_deleted() {
     items.sort_by(|a, b| a.from.cmp(&b.from));
     assert_eq!(items.len(), 2, "{items:?}");
     assert_eq!(items[0].from, mnt.join("README").display().to_string());
-    assert_eq!((items[0].developer.as_deref(), items[0].bytes, items[0].files), (None, 20, 1));
+    assert_eq!(
+        (
+            items[0].developer.as_deref(),
+            items[0].bytes,
+            items[0].files
+        ),
+        (None, 20, 1)
+    );
     assert_eq!(items[1].developer.as_deref(), Some("alice"));
     assert_eq!((items[1].bytes, items[1].files), (14, 1));
-    assert_eq!(items[1].path, batches[0].join("alice").display().to_string());
+    assert_eq!(
+        items[1].path,
+        batches[0].join("alice").display().to_string()
+    );
     assert!(items.iter().all(|i| !i.left_in_place));
-    assert_eq!(volume::observe(&config).quarantine, status.quarantine, "observe lists it too");
+    assert_eq!(
+        volume::observe(&config).quarantine,
+        status.quarantine,
+        "observe lists it too"
+    );
 
     // Content hidden under a volume someone else mounted is found as well (a
     // private bind of the disk underneath shows it).
@@ -887,7 +901,10 @@ fn stray_content_in_the_mount_point_is_moved_into_quarantine_never_deleted() {
     std::fs::create_dir_all(mnt.join("bob/workspace")).expect("mkdir");
     std::fs::write(mnt.join("bob/workspace/late.txt"), "late").expect("write");
     run("mount", &[fx.dev(), path_str(&mnt)]);
-    assert!(!mnt.join("bob/workspace/late.txt").exists(), "hidden by the volume");
+    assert!(
+        !mnt.join("bob/workspace/late.txt").exists(),
+        "hidden by the volume"
+    );
     let status = prepare_ok(&config);
     let bob: Vec<_> = status
         .quarantine

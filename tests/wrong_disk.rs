@@ -128,11 +128,17 @@ async fn containers_started_before_the_volume_are_moved_onto_it() {
 
     // 1. The agent converges on the volume; a developer has work on it.
     let mut agent = AgentDaemon::start(&config);
-    agent.wait_status("both developers healthy", Duration::from_secs(90), |c, s| {
-        all_developers_healthy(c, s, 2)
-    });
+    agent.wait_status(
+        "both developers healthy",
+        Duration::from_secs(90),
+        |c, s| all_developers_healthy(c, s, 2),
+    );
     let binds = data_binds(&name(&devs[0]), &mnt);
-    assert!(!binds.is_empty(), "dev1 has developer-data binds under {}", mnt.display());
+    assert!(
+        !binds.is_empty(),
+        "dev1 has developer-data binds under {}",
+        mnt.display()
+    );
     let (dest, source) = binds[0].clone();
     let on_volume = source.join("on-volume.txt");
     let work = b"fn main() { println!(\"written on the volume\"); }\n".to_vec();
@@ -181,7 +187,10 @@ async fn containers_started_before_the_volume_are_moved_onto_it() {
         ),
     );
     assert!(out.status.success(), "write inside the container: {out:?}");
-    assert_eq!(std::fs::read(source.join("stray.txt")).expect("on the root disk"), stray);
+    assert_eq!(
+        std::fs::read(source.join("stray.txt")).expect("on the root disk"),
+        stray
+    );
 
     // 3. The agent starts: it mounts the volume, finds the containers on the
     // wrong disk, and moves them and what they wrote.
@@ -209,10 +218,20 @@ async fn containers_started_before_the_volume_are_moved_onto_it() {
     let converged = started.elapsed();
 
     // On the volume: the container sees the work written there before.
-    let out = exec(&name(&devs[0]), "1000", &format!("cat '{dest}/on-volume.txt'"));
+    let out = exec(
+        &name(&devs[0]),
+        "1000",
+        &format!("cat '{dest}/on-volume.txt'"),
+    );
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(out.stdout, work, "the volume's data is what the container sees");
-    assert_eq!(std::fs::read(&on_volume).expect("still on the volume"), work);
+    assert_eq!(
+        out.stdout, work,
+        "the volume's data is what the container sees"
+    );
+    assert_eq!(
+        std::fs::read(&on_volume).expect("still on the volume"),
+        work
+    );
 
     // The stray file is in quarantine, byte for byte, where status says.
     let item = status["volume"]["quarantine"]
@@ -257,7 +276,9 @@ async fn containers_started_before_the_volume_are_moved_onto_it() {
     let needless = new_ids.iter().zip(&after).filter(|(a, b)| a != b).count();
     assert_eq!(needless, 0, "no container recreated by the reload");
     assert!(
-        agent.log().contains("container's data is not on the data volume"),
+        agent
+            .log()
+            .contains("container's data is not on the data volume"),
         "the agent says why it recreated them"
     );
 

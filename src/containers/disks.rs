@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 /// Device number (`st_dev`) per bind destination, for the destinations found in
 /// the mount table of process `pid` (the container's init). Empty when the
 /// table cannot be read (the container just stopped): nothing is decided then.
-pub fn bind_devices<'a>(pid: i64, destinations: impl Iterator<Item = &'a str>) -> BTreeMap<String, u64> {
+pub fn bind_devices<'a>(
+    pid: i64,
+    destinations: impl Iterator<Item = &'a str>,
+) -> BTreeMap<String, u64> {
     let path = format!("/proc/{pid}/mountinfo");
     match std::fs::read_to_string(&path) {
         Ok(text) => devices(&text, destinations),
@@ -22,7 +25,10 @@ pub fn bind_devices<'a>(pid: i64, destinations: impl Iterator<Item = &'a str>) -
 
 /// The device of each destination: that of the last (topmost) mount at exactly
 /// that path. Destinations not mounted are left out.
-pub fn devices<'a>(mountinfo: &str, destinations: impl Iterator<Item = &'a str>) -> BTreeMap<String, u64> {
+pub fn devices<'a>(
+    mountinfo: &str,
+    destinations: impl Iterator<Item = &'a str>,
+) -> BTreeMap<String, u64> {
     let mounts: Vec<(String, u64)> = mountinfo.lines().filter_map(parse_line).collect();
     destinations
         .filter_map(|dest| {
@@ -54,9 +60,9 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| {
-            bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c))
-        });
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal {
             Some(d) => {
                 let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
@@ -100,8 +106,15 @@ mod tests {
             ]
             .into_iter(),
         );
-        assert_eq!(got.get("/home/coder/workspace"), Some(&makedev(7, 3)), "the later mount covers the first");
-        assert_eq!(got.get("/home/coder/.local/share/code-server"), Some(&makedev(7, 3)));
+        assert_eq!(
+            got.get("/home/coder/workspace"),
+            Some(&makedev(7, 3)),
+            "the later mount covers the first"
+        );
+        assert_eq!(
+            got.get("/home/coder/.local/share/code-server"),
+            Some(&makedev(7, 3))
+        );
         assert_eq!(got.get("/run/csagent"), Some(&makedev(0, 25)));
         assert_eq!(got.get("/home/coder/my dir"), Some(&makedev(7, 3)));
         assert_eq!(got.get("/not/mounted"), None);
@@ -116,8 +129,15 @@ mod tests {
 
     #[test]
     fn odd_lines_are_skipped_not_fatal() {
-        let got = devices("garbage\n1 2 x:y / /a rw - ext4 s rw\n\n1 2 8:1 / /a\\\\ rw - x y z\n", ["/a\\"].into_iter());
-        assert_eq!(got.get("/a\\"), None, "a literal backslash is written \\134");
+        let got = devices(
+            "garbage\n1 2 x:y / /a rw - ext4 s rw\n\n1 2 8:1 / /a\\\\ rw - x y z\n",
+            ["/a\\"].into_iter(),
+        );
+        assert_eq!(
+            got.get("/a\\"),
+            None,
+            "a literal backslash is written \\134"
+        );
         assert_eq!(unescape("/a\\134b\\011c\\0"), "/a\\b\tc\\0");
     }
 

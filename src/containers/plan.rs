@@ -177,9 +177,8 @@ pub fn plan<'a>(observed: &Observed<'_>, desired: &Desired<'a>) -> Step<'a> {
             ),
         };
     }
-    let off_volume = existing.and_then(|c| {
-        off_volume(c, &observed.disks, &desired.config.volume.mount_point)
-    });
+    let off_volume =
+        existing.and_then(|c| off_volume(c, &observed.disks, &desired.config.volume.mount_point));
     let credentials = match (&desired.developer.credentials, &off_volume) {
         (Ok(c), _) => c,
         // On the wrong disk, it goes even though no new one can be started.

@@ -324,14 +324,20 @@ mod tests {
         assert!(r.healthy, "safe in quarantine: {:?}", r.warnings);
         assert_eq!(
             r.warnings,
-            ["quarantine: /var/lib/csagent/quarantine/20261130T065153Z/dev1 (developer dev1, 2.0 KiB in 3 files) was written on the root disk under /data/dev1 before the volume was mounted; see docs/operations.md"]
+            [
+                "quarantine: /var/lib/csagent/quarantine/20261130T065153Z/dev1 (developer dev1, 2.0 KiB in 3 files) was written on the root disk under /data/dev1 before the volume was mounted; see docs/operations.md"
+            ]
         );
 
         r.volume.quarantine[0].left_in_place = true;
         r.volume.quarantine[0].developer = None;
         r.finish(None, Duration::from_secs(300));
         assert!(!r.healthy);
-        assert!(r.warnings[0].starts_with("stray content at /data/dev1 on the root disk (no developer"), "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].starts_with("stray content at /data/dev1 on the root disk (no developer"),
+            "{:?}",
+            r.warnings
+        );
     }
 
     #[test]

@@ -227,7 +227,9 @@ pub fn prepare(config: &Config, progress: &dyn Fn(&str)) -> Result<VolumeStatus,
     status.formatted_now = formatted_now;
     status.grown_from = grown.map(|g| g.from);
     status.error = status.error.or(grow_error).or(sweep_error);
-    status.quarantine.extend(left.into_iter().map(|(item, _)| item));
+    status
+        .quarantine
+        .extend(left.into_iter().map(|(item, _)| item));
     tracing::info!(
         formatted_now,
         grown_from = ?status.grown_from,

@@ -91,10 +91,13 @@ pub fn sweep(config: &Config, volume_dev: u64) -> Result<Sweep, VolumeError> {
             std::io::Error::other("no mount in the mount table contains it"),
         )
     })?;
-    let bind = Bind::new(&config.agent.runtime_dir.join(".volume-underneath"), &holder)?;
+    let bind = Bind::new(
+        &config.agent.runtime_dir.join(".volume-underneath"),
+        &holder,
+    )?;
     let under = bind.path.join(relative(&mount_point, &holder));
-    let seen = std::fs::symlink_metadata(&under)
-        .map_err(|e| VolumeError::io("cannot stat", &under, e))?;
+    let seen =
+        std::fs::symlink_metadata(&under).map_err(|e| VolumeError::io("cannot stat", &under, e))?;
     if seen.dev() == volume_dev {
         // The bind shows the volume (the mount table changed under us): moving
         // anything now would move developer data. Do nothing.
@@ -246,7 +249,9 @@ pub(crate) fn holding_mount(table: &[mount::MountEntry], path: &Path) -> Option<
     let mut best: Option<&Path> = None;
     for m in table {
         let target = Path::new(&m.target);
-        if path.starts_with(target) && best.is_none_or(|b| target.components().count() >= b.components().count()) {
+        if path.starts_with(target)
+            && best.is_none_or(|b| target.components().count() >= b.components().count())
+        {
             best = Some(target);
         }
     }
@@ -370,7 +375,10 @@ mod tests {
         assert_eq!(at("/nonexistent-x/y"), Some(PathBuf::from("/")));
         assert_eq!(at("/srv/nonexistent-x"), Some(PathBuf::from("/srv")));
         assert_eq!(at("/srvx/nonexistent"), Some(PathBuf::from("/")));
-        assert_eq!(holding_mount(&[entry("/srv")], Path::new("/nonexistent-x")), None);
+        assert_eq!(
+            holding_mount(&[entry("/srv")], Path::new("/nonexistent-x")),
+            None
+        );
     }
 
     #[test]

@@ -334,13 +334,18 @@ fn every_data_bind_is_checked_whatever_its_destination() {
     );
     f.disks.binds.insert("/home/coder".into(), root_dev());
     let (_, why) = relocate(f.step(Found::Present(c), false));
-    assert!(why.starts_with("bind /home/coder (/data/dev1/home) is on device 259:1"), "{why}");
+    assert!(
+        why.starts_with("bind /home/coder (/data/dev1/home) is on device 259:1"),
+        "{why}"
+    );
 }
 
 #[test]
 fn nothing_is_decided_without_both_devices() {
     let mut f = Fixture::new();
-    f.disks.binds.insert("/home/coder/workspace".into(), root_dev());
+    f.disks
+        .binds
+        .insert("/home/coder/workspace".into(), root_dev());
     let mut unknown_volume = f.disks.clone();
     unknown_volume.volume = None;
     let no_table = Disks {
@@ -357,19 +362,27 @@ fn nothing_is_decided_without_both_devices() {
 #[test]
 fn on_the_wrong_disk_without_credentials_or_image_it_is_only_removed() {
     let mut f = Fixture::new();
-    f.disks.binds.insert("/home/coder/workspace".into(), root_dev());
+    f.disks
+        .binds
+        .insert("/home/coder/workspace".into(), root_dev());
     let wrong = f.ours(RUNNING);
     f.desired.credentials = Err("password secret x does not exist".into());
     let (relaunched, why) = relocate(f.step(Found::Present(wrong.clone()), false));
     assert!(!relaunched);
-    assert!(why.ends_with("; not started again: password secret x does not exist"), "{why}");
+    assert!(
+        why.ends_with("; not started again: password secret x does not exist"),
+        "{why}"
+    );
 
     let mut f2 = Fixture::new();
     f2.disks = f.disks.clone();
     f2.image = Err("image x is not present".into());
     let (relaunched, why) = relocate(f2.step(Found::Present(wrong), false));
     assert!(!relaunched);
-    assert!(why.ends_with("; not started again: image x is not present"), "{why}");
+    assert!(
+        why.ends_with("; not started again: image x is not present"),
+        "{why}"
+    );
 }
 
 #[test]
