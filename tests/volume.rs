@@ -806,3 +806,152 @@ fn symlinked_developer_directory_is_not_followed() {
     assert_developer_dirs(&fx.mnt(), &["bob"]);
     assert_eq!(mount_source(&fx.mnt()).as_deref(), Some(fx.dev()));
 }
+
+impl Fixture {
+    /// `config("ext4")` with the agent's state directory at `state_dir` (and its
+    /// runtime directory in the fixture's directory).
+    fn config_with_state(&self, state_dir: &Path) -> Config {
+        let text = format!(
+            "[volume]\ndevice = \"{dev}\"\nmount_point = \"{mnt}\"\nfstab = \"{fstab}\"\nwait_timeout = \"10s\"\n\
+             [containers]\nuid = {UID}\ngid = {GID}\n\
+             [agent]\nstate_dir = \"{state}\"\nruntime_dir = \"{run}\"\n\
+             [[developer]]\nname = \"alice\"\n[[developer]]\nname = \"bob\"\n",
+            dev = self.dev(),
+            mnt = self.mnt().display(),
+            fstab = self.fstab().display(),
+            state = state_dir.display(),
+            run = self.dir.path().join("run").display(),
+        );
+        Config::from_toml(&text, Path::new("test.toml")).expect("test config is valid")
+    }
+}
+
+/// Every file below `dir` with its bytes, by path relative to `dir`.
+fn files_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).expect("below").to_path_buf();
+                out.push((rel, std::fs::read(&p).expect("read")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn stray_content_in_the_mount_point_is_moved_into_quarantine_never_deleted() {
+    let fx = Fixture::new("128M");
+    let state = fx.dir.path().join("state");
+    let config = fx.config_with_state(&state);
+    let mnt = fx.mnt();
+    // What a container started before the volume wrote on the root disk, plus
+    // something that is no developer's.
+    std::fs::create_dir_all(mnt.join("alice/workspace/src")).expect("mkdir");
+    std::fs::write(mnt.join("alice/workspace/src/draft.rs"), "fn draft() {}\n").expect("write");
+    std::fs::write(mnt.join("README"), b"volume not mounted\n\xff").expect("write");
+    let before = files_below(&mnt);
+
+    let status = prepare_ok(&config);
+    assert!(status.mounted && status.error.is_none(), "{status:?}");
+    // The mount point shows the volume; what was underneath is in quarantine,
+    // byte for byte, and status lists it per developer.
+    assert!(!mnt.join("README").exists());
+    let batches: Vec<PathBuf> = std::fs::read_dir(state.join("quarantine"))
+        .expect("quarantine dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(batches.len(), 1, "{batches:?}");
+    assert_eq!(files_below(&batches[0]), before);
+    let mut items = status.quarantine.clone();
+    items.sort_by(|a, b| a.from.cmp(&b.from));
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0].from, mnt.join("README").display().to_string());
+    assert_eq!(
+        (
+            items[0].developer.as_deref(),
+            items[0].bytes,
+            items[0].files
+        ),
+        (None, 20, 1)
+    );
+    assert_eq!(items[1].developer.as_deref(), Some("alice"));
+    assert_eq!((items[1].bytes, items[1].files), (14, 1));
+    assert_eq!(
+        items[1].path,
+        batches[0].join("alice").display().to_string()
+    );
+    assert!(items.iter().all(|i| !i.left_in_place));
+    assert_eq!(
+        volume::observe(&config).quarantine,
+        status.quarantine,
+        "observe lists it too"
+    );
+
+    // Content hidden under a volume someone else mounted is found as well (a
+    // private bind of the disk underneath shows it).
+    run("umount", &[path_str(&mnt)]);
+    std::fs::create_dir_all(mnt.join("bob/workspace")).expect("mkdir");
+    std::fs::write(mnt.join("bob/workspace/late.txt"), "late").expect("write");
+    run("mount", &[fx.dev(), path_str(&mnt)]);
+    assert!(
+        !mnt.join("bob/workspace/late.txt").exists(),
+        "hidden by the volume"
+    );
+    let status = prepare_ok(&config);
+    let bob: Vec<_> = status
+        .quarantine
+        .iter()
+        .filter(|q| q.developer.as_deref() == Some("bob"))
+        .collect();
+    assert_eq!(bob.len(), 1, "{:?}", status.quarantine);
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&bob[0].path).join("workspace/late.txt")).expect("moved"),
+        "late"
+    );
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .contains(".volume-underneath"),
+        "the bind is gone"
+    );
+    // A further pass finds nothing new.
+    let again = prepare_ok(&config);
+    assert_eq!(again.quarantine.len(), 3, "{:?}", again.quarantine);
+}
+
+#[test]
+fn stray_content_that_cannot_be_moved_without_copying_stays_and_is_reported() {
+    let fx = Fixture::new("128M");
+    // The state directory on another filesystem (a tmpfs): a rename cannot move
+    // anything there, and csagent does not copy.
+    let state = tempfile::Builder::new()
+        .prefix("csagent-state-")
+        .tempdir_in("/dev/shm")
+        .expect("tmpfs dir");
+    let config = fx.config_with_state(state.path());
+    let mnt = fx.mnt();
+    std::fs::create_dir_all(mnt.join("alice/workspace")).expect("mkdir");
+    std::fs::write(mnt.join("alice/workspace/keep.txt"), "keep me").expect("write");
+
+    let status = prepare_ok(&config);
+    assert!(status.mounted, "{status:?}");
+    assert_eq!(status.quarantine.len(), 1, "{:?}", status.quarantine);
+    let item = &status.quarantine[0];
+    assert!(item.left_in_place, "{item:?}");
+    assert_eq!(item.developer.as_deref(), Some("alice"));
+    assert_eq!(item.from, mnt.join("alice").display().to_string());
+    assert_eq!((item.bytes, item.files), (7, 1));
+    run("umount", &[path_str(&mnt)]);
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("alice/workspace/keep.txt")).expect("still there"),
+        "keep me"
+    );
+}

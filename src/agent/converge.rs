@@ -228,7 +228,14 @@ impl Agent {
     pub(super) async fn refresh_volume(&self) {
         let config = self.config.clone();
         match tokio::task::spawn_blocking(move || crate::volume::observe(&config)).await {
-            Ok(v) => self.observations.volume.set(v),
+            Ok(mut v) => {
+                // What the last sweep had to leave hidden under the mount
+                // cannot be seen from here: keep reporting it.
+                let left = self.observations.volume.get().quarantine;
+                v.quarantine
+                    .extend(left.into_iter().filter(|q| q.left_in_place));
+                self.observations.volume.set(v)
+            }
             Err(e) => tracing::warn!(error = %e, "volume observation task failed"),
         }
     }

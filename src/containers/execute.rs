@@ -7,7 +7,9 @@ use std::time::SystemTime;
 
 use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder};
 
-use super::plan::{Desired, Existing, Found, Launch, Listed, Observed, Step, plan, to_remove};
+use super::plan::{
+    Desired, Disks, Existing, Found, Launch, Listed, Observed, Step, plan, to_remove,
+};
 use super::spec::{LABEL_MANAGED, LABEL_PROJECT};
 use super::{
     Action, ContainersError, DesiredDeveloper, ImageInfo, Reconciler, container_name, unix_now,
@@ -70,8 +72,39 @@ impl Reconciler {
                     Err(e) => Action::Failed(e),
                 }
             }
+            Step::Relocate { launch, why } => {
+                tracing::warn!(developer = %d.developer.name, reason = %why, "container's data is not on the data volume: removing it, quarantining what it wrote on the root disk, starting it on the volume");
+                if let Err(e) = self.retire(&d.developer.name, &name).await {
+                    return Action::Failed(e);
+                }
+                self.sweep_stray(&d.developer.name).await;
+                match launch {
+                    Some(launch) => match self.create_and_start(&launch).await {
+                        Ok(()) => Action::Recreated(why),
+                        Err(e) => Action::Failed(e),
+                    },
+                    None => Action::Skipped(format!("removed: {why}")),
+                }
+            }
             Step::Skip { why } => Action::Skipped(why),
             Step::Fail { why } => Action::Failed(why),
+        }
+    }
+
+    /// After a container on the wrong disk is gone: what it wrote on the root
+    /// disk, hidden under the volume, goes into quarantine (status lists it).
+    async fn sweep_stray(&self, developer: &str) {
+        let config = self.config.clone();
+        match tokio::task::spawn_blocking(move || crate::volume::sweep_stray(&config)).await {
+            Ok(Ok(sweep)) => {
+                for (item, why) in sweep.left {
+                    tracing::error!(developer = %developer, path = %item.from, reason = %why, "stray content left under the mount point on the root disk (hidden by the volume); see docs/operations.md");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(developer = %developer, error = %e, "cannot move stray root-disk content into quarantine; it stays hidden under the mount point")
+            }
+            Err(e) => tracing::error!(developer = %developer, error = %e, "quarantine task failed"),
         }
     }
 
@@ -97,11 +130,32 @@ impl Reconciler {
             .lock()
             .map(|c| c.is_looping(developer))
             .unwrap_or(false);
+        let disks = self.disks(&container).await;
         Observed {
             container,
             image,
             crash_looping,
+            disks,
         }
+    }
+
+    /// The data volume's device and, for a running container, the device of each
+    /// bind in its own mount table (stat and /proc reads, off the runtime).
+    async fn disks(&self, container: &Found) -> Disks {
+        let config = self.config.clone();
+        let (pid, dests) = match container {
+            Found::Present(c) => (c.pid, c.bind_sources.keys().cloned().collect()),
+            _ => (None, Vec::<String>::new()),
+        };
+        let gather = move || Disks {
+            volume: crate::volume::mounted_device(&config),
+            binds: pid
+                .map(|pid| super::disks::bind_devices(pid, dests.iter().map(String::as_str)))
+                .unwrap_or_default(),
+        };
+        tokio::task::spawn_blocking(gather)
+            .await
+            .unwrap_or_default()
     }
 
     async fn create_and_start(&self, launch: &Launch<'_>) -> Result<(), String> {

@@ -6,6 +6,7 @@
 //! whether a container still matches what the config and credentials ask for.
 
 pub mod crashloop;
+mod disks;
 mod events;
 mod execute;
 mod image;

@@ -8,12 +8,17 @@
 //! developer; one named like ours without the managed label, or with another
 //! project's label, is left alone; no
 //! credentials or no image means nothing is created; a missing container is
-//! created; a spec-hash label that differs from the desired spec recreates it
-//! (credentials rotated when the password version differs, else spec changed);
-//! a running or restarting one is left as is; a stopped one is started unless
-//! the crash-loop guard says it is looping.
+//! created; a running one with a developer-data bind (host source under the
+//! mount point) on another device than the data volume is relocated: removed,
+//! the stray root-disk content quarantined, and created again on the volume
+//! (only removed when it cannot be created now: it must not keep running on
+//! the wrong disk); a spec-hash label that differs from the desired spec
+//! recreates it (credentials rotated when the password version differs, else
+//! spec changed); a running or restarting one is left as is; a stopped one is
+//! started unless the crash-loop guard says it is looping.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary, HealthStatusEnum,
@@ -35,6 +40,19 @@ pub struct Observed<'a> {
     pub image: &'a Result<ImageInfo, String>,
     /// The crash-loop guard's verdict for this developer.
     pub crash_looping: bool,
+    /// Which disk the running container's binds are on.
+    pub disks: Disks,
+}
+
+/// Device numbers (`st_dev`) that say whether a container's data is on the volume.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Disks {
+    /// The data volume's, when it is mounted at the mount point; without it
+    /// nothing is checked.
+    pub volume: Option<u64>,
+    /// Per bind destination, as the running container's own mount table shows
+    /// it; empty when the container is not running.
+    pub binds: BTreeMap<String, u64>,
 }
 
 /// The answer to inspecting the developer's container name.
@@ -60,6 +78,8 @@ pub struct Existing {
     pub health: Option<HealthStatusEnum>,
     /// Host path of each bind mount, by its path in the container.
     pub bind_sources: BTreeMap<String, String>,
+    /// The container's init process on the host, while it runs.
+    pub pid: Option<i64>,
 }
 
 impl Existing {
@@ -75,6 +95,7 @@ impl Existing {
             password_version: label(LABEL_PASSWORD_VERSION),
             state: state.and_then(|s| s.status),
             health: state.and_then(|s| s.health.as_ref()).and_then(|h| h.status),
+            pid: state.and_then(|s| s.pid).filter(|p| *p > 0),
             bind_sources: c
                 .mounts
                 .iter()
@@ -104,6 +125,13 @@ pub enum Step<'a> {
     Start,
     /// No longer as desired: remove it, then create and start.
     Recreate { launch: Launch<'a>, why: String },
+    /// Its data is not on the data volume: remove it, move the stray root-disk
+    /// content into quarantine, then create and start it when `launch` says how
+    /// (no credentials or no image: it stays removed).
+    Relocate {
+        launch: Option<Launch<'a>>,
+        why: String,
+    },
     /// Left alone on purpose (not ours, crash-looping, no credentials).
     Skip { why: String },
     /// Cannot be converged this pass.
@@ -149,19 +177,34 @@ pub fn plan<'a>(observed: &Observed<'_>, desired: &Desired<'a>) -> Step<'a> {
             ),
         };
     }
-    let credentials = match &desired.developer.credentials {
-        Ok(c) => c,
+    let off_volume =
+        existing.and_then(|c| off_volume(c, &observed.disks, &desired.config.volume.mount_point));
+    let credentials = match (&desired.developer.credentials, &off_volume) {
+        (Ok(c), _) => c,
+        // On the wrong disk, it goes even though no new one can be started.
+        (Err(reason), Some(why)) => {
+            return Step::Relocate {
+                launch: None,
+                why: format!("{why}; not started again: {reason}"),
+            };
+        }
         // Without a password the developer is not started; an existing
         // container keeps running with the credentials it had.
-        Err(reason) => {
+        (Err(reason), None) => {
             return Step::Skip {
                 why: format!("not started: {reason}"),
             };
         }
     };
-    let image = match observed.image {
-        Ok(i) => i,
-        Err(e) => return Step::Fail { why: e.clone() },
+    let image = match (observed.image, &off_volume) {
+        (Ok(i), _) => i,
+        (Err(e), Some(why)) => {
+            return Step::Relocate {
+                launch: None,
+                why: format!("{why}; not started again: {e}"),
+            };
+        }
+        (Err(e), None) => return Step::Fail { why: e.clone() },
     };
     let spec = DesiredSpec::new(desired.config, dev, image, credentials);
     let want_hash = spec.hash();
@@ -172,8 +215,14 @@ pub fn plan<'a>(observed: &Observed<'_>, desired: &Desired<'a>) -> Step<'a> {
     let Some(c) = existing else {
         return Step::Create(launch);
     };
-    // The hash covers the desired binds, not the container's actual ones: a
-    // container whose labels match is kept whatever it mounts. issue 17 changes this.
+    // The hash covers the desired binds, not the disk they landed on: that is
+    // checked against the container's own mount table.
+    if let Some(why) = off_volume {
+        return Step::Relocate {
+            launch: Some(launch),
+            why,
+        };
+    }
     if c.spec_hash.as_ref() != Some(&want_hash) {
         let why = if c.password_version.as_ref() != Some(&credentials.password_version) {
             "credentials rotated"
@@ -196,6 +245,35 @@ pub fn plan<'a>(observed: &Observed<'_>, desired: &Desired<'a>) -> Step<'a> {
         },
         _ => Step::Start,
     }
+}
+
+/// Why the container's developer data is not on the data volume, if it is not:
+/// the first bind whose host source is under the mount point (the key file's
+/// tmpfs bind is not) and which the container has on another device. Nothing is
+/// decided without the volume's device or the container's mount table.
+pub fn off_volume(c: &Existing, disks: &Disks, mount_point: &Path) -> Option<String> {
+    let volume = disks.volume?;
+    c.bind_sources
+        .iter()
+        .filter(|(_, source)| Path::new(source).starts_with(mount_point))
+        .find_map(|(dest, source)| {
+            let dev = *disks.binds.get(dest)?;
+            (dev != volume).then(|| {
+                format!(
+                    "bind {dest} ({source}) is on device {}, not on the data volume ({}): the container started before the volume was mounted",
+                    maj_min(dev),
+                    maj_min(volume)
+                )
+            })
+        })
+}
+
+fn maj_min(dev: u64) -> String {
+    format!(
+        "{}:{}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    )
 }
 
 /// A managed container of this project, as the list call shows it.

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub use render::{human_secs, printable, short_id};
 pub use report::{HostMemory, report};
 
+use crate::volume::QuarantineItem;
+
 /// Bumped only on incompatible changes; fields are only ever added.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -68,6 +70,10 @@ pub struct VolumeInfo {
     pub used_bytes: Option<u64>,
     pub used_percent: Option<f64>,
     pub error: Option<String>,
+    /// Stray root-disk content from under the mount point: in quarantine, or
+    /// left in place when it could not be moved (docs/operations.md says what to do).
+    #[serde(default)]
+    pub quarantine: Vec<QuarantineItem>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -182,12 +188,47 @@ impl StatusReport {
         if let Some(e) = &self.volume.error {
             w.push(format!("volume: {e}"));
         }
+        // Quarantined content is safe and the developers run on the volume: the
+        // admin has something to look at, the host is not unhealthy for it.
+        w.extend(self.volume.quarantine.iter().map(quarantine_warning));
         let all_up = self
             .developers
             .iter()
             .all(|d| d.state == "running" && (d.health == "healthy" || d.health == "none"));
-        self.healthy = all_up && w.iter().all(|x| x.contains("Claude API key"));
+        let blocking = w
+            .iter()
+            .filter(|x| !x.contains("Claude API key") && !x.starts_with(QUARANTINED))
+            .count();
+        self.healthy = all_up && blocking == 0;
         self.warnings = w;
+    }
+}
+
+/// How a warning about content safely in quarantine starts.
+const QUARANTINED: &str = "quarantine: ";
+
+fn quarantine_warning(q: &QuarantineItem) -> String {
+    let whose = q
+        .developer
+        .as_deref()
+        .map(|d| format!("developer {d}"))
+        .unwrap_or_else(|| "no developer".to_string());
+    let size = format!(
+        "{}{} in {} files",
+        if q.partial { "at least " } else { "" },
+        bytesize::ByteSize(q.bytes).display().iec(),
+        q.files
+    );
+    if q.left_in_place {
+        format!(
+            "stray content at {} on the root disk ({whose}, {size}) is hidden under the volume and could not be moved into quarantine; see docs/operations.md",
+            q.from
+        )
+    } else {
+        format!(
+            "{QUARANTINED}{} ({whose}, {size}) was written on the root disk under {} before the volume was mounted; see docs/operations.md",
+            q.path, q.from
+        )
     }
 }
 
@@ -272,6 +313,40 @@ mod tests {
                 .iter()
                 .any(|w| w.starts_with("metrics: 67 datums waiting")
                     && w.contains("dispatch failure"))
+        );
+    }
+
+    #[test]
+    fn quarantine_warns_and_content_left_hidden_is_unhealthy() {
+        let mut r = StatusReport {
+            developers: vec![row("dev1", "running", "healthy")],
+            ..Default::default()
+        };
+        r.volume.quarantine = vec![QuarantineItem {
+            path: "/var/lib/csagent/quarantine/20261130T065153Z/dev1".into(),
+            from: "/data/dev1".into(),
+            developer: Some("dev1".into()),
+            bytes: 2048,
+            files: 3,
+            ..Default::default()
+        }];
+        r.finish(None, Duration::from_secs(300));
+        assert!(r.healthy, "safe in quarantine: {:?}", r.warnings);
+        assert_eq!(
+            r.warnings,
+            [
+                "quarantine: /var/lib/csagent/quarantine/20261130T065153Z/dev1 (developer dev1, 2.0 KiB in 3 files) was written on the root disk under /data/dev1 before the volume was mounted; see docs/operations.md"
+            ]
+        );
+
+        r.volume.quarantine[0].left_in_place = true;
+        r.volume.quarantine[0].developer = None;
+        r.finish(None, Duration::from_secs(300));
+        assert!(!r.healthy);
+        assert!(
+            r.warnings[0].starts_with("stray content at /data/dev1 on the root disk (no developer"),
+            "{:?}",
+            r.warnings
         );
     }
 

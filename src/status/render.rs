@@ -49,6 +49,16 @@ impl StatusReport {
             )
         };
         writeln!(out, "volume  {vol}")?;
+        if !v.quarantine.is_empty() {
+            let bytes: u64 = v.quarantine.iter().map(|q| q.bytes).sum();
+            writeln!(
+                out,
+                "{}  {} item(s), {} of stray root-disk content (see the warnings)",
+                paint("quarantine", "33"),
+                v.quarantine.len(),
+                ByteSize(bytes).display().iec()
+            )?;
+        }
         writeln!(
             out,
             "memory  {} of {} used ({:.0}%)",

@@ -160,6 +160,7 @@ fn volume_info(s: &Snapshot) -> VolumeInfo {
         used_bytes: v.used_bytes,
         used_percent,
         error: v.error.clone(),
+        quarantine: v.quarantine.clone(),
     }
 }
 

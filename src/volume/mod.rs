@@ -17,7 +17,9 @@
 //!    mount without nosuid/nodev is remounted with them; verify it is;
 //! 8. write the fstab line (if not already right);
 //! 9. [`grow`] online if the device is larger than the filesystem;
-//! 10. [`dirs`]: developer directories, only on the mounted volume.
+//! 10. [`stray`]: anything in the mount point directory on the disk underneath
+//!     (hidden by the volume) is moved into quarantine, never deleted;
+//! 11. [`dirs`]: developer directories, only on the mounted volume.
 //!
 //! Every step checks before it acts, so a second pass changes nothing, and a
 //! crash anywhere recovers on the next pass: after mkfs the probe sees the new
@@ -32,6 +34,7 @@ mod fstab;
 mod grow;
 mod mount;
 mod probe;
+mod stray;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -40,6 +43,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::VolumeError;
+pub use stray::{QuarantineItem, Sweep, quarantine_dir};
 
 use crate::config::{Config, Filesystem};
 use discover::Device;
@@ -73,6 +77,10 @@ pub struct VolumeStatus {
     pub formatted_now: bool,
     /// This pass grew the filesystem from this many bytes.
     pub grown_from: Option<u64>,
+    /// Stray root-disk content from under the mount point: what is in
+    /// quarantine, and what could not be moved there (`left_in_place`).
+    #[serde(default)]
+    pub quarantine: Vec<QuarantineItem>,
 }
 
 /// One pass at a time in this process (the device lock covers other processes).
@@ -192,6 +200,20 @@ pub fn prepare(config: &Config, progress: &dyn Fn(&str)) -> Result<VolumeStatus,
         }
     };
 
+    // Before the developers' directories (and containers) use the volume, so
+    // that nothing started on the root disk goes unnoticed. A failed sweep
+    // leaves the content where it is (hidden, not lost): report, go on.
+    let (left, sweep_error) = match stray::sweep(config, device.rdev) {
+        Ok(s) => (s.left, None),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot check the mount point on the disk underneath for stray content");
+            (Vec::new(), Some(e.to_string()))
+        }
+    };
+    for (item, why) in &left {
+        tracing::error!(path = %item.from, bytes = item.bytes, reason = %why, "stray content under the mount point on the root disk left in place (hidden by the volume); see docs/operations.md");
+    }
+
     progress("creating developer directories");
     let owner = dirs::Owner {
         uid: config.containers.uid,
@@ -204,7 +226,10 @@ pub fn prepare(config: &Config, progress: &dyn Fn(&str)) -> Result<VolumeStatus,
     status.uuid = Some(uuid);
     status.formatted_now = formatted_now;
     status.grown_from = grown.map(|g| g.from);
-    status.error = status.error.or(grow_error);
+    status.error = status.error.or(grow_error).or(sweep_error);
+    status
+        .quarantine
+        .extend(left.into_iter().map(|(item, _)| item));
     tracing::info!(
         formatted_now,
         grown_from = ?status.grown_from,
@@ -261,6 +286,23 @@ pub fn observe(config: &Config) -> VolumeStatus {
     status
 }
 
+/// The data volume's device number (`st_dev` of what is on it) when it is
+/// mounted at the mount point; None otherwise. Never waits, never writes.
+pub fn mounted_device(config: &Config) -> Option<u64> {
+    let device = discover::find_now(&config.volume).ok()?.ok()?;
+    mount::is_mount_of(&device, &config.volume.mount_point).then_some(device.rdev)
+}
+
+/// Moves stray root-disk content hidden under the mounted volume into
+/// quarantine (see [`stray`]); nothing to do when the volume is not mounted.
+/// Blocking.
+pub fn sweep_stray(config: &Config) -> Result<Sweep, VolumeError> {
+    match mounted_device(config) {
+        Some(dev) => stray::sweep(config, dev),
+        None => Ok(Sweep::default()),
+    }
+}
+
 /// blkid alone (no wipefs or zero check): enough to name what is there.
 fn identify(device: &Device) -> Result<Contents, VolumeError> {
     let about = device.path.display().to_string();
@@ -289,6 +331,7 @@ fn snapshot(config: &Config, device: Option<&Device>) -> VolumeStatus {
         device: device.map(|d| d.path.display().to_string()),
         volume_id: discover::volume_id(v),
         mount_point: mount_point.display().to_string(),
+        quarantine: stray::scan(config),
         ..VolumeStatus::default()
     };
     let Some(device) = device else {

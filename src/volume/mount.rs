@@ -218,7 +218,7 @@ pub(crate) fn mount(
     std::fs::create_dir_all(mount_point)
         .map_err(|e| VolumeError::io("cannot create mount point", mount_point, e))?;
     if std::fs::read_dir(mount_point).is_ok_and(|mut d| d.next().is_some()) {
-        tracing::warn!(mount_point = %mount_point.display(), "mount point is not empty; the files in it (on the disk underneath) are hidden while the volume is mounted");
+        tracing::warn!(mount_point = %mount_point.display(), "mount point is not empty: mounting over it, then moving what it holds (on the disk underneath) into quarantine");
     }
     nix::mount::mount(
         Some(&device.path),

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use bollard::models::{ContainerConfig, ContainerState, Health, MountPoint};
+use nix::sys::stat::makedev;
 
 use super::*;
 use crate::containers::spec::tests::{config, creds, image};
@@ -12,6 +13,16 @@ struct Fixture {
     config: Config,
     desired: DesiredDeveloper,
     image: Result<ImageInfo, String>,
+    disks: Disks,
+}
+
+/// The data volume's device in these tests, and the root disk's.
+fn volume_dev() -> u64 {
+    makedev(7, 3)
+}
+
+fn root_dev() -> u64 {
+    makedev(259, 1)
 }
 
 impl Fixture {
@@ -21,11 +32,29 @@ impl Fixture {
             developer: config.developers[0].clone(),
             credentials: Ok(creds("v1")),
         };
-        Fixture {
+        let mut f = Fixture {
             config,
             desired,
             image: Ok(image()),
-        }
+            disks: Disks::default(),
+        };
+        // As a container started on the mounted volume sees it: data binds on
+        // the volume, the key directory on its tmpfs.
+        f.disks = Disks {
+            volume: Some(volume_dev()),
+            binds: binds(&f.spec())
+                .into_iter()
+                .map(|(dest, source)| {
+                    let dev = if source.starts_with("/data/") {
+                        volume_dev()
+                    } else {
+                        makedev(0, 25)
+                    };
+                    (dest, dev)
+                })
+                .collect(),
+        };
+        f
     }
 
     fn desired(&self) -> Desired<'_> {
@@ -55,6 +84,7 @@ impl Fixture {
             state: Some(state),
             health: Some(HealthStatusEnum::HEALTHY),
             bind_sources: binds(&spec),
+            pid: Some(4242),
         }
     }
 
@@ -63,6 +93,7 @@ impl Fixture {
             container,
             image: &self.image,
             crash_looping,
+            disks: self.disks.clone(),
         };
         plan(&observed, &self.desired())
     }
@@ -235,9 +266,10 @@ fn image_missing_fails() {
 }
 
 #[test]
-fn wrong_bind_source_is_kept() {
-    // issue 17 changes this: the hash covers the desired binds, so a container
-    // whose labels match is kept even when it mounts another directory.
+fn another_bind_path_on_the_volume_is_kept() {
+    // The hash covers the desired binds and the device check covers the disk:
+    // a container whose labels match and whose binds are on the volume is kept
+    // even when it mounts another directory (only a hand-made container can).
     let f = Fixture::new();
     let mut wrong = f.ours(RUNNING);
     wrong.bind_sources.insert(
@@ -249,6 +281,108 @@ fn wrong_bind_source_is_kept() {
         f.step(Found::Present(wrong), false),
         Step::Nothing
     ));
+}
+
+fn relocate(step: Step<'_>) -> (bool, String) {
+    match step {
+        Step::Relocate { launch, why } => {
+            if let Some(l) = &launch {
+                assert_eq!(l.spec.developer, "dev1");
+            }
+            (launch.is_some(), why)
+        }
+        other => panic!("expected Relocate, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_data_bind_on_another_disk_relocates() {
+    let mut f = Fixture::new();
+    f.disks
+        .binds
+        .insert("/home/coder/workspace".into(), root_dev());
+    let (relaunched, why) = relocate(f.step(Found::Present(f.ours(RUNNING)), false));
+    assert!(relaunched);
+    assert_eq!(
+        why,
+        "bind /home/coder/workspace (/data/dev1/workspace) is on device 259:1, not on the data volume (7:3): the container started before the volume was mounted"
+    );
+    // Checked before the spec hash: a drifted one on the wrong disk is relocated
+    // (and so its stray content quarantined), not merely recreated.
+    let mut drifted = f.ours(RUNNING);
+    drifted.spec_hash = Some("older".into());
+    assert!(relocate(f.step(Found::Present(drifted), false)).0);
+}
+
+#[test]
+fn every_data_bind_is_checked_whatever_its_destination() {
+    // Whatever binds the spec has (`home` moves to one bind of the whole home):
+    // every bind whose host source is under the mount point counts.
+    let mut f = Fixture::new();
+    let mut c = f.ours(RUNNING);
+    c.bind_sources = BTreeMap::from([
+        ("/home/coder".into(), "/data/dev1/home".into()),
+        ("/run/csagent".into(), "/run/csagent/dev1".into()),
+    ]);
+    f.disks.binds = BTreeMap::from([
+        ("/home/coder".into(), volume_dev()),
+        ("/run/csagent".into(), makedev(0, 25)),
+    ]);
+    assert!(
+        matches!(f.step(Found::Present(c.clone()), false), Step::Nothing),
+        "the key directory's tmpfs bind is not developer data"
+    );
+    f.disks.binds.insert("/home/coder".into(), root_dev());
+    let (_, why) = relocate(f.step(Found::Present(c), false));
+    assert!(
+        why.starts_with("bind /home/coder (/data/dev1/home) is on device 259:1"),
+        "{why}"
+    );
+}
+
+#[test]
+fn nothing_is_decided_without_both_devices() {
+    let mut f = Fixture::new();
+    f.disks
+        .binds
+        .insert("/home/coder/workspace".into(), root_dev());
+    let mut unknown_volume = f.disks.clone();
+    unknown_volume.volume = None;
+    let no_table = Disks {
+        volume: Some(volume_dev()),
+        binds: BTreeMap::new(),
+    };
+    for disks in [unknown_volume, no_table] {
+        f.disks = disks;
+        let step = f.step(Found::Present(f.ours(RUNNING)), false);
+        assert!(matches!(step, Step::Nothing), "{step:?}");
+    }
+}
+
+#[test]
+fn on_the_wrong_disk_without_credentials_or_image_it_is_only_removed() {
+    let mut f = Fixture::new();
+    f.disks
+        .binds
+        .insert("/home/coder/workspace".into(), root_dev());
+    let wrong = f.ours(RUNNING);
+    f.desired.credentials = Err("password secret x does not exist".into());
+    let (relaunched, why) = relocate(f.step(Found::Present(wrong.clone()), false));
+    assert!(!relaunched);
+    assert!(
+        why.ends_with("; not started again: password secret x does not exist"),
+        "{why}"
+    );
+
+    let mut f2 = Fixture::new();
+    f2.disks = f.disks.clone();
+    f2.image = Err("image x is not present".into());
+    let (relaunched, why) = relocate(f2.step(Found::Present(wrong), false));
+    assert!(!relaunched);
+    assert!(
+        why.ends_with("; not started again: image x is not present"),
+        "{why}"
+    );
 }
 
 #[test]
@@ -291,6 +425,7 @@ fn inspect_is_read_into_existing() {
         }),
         state: Some(ContainerState {
             status: Some(RUNNING),
+            pid: Some(4242),
             health: Some(Health {
                 status: Some(HealthStatusEnum::STARTING),
                 ..Default::default()
@@ -327,6 +462,7 @@ fn inspect_is_read_into_existing() {
                 "/home/coder/workspace".into(),
                 "/data/dev1/workspace".into()
             )]),
+            pid: Some(4242),
         }
     );
     let unlabelled = Existing::from_inspect(&ContainerInspectResponse::default());
