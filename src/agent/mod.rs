@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::containers::{ContainerCredentials, Reconciler};
+use crate::containers::{ContainerCredentials, EcrTokens, Reconciler};
 use crate::control::{self, Command, Response};
 use crate::exit;
 use crate::observe::Observations;
@@ -157,10 +157,13 @@ impl Agent {
 
         progress("connecting to the Docker engine");
         let docker = crate::containers::connect(&progress).await?;
-        let reconciler = Reconciler::new(docker.clone(), config.clone()).reporting_to(
-            observations.containers.clone(),
-            observations.firewall.clone(),
-        );
+        let reconciler = Reconciler::new(docker.clone(), config.clone())
+            .reporting_to(
+                observations.containers.clone(),
+                observations.firewall.clone(),
+            )
+            .reporting_pulls_to(observations.image.clone())
+            .with_ecr(EcrTokens::new(&sdk));
 
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let mut tasks = Vec::new();

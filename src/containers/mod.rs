@@ -6,11 +6,14 @@
 //! whether a container still matches what the config and credentials ask for.
 
 pub mod crashloop;
+mod ecr;
 mod events;
 mod execute;
 mod image;
 pub mod network;
 pub mod plan;
+pub mod pull;
+pub mod registry;
 pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,7 +31,9 @@ use serde::Serialize;
 use crate::config::{Config, Developer};
 use crate::observe::Published;
 use crate::retry::{Backoff, Class, classify_docker};
+pub use ecr::{EcrError, EcrTokens};
 pub use events::{connect, spawn_event_follower};
+pub use pull::{PullProgress, PullStatus};
 pub use spec::{ContainerCredentials, DesiredSpec, ImageInfo, container_name};
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +147,10 @@ pub struct Reconciler {
     progress: Arc<AtomicU64>,
     /// Why a firewall rule could not be installed, if one could not.
     firewall: Published<Option<String>>,
+    /// The image and its pulls, for status.
+    pulls: Published<PullStatus>,
+    /// ECR pull credentials; None: an image that needs them cannot be pulled.
+    ecr: Option<Arc<EcrTokens>>,
 }
 
 /// Unix seconds now (0 if the clock is before 1970).
@@ -164,7 +173,26 @@ impl Reconciler {
             ))),
             progress: Arc::new(AtomicU64::new(unix_now())),
             firewall: Published::default(),
+            pulls: Published::default(),
+            ecr: None,
         }
+    }
+
+    /// Pulls from ECR with tokens from `tokens` (one cache for every pull).
+    pub fn with_ecr(mut self, tokens: EcrTokens) -> Reconciler {
+        self.ecr = Some(Arc::new(tokens));
+        self
+    }
+
+    /// Publishes the image and its pulls into the agent's long-lived section.
+    pub fn reporting_pulls_to(mut self, pulls: Published<PullStatus>) -> Reconciler {
+        self.pulls = pulls;
+        self
+    }
+
+    /// The image and its pulls as last published.
+    pub fn pull_status(&self) -> PullStatus {
+        self.pulls.get()
     }
 
     pub fn status_handle(&self) -> StatusHandle {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
-    AgentInfo, DeveloperRow, HostInfo, InstanceInfo, MetricsInfo, SCHEMA_VERSION, StatusReport,
-    VolumeInfo, rfc3339,
+    AgentInfo, DeveloperRow, HostInfo, ImageReport, InstanceInfo, MetricsInfo, PullingInfo,
+    SCHEMA_VERSION, StatusReport, VolumeInfo, rfc3339,
 };
 use crate::config::Developer;
 use crate::observe::Snapshot;
@@ -65,6 +65,7 @@ pub fn report(s: &Snapshot, memory: HostMemory, now: SystemTime) -> StatusReport
         },
         aws_last_success: aws_last_success(s),
         developers,
+        image: image_report(s),
         metrics: s.metrics.as_ref().map(|m| MetricsInfo {
             last_publish: m.last_publish.map(rfc3339),
             put_calls: m.put_calls,
@@ -126,8 +127,31 @@ fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
             .unwrap_or_else(|| "missing".into()),
         log_lag_secs: s.logs.developers.get(&d.name).map(|l| l.lag_seconds),
         problem,
+        pull_error: s.image.last_error().map(str::to_string),
         last_log_lines: c.map(|c| c.last_log_lines.clone()).unwrap_or_default(),
     }
+}
+
+/// None until the reconciler first looked at the image.
+fn image_report(s: &Snapshot) -> Option<ImageReport> {
+    let i = &s.image;
+    if i.image.is_empty() {
+        return None;
+    }
+    Some(ImageReport {
+        reference: i.image.clone(),
+        registry: i.registry.clone(),
+        auth: i.auth.clone(),
+        pulling: i.running.as_ref().map(|p| PullingInfo {
+            started_at: p.started.map(rfc3339),
+            layers_done: p.layers_done,
+            layers_total: p.layers_total,
+            bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
+        }),
+        last_pull_at: i.last_pull.as_ref().map(|(t, _)| rfc3339(*t)),
+        last_pull_error: i.last_error().map(str::to_string),
+    })
 }
 
 fn volume_info(s: &Snapshot) -> VolumeInfo {
@@ -180,7 +204,7 @@ mod tests {
     use super::*;
     use crate::aws::Identity;
     use crate::config::Config;
-    use crate::containers::ContainerStatus;
+    use crate::containers::{ContainerStatus, PullProgress, PullStatus};
     use crate::logs::{DeveloperLogs, LogsStatus};
     use crate::metrics::MetricsStatus;
     use crate::metrics::collect::DeveloperSample;
@@ -259,6 +283,7 @@ mod tests {
             }),
             containers: names.iter().map(|n| (n.clone(), running(n))).collect(),
             firewall: None,
+            image: Default::default(),
             logs: LogsStatus::default(),
             metrics: None,
             config,
@@ -436,6 +461,55 @@ mod tests {
             Some(&Some("2027-01-15T08:00:00Z".to_string()))
         );
         assert_eq!(r.aws_last_success.get("cloudwatch"), Some(&None));
+    }
+
+    #[test]
+    fn pull_progress_and_a_failed_pull_per_developer() {
+        let mut s = healthy();
+        s.image = PullStatus {
+            image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team:2".into(),
+            registry: "123456789012.dkr.ecr.eu-west-1.amazonaws.com".into(),
+            auth: "ecr".into(),
+            running: Some(PullProgress {
+                started: Some(now()),
+                layers_done: 2,
+                layers_total: 5,
+                bytes_done: 10 << 20,
+                bytes_total: 80 << 20,
+            }),
+            last_pull: None,
+        };
+        let r = report(&s, memory(), now());
+        assert!(r.healthy, "a pull running is no problem: {:?}", r.warnings);
+        let i = r.image.as_ref().expect("image section");
+        let p = i.pulling.as_ref().expect("pulling");
+        assert_eq!((p.layers_done, p.layers_total), (2, 5));
+        assert_eq!((p.bytes_done, p.bytes_total), (10 << 20, 80 << 20));
+        assert_eq!(i.auth, "ecr");
+
+        s.image.running = None;
+        s.image.last_pull = Some((now(), Some("registry R refused the ECR token".into())));
+        let r = report(&s, memory(), now());
+        assert!(!r.healthy);
+        for d in &r.developers {
+            assert_eq!(
+                d.pull_error.as_deref(),
+                Some("registry R refused the ECR token"),
+                "{}",
+                d.name
+            );
+        }
+        assert_eq!(
+            r.warnings,
+            [format!(
+                "image {}: last pull failed: registry R refused the ECR token",
+                s.image.image
+            )]
+        );
+        let mut out = Vec::new();
+        r.render(&mut out, false).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.contains("last pull FAILED"), "{text}");
     }
 
     #[test]
