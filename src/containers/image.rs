@@ -74,6 +74,7 @@ impl Reconciler {
             auth: auth.as_str().to_string(),
             running: None,
             last_pull: previous.last_pull.filter(|_| previous.image == image),
+            last_progress: previous.last_progress.filter(|_| previous.image == image),
         });
     }
 
@@ -83,7 +84,7 @@ impl Reconciler {
         let auth = auth_for(self.config.containers.registry_auth, &r);
         let result = self.pull_with_auth(&r, &auth).await;
         let mut status = self.pulls.get();
-        status.running = None;
+        status.last_progress = status.running.take();
         status.last_pull = Some((SystemTime::now(), result.as_ref().err().cloned()));
         self.pulls.set(status);
         match &result {

@@ -20,6 +20,8 @@ pub struct PullStatus {
     pub running: Option<PullProgress>,
     /// When the last pull ended, and its error (None: it succeeded).
     pub last_pull: Option<(SystemTime, Option<String>)>,
+    /// The last pull's counts when it ended.
+    pub last_progress: Option<PullProgress>,
 }
 
 impl PullStatus {

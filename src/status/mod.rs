@@ -106,6 +106,8 @@ pub struct ImageReport {
     pub last_pull_at: Option<String>,
     /// Why the last pull failed; None when it succeeded (or none ran).
     pub last_pull_error: Option<String>,
+    /// The last pull's counts when it ended.
+    pub last_pull_progress: Option<PullingInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

@@ -10,6 +10,7 @@ use super::{
     SCHEMA_VERSION, StatusReport, VolumeInfo, rfc3339,
 };
 use crate::config::Developer;
+use crate::containers::PullProgress;
 use crate::observe::Snapshot;
 
 /// Host memory as the kernel counts it (bytes).
@@ -127,7 +128,10 @@ fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
             .unwrap_or_else(|| "missing".into()),
         log_lag_secs: s.logs.developers.get(&d.name).map(|l| l.lag_seconds),
         problem,
-        pull_error: s.image.last_error().map(str::to_string),
+        pull_error: s
+            .image
+            .last_error()
+            .map(|e| format!("pull of {} failed: {e}", s.image.image)),
         last_log_lines: c.map(|c| c.last_log_lines.clone()).unwrap_or_default(),
     }
 }
@@ -142,16 +146,21 @@ fn image_report(s: &Snapshot) -> Option<ImageReport> {
         reference: i.image.clone(),
         registry: i.registry.clone(),
         auth: i.auth.clone(),
-        pulling: i.running.as_ref().map(|p| PullingInfo {
-            started_at: p.started.map(rfc3339),
-            layers_done: p.layers_done,
-            layers_total: p.layers_total,
-            bytes_done: p.bytes_done,
-            bytes_total: p.bytes_total,
-        }),
+        pulling: i.running.as_ref().map(pulling_info),
         last_pull_at: i.last_pull.as_ref().map(|(t, _)| rfc3339(*t)),
         last_pull_error: i.last_error().map(str::to_string),
+        last_pull_progress: i.last_progress.as_ref().map(pulling_info),
     })
+}
+
+fn pulling_info(p: &PullProgress) -> PullingInfo {
+    PullingInfo {
+        started_at: p.started.map(rfc3339),
+        layers_done: p.layers_done,
+        layers_total: p.layers_total,
+        bytes_done: p.bytes_done,
+        bytes_total: p.bytes_total,
+    }
 }
 
 fn volume_info(s: &Snapshot) -> VolumeInfo {
@@ -204,7 +213,7 @@ mod tests {
     use super::*;
     use crate::aws::Identity;
     use crate::config::Config;
-    use crate::containers::{ContainerStatus, PullProgress, PullStatus};
+    use crate::containers::{ContainerStatus, PullStatus};
     use crate::logs::{DeveloperLogs, LogsStatus};
     use crate::metrics::MetricsStatus;
     use crate::metrics::collect::DeveloperSample;
@@ -478,6 +487,7 @@ mod tests {
                 bytes_total: 80 << 20,
             }),
             last_pull: None,
+            last_progress: None,
         };
         let r = report(&s, memory(), now());
         assert!(r.healthy, "a pull running is no problem: {:?}", r.warnings);
@@ -494,7 +504,13 @@ mod tests {
         for d in &r.developers {
             assert_eq!(
                 d.pull_error.as_deref(),
-                Some("registry R refused the ECR token"),
+                Some(
+                    format!(
+                        "pull of {} failed: registry R refused the ECR token",
+                        s.image.image
+                    )
+                    .as_str()
+                ),
                 "{}",
                 d.name
             );
