@@ -23,6 +23,9 @@ const MAX_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Used when `expiresAt` is absent or already past by our clock (a skewed clock,
 /// or an emulator: moto answers 2015-01-01). A refused token is refreshed anyway.
 const FALLBACK_LIFETIME: Duration = Duration::from_secs(3600);
+/// Longest the token call may take, retries included: the reconciler stamps no
+/// progress meanwhile, and the systemd watchdog (120 s) must not fire.
+const CALL_TIMEOUT: Duration = Duration::from_secs(45);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EcrError {
@@ -111,14 +114,19 @@ impl EcrTokens {
             .region(Region::new(region.to_string()))
             .build();
         let client = aws_sdk_ecr::Client::from_conf(conf);
-        let out = retry(Backoff::standard(), 3, classify_aws, || {
+        let call = retry(Backoff::standard(), 3, classify_aws, || {
             client.get_authorization_token().send()
-        })
-        .await
-        .map_err(|e| EcrError::Call {
-            region: region.to_string(),
-            message: error_chain(&e),
-        })?;
+        });
+        let out = tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .map_err(|_| EcrError::Call {
+                region: region.to_string(),
+                message: format!("no answer within {}s", CALL_TIMEOUT.as_secs()),
+            })?
+            .map_err(|e| EcrError::Call {
+                region: region.to_string(),
+                message: error_chain(&e),
+            })?;
         let malformed = |what| EcrError::Malformed {
             region: region.to_string(),
             what,

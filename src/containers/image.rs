@@ -148,6 +148,9 @@ impl Reconciler {
             .from_image(&r.from_image)
             .tag(&r.tag)
             .build();
+        // Each attempt counts as progress: a registry that does not answer costs one
+        // attempt's timeout, not all of them, before the watchdog hears from us.
+        self.progress.store(unix_now(), Ordering::Relaxed);
         let mut stream = self.docker.create_image(Some(opts), None, credentials);
         let started = SystemTime::now();
         let mut progress = Progress::default();
