@@ -3,7 +3,7 @@
 //! [`Observations`] is created once when the agent starts and cloned cheaply:
 //! each capability gets its own section and is the only writer of it (the main
 //! loop writes the phase, the config in force, the volume and the secrets; the
-//! container reconciler its containers and firewall; the log shipper and the
+//! container reconciler its containers, firewall and image pulls; the log shipper and the
 //! metrics loop theirs). Sections live as long as the process: a restarted log
 //! shipper or metrics loop reports into the same section. Readers (`csagent
 //! status`, the metrics loop's agent datums) take a [`Snapshot`], plain data,
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::aws::Identity;
 use crate::config::Config;
-use crate::containers::{ContainerStatus, StatusHandle};
+use crate::containers::{ContainerStatus, PullStatus, StatusHandle};
 use crate::logs::{LogsStatus, LogsStatusHandle};
 use crate::metrics::{AgentReadings, MetricsStatus, MetricsStatusHandle};
 use crate::secrets::SecretsStatus;
@@ -87,6 +87,8 @@ pub struct Observations {
     pub containers: StatusHandle,
     /// Why a firewall rule could not be installed, if one could not.
     pub firewall: Published<Option<String>>,
+    /// The image: registry, the pull running now, the last pull's outcome.
+    pub image: Published<PullStatus>,
     pub logs: LogsStatusHandle,
     pub metrics: MetricsStatusHandle,
 }
@@ -103,6 +105,7 @@ pub struct Snapshot {
     pub secrets: Option<SecretsStatus>,
     pub containers: BTreeMap<String, ContainerStatus>,
     pub firewall: Option<String>,
+    pub image: PullStatus,
     /// `enabled` is false while no shipper runs.
     pub logs: LogsStatus,
     /// None while no metrics loop runs.
@@ -120,6 +123,7 @@ impl Observations {
             secrets: Published::default(),
             containers: StatusHandle::default(),
             firewall: Published::default(),
+            image: Published::default(),
             logs: LogsStatusHandle::default(),
             metrics: MetricsStatusHandle::default(),
         }
@@ -140,6 +144,7 @@ impl Observations {
             secrets: self.secrets.get(),
             containers: self.containers.snapshot(),
             firewall: self.firewall.get(),
+            image: self.image.get(),
             logs: self.logs.snapshot(),
             metrics: Some(self.metrics.snapshot()).filter(|m| m.enabled),
         }

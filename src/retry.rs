@@ -70,6 +70,8 @@ where
 pub fn classify_docker(err: &bollard::errors::Error) -> Class {
     use bollard::errors::Error as E;
     match err {
+        // dockerd passes a registry's refusal on as a 500: not its own fault.
+        e if registry_refused(e) => Class::Permanent,
         E::DockerResponseServerError { status_code, .. } if *status_code >= 500 => Class::Transient,
         E::DockerResponseServerError { .. } => Class::Permanent,
         E::JsonDataError { .. } | E::JsonSerdeError { .. } => Class::Permanent,
@@ -93,6 +95,27 @@ pub fn classify_io(err: &std::io::Error) -> Class {
         | K::OutOfMemory => Class::Transient,
         _ => Class::Permanent,
     }
+}
+
+/// Whether a pull failed because the registry refused the credentials (or their
+/// absence). dockerd reports this as a 500 or inside the pull stream, with the
+/// registry's words in the message.
+pub fn registry_refused(err: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error as E;
+    let message = match err {
+        E::DockerResponseServerError { message, .. } => message,
+        E::DockerStreamError { error } => error,
+        _ => return false,
+    };
+    let m = message.to_ascii_lowercase();
+    [
+        "unauthorized",
+        "authentication required",
+        "no basic auth credentials",
+        "denied",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
 }
 
 /// One line for an error and its causes ("dispatch failure: io error: connection
@@ -210,6 +233,32 @@ mod tests {
         assert_eq!(classify_io(&edquot), Class::Transient);
         let eacces = std::io::Error::from_raw_os_error(13);
         assert_eq!(classify_io(&eacces), Class::Permanent);
+    }
+
+    #[test]
+    fn a_registry_refusal_is_permanent_other_5xx_transient() {
+        use bollard::errors::Error as E;
+        let refused = E::DockerResponseServerError {
+            status_code: 500,
+            message: "Head \"http://127.0.0.1:5000/v2/x/manifests/1\": unauthorized: authentication required".into(),
+        };
+        assert!(registry_refused(&refused));
+        assert_eq!(classify_docker(&refused), Class::Permanent);
+        let in_stream = E::DockerStreamError {
+            error: "pull access denied for x, repository does not exist".into(),
+        };
+        assert_eq!(classify_docker(&in_stream), Class::Permanent);
+        let down = E::DockerResponseServerError {
+            status_code: 500,
+            message: "Get \"http://127.0.0.1:5999/v2/\": dial tcp: connection refused".into(),
+        };
+        assert!(!registry_refused(&down));
+        assert_eq!(classify_docker(&down), Class::Transient);
+        let missing = E::DockerResponseServerError {
+            status_code: 404,
+            message: "manifest unknown".into(),
+        };
+        assert_eq!(classify_docker(&missing), Class::Permanent);
     }
 
     #[test]

@@ -121,6 +121,10 @@ async fn daemon_lifecycle_against_real_parts() {
     assert_eq!(s["schema"], 1);
     assert_eq!(s["instance"]["project"], project.as_str());
     assert_eq!(s["volume"]["mounted"], true);
+    // The image section: the local test image, no registry auth, no pull error.
+    assert_eq!(s["image"]["reference"], TEST_IMAGE, "{s}");
+    assert_eq!(s["image"]["auth"], "none", "{s}");
+    assert!(s["image"]["last_pull_error"].is_null(), "{s}");
     let d1 = developer(&s, &format!("{project}-d1"));
     assert_eq!(d1["port"], base + 1);
     assert_eq!(d1["claude_key"], "placeholder");

@@ -56,3 +56,25 @@ fn infra_user_data_config_passes_check_config() {
         );
     }
 }
+
+#[test]
+fn infra_team_image_is_pulled_with_ecr_credentials() {
+    let s = infra::Settings {
+        team_image_tag: "4.96.4-team.1".into(),
+        ..infra::Settings::default()
+    };
+    let text = infra::sample_agent_config(&s);
+    let c = Config::from_toml(&text, Path::new("user-data.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let image = csagent::containers::registry::ImageRef::parse(&c.containers.image);
+    assert_eq!(
+        csagent::containers::registry::auth_for(c.containers.registry_auth, &image),
+        csagent::containers::registry::PullAuth::Ecr {
+            region: Some("ap-southeast-7".into())
+        },
+        "{}",
+        c.containers.image
+    );
+    assert_eq!(image.repository(), "code-server-multi-dev/code-server");
+    assert_eq!(image.tag, "4.96.4-team.1");
+}

@@ -1,8 +1,9 @@
 //! The template `infra` emits deploys: moto creates the stack (CREATE_COMPLETE) for 1, 8 and 40
 //! developers, as JSON and as YAML, with every optional parameter off and on, and the stack
 //! has what the agent relies on: one URL output per developer, the load balancer, instance
-//! and data volume outputs, the agent's and every developer's log group, and the data volume
-//! attached to the instance as /dev/sdf.
+//! and data volume outputs, the agent's and every developer's log group, the data volume
+//! attached to the instance as /dev/sdf, and the team image's ECR repository (immutable tags)
+//! with its URI as an output.
 //!
 //! Each test deploys into the shared moto (`AWS_ENDPOINT_URL`) under its own project name, so
 //! stacks, secrets and log groups never collide. moto does not enforce the 51,200-byte limit
@@ -166,6 +167,7 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
                     "s3://csagent-artifacts/csagent_0.1.0_amd64.deb".into(),
                 ),
                 ("AccessLogBucket", "csagent-alb-logs".into()),
+                ("TeamImageTag", "4.96.4-team.1".into()),
             ]);
         }
         Optional::None => {
@@ -244,10 +246,50 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
             ));
         }
     }
-    for key in ["LoadBalancerDnsName", "InstanceId", "DataVolumeId"] {
+    for key in [
+        "LoadBalancerDnsName",
+        "InstanceId",
+        "DataVolumeId",
+        "TeamImageRepositoryUri",
+    ] {
         if outputs.get(key).is_none_or(|v| v.is_empty()) {
             problems.push(format!("output {key} missing"));
         }
+    }
+
+    // The team image repository: where the agent's image is pushed, as the output says.
+    let repository = format!("{project}/code-server");
+    match outputs.get("TeamImageRepositoryUri") {
+        Some(uri) if uri.ends_with(&format!("/{repository}")) => {}
+        other => problems.push(format!(
+            "output TeamImageRepositoryUri is {other:?}, want .../{repository}"
+        )),
+    }
+    match aws_sdk_ecr::Client::new(&config)
+        .describe_repositories()
+        .repository_names(&repository)
+        .send()
+        .await
+    {
+        // Not scan on push: moto keeps the CloudFormation spelling (`ScanOnPush`) and
+        // answers it back where the API has `scanOnPush`, so it always reads false here;
+        // infra/tests/template.rs checks the property.
+        Ok(out) => {
+            let immutable = out
+                .repositories()
+                .first()
+                .and_then(|r| r.image_tag_mutability())
+                .map(|m| m.as_str().to_string());
+            if immutable.as_deref() != Some("IMMUTABLE") {
+                problems.push(format!(
+                    "repository {repository}: tag mutability {immutable:?}, want IMMUTABLE"
+                ));
+            }
+        }
+        Err(e) => problems.push(format!(
+            "repository {repository}: DescribeRepositories: {}",
+            error_text(&e)
+        )),
     }
 
     let listed = stack_resources(&cfn, &stack_name).await;

@@ -331,6 +331,19 @@ pub fn is_bucket(value: &str) -> bool {
             && value.ends_with(|c: char| c.is_ascii_alphanumeric()))
 }
 
+/// An image tag as Docker accepts it, or empty (the template's `TeamImageTag`).
+pub const IMAGE_TAG_PATTERN: &str = "^$|^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$";
+
+/// See [`IMAGE_TAG_PATTERN`].
+pub fn is_image_tag(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 128
+            && !value.starts_with(['.', '-'])
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,26 @@ pub const SAMPLE_REGION: &str = "ap-southeast-7";
 pub const SAMPLE_VOLUME_ID: &str = "vol-0123456789abcdef0";
 /// Sample package URL when `--deb-url` is not given.
 pub const SAMPLE_DEB_URL: &str = "https://example.invalid/csagent_0.1.0-1_amd64.deb";
+/// Sample account id in the sample team image URI.
+pub const SAMPLE_ACCOUNT_ID: &str = "123456789012";
+
+/// The `containers.image` line for the team image `<repository_uri>:<tag>`. The agent config
+/// ends with its `[containers]` table, so the line can follow it (the user data appends it
+/// only when the TeamImageTag Parameter is set).
+pub fn team_image_line(repository_uri: &str, tag: &str) -> String {
+    format!(
+        "image = {}\n",
+        toml_string(&format!("{repository_uri}:{tag}"))
+    )
+}
+
+/// The sample ECR repository URI of `project`'s team image.
+pub fn sample_repository_uri(project: &str) -> String {
+    format!(
+        "{SAMPLE_ACCOUNT_ID}.dkr.ecr.{SAMPLE_REGION}.amazonaws.com/{project}/{}",
+        crate::registry::REPOSITORY_SUFFIX
+    )
+}
 
 /// Quotes `value` as a TOML basic string.
 fn toml_string(value: &str) -> String {
@@ -50,20 +70,29 @@ pub fn agent_config_toml(
     )
 }
 
-/// The agent config with sample region and volume id (`--print-agent-config`).
+/// The agent config with sample region, volume id and account (`--print-agent-config`),
+/// the team image line included when `--team-image-tag` is given.
 pub fn sample_agent_config(s: &Settings) -> String {
-    agent_config_toml(
+    let mut config = agent_config_toml(
         &s.project,
         SAMPLE_REGION,
         SAMPLE_VOLUME_ID,
         s.developers,
         s.base_port,
-    )
+    );
+    if !s.team_image_tag.is_empty() {
+        config.push_str(&team_image_line(
+            &sample_repository_uri(&s.project),
+            &s.team_image_tag,
+        ));
+    }
+    config
 }
 
 /// The user-data script as a `Fn::Sub` template: `${DebUrl}`, `${ProjectName}`,
-/// `${AWS::Region}` and `${DataVolume}` are filled in by CloudFormation. The script itself uses
-/// no `${...}` so nothing else is taken for a placeholder.
+/// `${AWS::Region}`, `${DataVolume}`, `${TeamImageTag}` and
+/// `${TeamImageRepository.RepositoryUri}` are filled in by CloudFormation. The script itself
+/// uses no `${...}` so nothing else is taken for a placeholder.
 pub fn user_data_template(s: &Settings) -> String {
     let config = agent_config_toml(
         "${ProjectName}",
@@ -115,6 +144,12 @@ install -d -m 0755 /etc/csagent
 umask 0027
 cat > /etc/csagent/config.toml.new <<'CSAGENT_CONFIG'
 {config}CSAGENT_CONFIG
+#    The team image in this stack's ECR repository when TeamImageTag is set (else the agent's
+#    default image); the agent pulls it with the instance role's ECR token.
+TEAM_IMAGE_TAG='${{TeamImageTag}}'
+if [ -n "$TEAM_IMAGE_TAG" ]; then
+  printf 'image = "%s:%s"\n' '${{TeamImageRepository.RepositoryUri}}' "$TEAM_IMAGE_TAG" >> /etc/csagent/config.toml.new
+fi
 chmod 0640 /etc/csagent/config.toml.new
 mv -f /etc/csagent/config.toml.new /etc/csagent/config.toml
 umask 0022
@@ -188,6 +223,11 @@ pub fn sample_user_data(s: &Settings) -> String {
             ("ProjectName", &s.project),
             ("AWS::Region", SAMPLE_REGION),
             ("DataVolume", SAMPLE_VOLUME_ID),
+            ("TeamImageTag", &s.team_image_tag),
+            (
+                "TeamImageRepository.RepositoryUri",
+                &sample_repository_uri(&s.project),
+            ),
         ],
     )
 }
@@ -249,7 +289,14 @@ mod tests {
         names.dedup();
         assert_eq!(
             names,
-            vec!["AWS::Region", "DataVolume", "DebUrl", "ProjectName"]
+            vec![
+                "AWS::Region",
+                "DataVolume",
+                "DebUrl",
+                "ProjectName",
+                "TeamImageRepository.RepositoryUri",
+                "TeamImageTag"
+            ]
         );
     }
 
@@ -268,6 +315,33 @@ mod tests {
         assert!(script.contains("apt-get install -y"));
         assert!(script.contains("./csagent_*.deb"));
         assert!(script.contains("systemctl restart csagent"));
+    }
+
+    #[test]
+    fn the_team_image_line_lands_in_containers() {
+        let s = Settings {
+            team_image_tag: "4.96.4-team.1".into(),
+            ..Settings::default()
+        };
+        let text = sample_agent_config(&s);
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(
+            parsed["containers"]["image"].as_str(),
+            Some(
+                "123456789012.dkr.ecr.ap-southeast-7.amazonaws.com/code-server-multi-dev/code-server:4.96.4-team.1"
+            )
+        );
+        assert_eq!(parsed["containers"]["base_port"].as_integer(), Some(8443));
+        // The script appends the same line the sample shows.
+        let script = sample_user_data(&s);
+        assert!(
+            script.contains("TEAM_IMAGE_TAG='4.96.4-team.1'"),
+            "{script}"
+        );
+        assert!(
+            !sample_agent_config(&Settings::default()).contains("image ="),
+            "no tag: the agent's default image"
+        );
     }
 
     #[test]

@@ -115,6 +115,12 @@ pub struct Cli {
     #[arg(long, value_name = "BUCKET")]
     pub access_log_bucket: Option<String>,
 
+    /// Tag of the team image in the stack's ECR repository (`<project>/code-server`) that the
+    /// agent runs, pulled with the instance role; default none: the agent's default image
+    /// [Parameter TeamImageTag].
+    #[arg(long, value_name = "TAG")]
+    pub team_image_tag: Option<String>,
+
     /// SSM parameter that holds the AMI id [Parameter LatestAmiId].
     #[arg(long, value_name = "PATH", default_value = UBUNTU_2204_AMI_PARAMETER)]
     pub ami_ssm_parameter: String,
@@ -161,6 +167,7 @@ impl Cli {
             access_log_bucket: self.access_log_bucket.clone().unwrap_or_default(),
             ami_ssm_parameter: self.ami_ssm_parameter.clone(),
             certificate_arn: self.certificate_arn.clone().unwrap_or_default(),
+            team_image_tag: self.team_image_tag.clone().unwrap_or_default(),
         };
         settings.validate()?;
         Ok(settings)

@@ -6,10 +6,14 @@
 //! - CloudWatch Logs on `/aws/ec2/<project>/*` only (create group and stream, retention, put,
 //!   describe streams).
 //! - PutMetricData only into the `CodeServer` namespace (condition `cloudwatch:namespace`).
+//! - ECR: pull (BatchGetImage, GetDownloadUrlForLayer, BatchCheckLayerAvailability) from the
+//!   team image repository only; GetAuthorizationToken has no resource-level permissions
+//!   (AWS requires `"*"`), and the token it returns reaches only what the pull actions allow.
 //! - s3:GetObject on the .deb only when DebUrl is an s3:// URL.
 //! - AmazonSSMManagedInstanceCore for Session Manager (instead of SSH).
 
-use crate::cfn::{Resources, if_, name_tag, no_value, r#ref, resource, sub, tags};
+use crate::cfn::{Resources, get_att, if_, name_tag, no_value, r#ref, resource, sub, tags};
+use crate::registry;
 use csagent_contract::metrics;
 use serde_json::{Value, json};
 
@@ -68,6 +72,22 @@ pub fn agent_policy_document() -> Value {
                 "Resource": project_logs,
             },
             {
+                "Sid": "EcrTokenNoResourceLevel",
+                "Effect": "Allow",
+                "Action": "ecr:GetAuthorizationToken",
+                "Resource": "*",
+            },
+            {
+                "Sid": "PullTeamImage",
+                "Effect": "Allow",
+                "Action": [
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchCheckLayerAvailability",
+                ],
+                "Resource": get_att(registry::REPOSITORY, "Arn"),
+            },
+            {
                 "Sid": "PutMetricsInOurNamespace",
                 "Effect": "Allow",
                 "Action": "cloudwatch:PutMetricData",
@@ -91,7 +111,7 @@ pub fn add(res: &mut Resources) {
         resource(
             "AWS::IAM::Role",
             json!({
-                "Description": sub("csagent host of ${ProjectName}: project secrets, logs and metrics"),
+                "Description": sub("csagent host of ${ProjectName}: project secrets, logs, metrics and team image pulls"),
                 "AssumeRolePolicyDocument": assume_role("ec2.amazonaws.com"),
                 "ManagedPolicyArns": [
                     sub("arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"),

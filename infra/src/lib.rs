@@ -21,6 +21,7 @@ pub mod naming;
 pub mod network;
 pub mod outputs;
 pub mod parameters;
+pub mod registry;
 pub mod secrets;
 pub mod settings;
 
@@ -44,6 +45,7 @@ pub fn build_template(s: &Settings) -> Value {
     let mut res = cfn::Resources::default();
     network::add(&mut res, s);
     iam::add(&mut res);
+    registry::add(&mut res);
     secrets::add(&mut res, s);
     compute::add(&mut res, s);
     load_balancer::add(&mut res, s);

@@ -1,7 +1,8 @@
-//! Outputs: each developer's URL, the ALB's DNS name, the instance and data volume ids, and the
-//! alarm topic.
+//! Outputs: each developer's URL, the ALB's DNS name, the instance and data volume ids, the
+//! team image's ECR repository, and the alarm topic.
 
 use crate::cfn::{get_att, r#ref, sub};
+use crate::registry;
 use crate::settings::Settings;
 use serde_json::{Map, Value, json};
 
@@ -28,6 +29,13 @@ pub fn outputs(s: &Settings) -> Value {
     o.insert(
         "DataVolumeId".into(),
         json!({ "Description": "Id of the data volume (the agent's volume_id)", "Value": r#ref("DataVolume") }),
+    );
+    o.insert(
+        "TeamImageRepositoryUri".into(),
+        json!({
+            "Description": "ECR repository of the team image: push <uri>:<tag> there (images/README.md)",
+            "Value": get_att(registry::REPOSITORY, "RepositoryUri"),
+        }),
     );
     o.insert(
         "AlarmTopicArn".into(),

@@ -175,6 +175,15 @@ pub fn parameters(s: &Settings) -> Value {
             "AllowedValues": LOG_RETENTION_DAYS,
         }),
     );
+    p.insert(
+        "TeamImageTag".into(),
+        string_param(
+            "Optional tag of the team image in this stack's ECR repository (output TeamImageRepositoryUri) for the agent to run, pulled with the instance role. Empty: the agent's default image. Push the tag before the host boots (or run `csagent reload` after setting it in the agent's config).",
+            &s.team_image_tag,
+            validate::IMAGE_TAG_PATTERN,
+            "empty or an image tag: up to 128 of A-Z a-z 0-9 _ . -, not starting with . or -",
+        ),
+    );
     let mut deb = json!({
         "Type": "String",
         "Description": "Where the host fetches the csagent .deb: https:// (a presigned S3 URL works), s3://bucket/key (read with the instance role via the AWS CLI), or file:// (a baked image).",
@@ -241,7 +250,7 @@ pub fn interface(s: &Settings) -> Value {
             { "Label": { "default": "Project and tags" },
               "Parameters": ["ProjectName", "Environment", "CostCenter"] },
             { "Label": { "default": "Host" },
-              "Parameters": ["InstanceType", "LatestAmiId", "RootVolumeSize", "DataVolumeSize", "DebUrl", "KeyPairName", "AdminSshCidr"] },
+              "Parameters": ["InstanceType", "LatestAmiId", "RootVolumeSize", "DataVolumeSize", "DebUrl", "TeamImageTag", "KeyPairName", "AdminSshCidr"] },
             { "Label": { "default": "DNS and TLS" },
               "Parameters": ["DomainName", "HostedZoneId", "ExistingCertificateArn", "AccessLogBucket"] },
             { "Label": { "default": "Operations" },

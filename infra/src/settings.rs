@@ -93,6 +93,9 @@ pub struct Settings {
     /// ARN of an existing ACM certificate covering `*.<domain>`; empty: the template requests
     /// and DNS-validates a wildcard certificate itself.
     pub certificate_arn: String,
+    /// Tag of the team image in the stack's ECR repository the agent runs; empty: the agent's
+    /// default image.
+    pub team_image_tag: String,
 }
 
 /// Canonical's public SSM parameter for the current Ubuntu 22.04 amd64 AMI.
@@ -124,6 +127,7 @@ impl Default for Settings {
             access_log_bucket: String::new(),
             ami_ssm_parameter: UBUNTU_2204_AMI_PARAMETER.into(),
             certificate_arn: String::new(),
+            team_image_tag: String::new(),
         }
     }
 }
@@ -201,6 +205,12 @@ impl Settings {
                 format!("must be 1..=16384 (got {})", self.data_volume_gb),
             ));
         }
+        check(
+            validate::is_image_tag(&self.team_image_tag),
+            "--team-image-tag",
+            "must be an image tag: up to 128 of A-Z a-z 0-9 _ . -, not starting with . or -",
+            &self.team_image_tag,
+        )?;
         check(
             validate::is_email(&self.alarm_email),
             "--alarm-email",

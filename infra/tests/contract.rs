@@ -220,6 +220,32 @@ fn admin_cidr() {
 }
 
 #[test]
+fn team_image_tag() {
+    let mut samples = strings(&[
+        "",
+        "4.96.4",
+        "4.96.4-team.1",
+        "_x",
+        "latest",
+        ".hidden",
+        "-dash",
+        "a:b",
+        "a/b",
+        "a b",
+        "é",
+        "x\n",
+    ]);
+    samples.push("a".repeat(128));
+    samples.push("a".repeat(129));
+    check_strings(
+        "TeamImageTag",
+        "--team-image-tag",
+        |s, v| s.team_image_tag = v,
+        &samples,
+    );
+}
+
+#[test]
 fn alarm_email() {
     let samples = strings(&[
         "",

@@ -292,6 +292,13 @@ fn instance_policy_is_least_privilege() {
                 if actions.iter().any(|a| a.starts_with("secretsmanager:")) {
                     assert!(text.contains(":secret:${ProjectName}/*"), "{text}");
                 }
+                if actions.iter().any(|a| a.starts_with("ecr:")) {
+                    assert_eq!(
+                        r,
+                        &serde_json::json!({ "Fn::GetAtt": ["TeamImageRepository", "Arn"] }),
+                        "pulls only from the team image repository"
+                    );
+                }
                 if actions.contains(&"logs:PutLogEvents") {
                     assert!(
                         text.contains(":log-group:/aws/ec2/${ProjectName}/*"),
@@ -303,6 +310,7 @@ fn instance_policy_is_least_privilege() {
     }
     let expected: BTreeSet<String> = [
         "cloudwatch:PutMetricData",
+        "ecr:GetAuthorizationToken",
         "secretsmanager:BatchGetSecretValue",
     ]
     .iter()
@@ -679,6 +687,10 @@ fn role_grants_every_call_the_agent_makes() {
         "logs:PutRetentionPolicy",
         "logs:GetLogEvents",
         "cloudwatch:PutMetricData",
+        "ecr:GetAuthorizationToken",
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
+        "ecr:BatchCheckLayerAvailability",
     ] {
         assert!(
             policies.contains(&format!("\"{action}\"")),
@@ -768,4 +780,43 @@ fn every_checkov_skip_carries_a_written_reason() {
         }
         assert!(skipped > 0, "the template declares its checkov skips");
     }
+}
+
+#[test]
+fn team_image_repository_scans_keeps_tags_and_expires_old_images() {
+    let t = template(8);
+    let repo = &resources(&t)["TeamImageRepository"];
+    assert_eq!(repo["Type"], "AWS::ECR::Repository");
+    assert_eq!(repo["DeletionPolicy"], "Retain");
+    let p = &repo["Properties"];
+    assert_eq!(sub_text(&p["RepositoryName"]), "${ProjectName}/code-server");
+    assert_eq!(p["ImageScanningConfiguration"]["ScanOnPush"], true);
+    assert_eq!(p["ImageTagMutability"], "IMMUTABLE");
+    let policy: Value = serde_json::from_str(
+        p["LifecyclePolicy"]["LifecyclePolicyText"]
+            .as_str()
+            .expect("policy text"),
+    )
+    .expect("the lifecycle policy is JSON");
+    let rules = policy["rules"].as_array().expect("rules");
+    assert_eq!(rules[0]["selection"]["tagStatus"], "untagged");
+    assert_eq!(rules[0]["selection"]["countType"], "sinceImagePushed");
+    // A tagStatus "any" rule must come last (highest rulePriority), as ECR requires.
+    let last = rules.last().expect("a rule");
+    assert_eq!(last["selection"]["tagStatus"], "any");
+    assert_eq!(last["selection"]["countType"], "imageCountMoreThan");
+    let priorities: Vec<u64> = rules
+        .iter()
+        .map(|r| r["rulePriority"].as_u64().expect("priority"))
+        .collect();
+    assert!(priorities.windows(2).all(|w| w[0] < w[1]), "{priorities:?}");
+
+    assert_eq!(
+        t["Outputs"]["TeamImageRepositoryUri"]["Value"],
+        serde_json::json!({ "Fn::GetAtt": ["TeamImageRepository", "RepositoryUri"] })
+    );
+    assert_eq!(t["Parameters"]["TeamImageTag"]["Default"], "");
+    let script = sub_text(&resources(&t)["Instance"]["Properties"]["UserData"]["Fn::Base64"]);
+    assert!(script.contains("TEAM_IMAGE_TAG='${TeamImageTag}'"));
+    assert!(script.contains("'${TeamImageRepository.RepositoryUri}'"));
 }

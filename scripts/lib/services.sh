@@ -12,7 +12,8 @@ ensure_packages() {
   for pair in dockerd:docker.io iptables:iptables mkfs.ext4:e2fsprogs mkfs.xfs:xfsprogs \
               losetup:util-linux sfdisk:fdisk cryptsetup:cryptsetup-bin busybox:busybox-static \
               curl:curl ip:iproute2 lintian:lintian dpkg-deb:dpkg systemd-analyze:systemd \
-              setpriv:util-linux python3:python3 dpkg-shlibdeps:dpkg-dev strip:binutils; do
+              setpriv:util-linux python3:python3 dpkg-shlibdeps:dpkg-dev strip:binutils \
+              docker-registry:docker-registry htpasswd:apache2-utils; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
   done
   python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
@@ -20,6 +21,11 @@ ensure_packages() {
     echo "installing: ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  # tests/registry_pull.rs starts its own registries on free ports; the package's
+  # service (all interfaces, port 5000) is not wanted.
+  if [ -d /run/systemd/system ] && systemctl is-enabled docker-registry >/dev/null 2>&1; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
   fi
 }
 

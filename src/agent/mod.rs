@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::containers::{ContainerCredentials, Reconciler};
+use crate::containers::{ContainerCredentials, EcrTokens, Reconciler};
 use crate::control::{self, Command, Response};
 use crate::exit;
 use crate::observe::Observations;
@@ -162,7 +162,9 @@ impl Agent {
                 observations.containers.clone(),
                 observations.firewall.clone(),
             )
-            .draining_logs_of(observations.logs.clone());
+            .draining_logs_of(observations.logs.clone())
+            .reporting_pulls_to(observations.image.clone())
+            .with_ecr(EcrTokens::new(&sdk));
 
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let mut tasks = Vec::new();

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use super::{ApplyPolicy, Filesystem, LogFormat, PullPolicy};
+use super::{ApplyPolicy, Filesystem, LogFormat, PullPolicy, RegistryAuth};
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
@@ -45,6 +45,8 @@ pub const DEFAULT_BY_ID_DIR: &str = "/dev/disk/by-id";
 pub const DEFAULT_IMAGE: &str = "codercom/code-server:4.96.4";
 /// `containers.pull`.
 pub const DEFAULT_PULL: PullPolicy = PullPolicy::IfNotPresent;
+/// `containers.registry_auth`: ECR credentials for an ECR registry host, none elsewhere.
+pub const DEFAULT_REGISTRY_AUTH: RegistryAuth = RegistryAuth::Auto;
 /// `containers.base_port`: dev1's host port.
 pub const DEFAULT_BASE_PORT: u16 = 8443;
 /// `containers.cpus`: CPU limit per developer, in CPUs.

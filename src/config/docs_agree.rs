@@ -24,6 +24,7 @@ const DEFAULTED_KEYS: &[&str] = &[
     "volume.by_id_dir",
     "containers.image",
     "containers.pull",
+    "containers.registry_auth",
     "containers.base_port",
     "containers.cpus",
     "containers.memory",

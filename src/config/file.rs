@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ApplyPolicy, ConfigError, Filesystem, LogFormat, PullPolicy};
+use super::{ApplyPolicy, ConfigError, Filesystem, LogFormat, PullPolicy, RegistryAuth};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +94,9 @@ pub(super) struct FileContainers {
     pub image: Option<String>,
     /// `containers.pull`: `if-not-present`, `always` or `never`. Default `DEFAULT_PULL`.
     pub pull: Option<PullPolicy>,
+    /// `containers.registry_auth`: `auto`, `ecr` or `none`. Default
+    /// `DEFAULT_REGISTRY_AUTH`.
+    pub registry_auth: Option<RegistryAuth>,
     /// `containers.base_port`: dev1's host port, 1024..=65535. Default
     /// `DEFAULT_BASE_PORT`.
     pub base_port: Option<u32>,

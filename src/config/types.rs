@@ -59,6 +59,29 @@ impl fmt::Display for PullPolicy {
     }
 }
 
+/// How image pulls authenticate to the image's registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryAuth {
+    /// `auto`: ECR credentials (GetAuthorizationToken with the instance role) when the
+    /// registry is `<account>.dkr.ecr.<region>.amazonaws.com`, else none.
+    Auto,
+    /// `ecr`: ECR credentials whatever the registry host (a VPC endpoint alias, a test).
+    Ecr,
+    /// `none`: anonymous pulls.
+    None,
+}
+
+impl fmt::Display for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RegistryAuth::Auto => "auto",
+            RegistryAuth::Ecr => "ecr",
+            RegistryAuth::None => "none",
+        })
+    }
+}
+
 /// When a rotated credential is applied to a running container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -116,6 +139,8 @@ pub struct ContainersConfig {
     pub image: String,
     /// When the image is pulled (default `DEFAULT_PULL`).
     pub pull: PullPolicy,
+    /// How pulls authenticate to the registry (default `DEFAULT_REGISTRY_AUTH`).
+    pub registry_auth: RegistryAuth,
     /// dev1's host port; listed developers default to base_port + position (default `DEFAULT_BASE_PORT`).
     pub base_port: u16,
     /// Most processes one container may run (default `DEFAULT_PIDS_LIMIT`).

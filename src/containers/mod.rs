@@ -7,11 +7,14 @@
 
 pub mod crashloop;
 mod disks;
+mod ecr;
 mod events;
 mod execute;
 mod image;
 pub mod network;
 pub mod plan;
+pub mod pull;
+pub mod registry;
 mod retire;
 pub mod spec;
 
@@ -31,7 +34,9 @@ use crate::config::{Config, Developer};
 use crate::logs::LogsStatusHandle;
 use crate::observe::Published;
 use crate::retry::{Backoff, Class, classify_docker};
+pub use ecr::{EcrError, EcrTokens};
 pub use events::{connect, spawn_event_follower};
+pub use pull::{PullProgress, PullStatus};
 pub use retire::DRAIN_TIMEOUT;
 pub use spec::{ContainerCredentials, DesiredSpec, ImageInfo, container_name};
 
@@ -149,6 +154,10 @@ pub struct Reconciler {
     /// The log shipper's section: a container is removed only once its log
     /// was shipped to the end ([`retire`]).
     logs: LogsStatusHandle,
+    /// The image and its pulls, for status.
+    pulls: Published<PullStatus>,
+    /// ECR pull credentials; None: an image that needs them cannot be pulled.
+    ecr: Option<Arc<EcrTokens>>,
 }
 
 /// Unix seconds now (0 if the clock is before 1970).
@@ -172,7 +181,26 @@ impl Reconciler {
             progress: Arc::new(AtomicU64::new(unix_now())),
             firewall: Published::default(),
             logs: LogsStatusHandle::default(),
+            pulls: Published::default(),
+            ecr: None,
         }
+    }
+
+    /// Pulls from ECR with tokens from `tokens` (one cache for every pull).
+    pub fn with_ecr(mut self, tokens: EcrTokens) -> Reconciler {
+        self.ecr = Some(Arc::new(tokens));
+        self
+    }
+
+    /// Publishes the image and its pulls into the agent's long-lived section.
+    pub fn reporting_pulls_to(mut self, pulls: Published<PullStatus>) -> Reconciler {
+        self.pulls = pulls;
+        self
+    }
+
+    /// The image and its pulls as last published.
+    pub fn pull_status(&self) -> PullStatus {
+        self.pulls.get()
     }
 
     pub fn status_handle(&self) -> StatusHandle {

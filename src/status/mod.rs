@@ -35,6 +35,8 @@ pub struct StatusReport {
     /// Last successful call per AWS service (RFC 3339), keyed by service name.
     pub aws_last_success: BTreeMap<String, Option<String>>,
     pub developers: Vec<DeveloperRow>,
+    /// The image: where it is pulled from, the pull running now, the last pull.
+    pub image: Option<ImageReport>,
     /// The metrics publisher, when metrics are enabled.
     pub metrics: Option<MetricsInfo>,
     pub warnings: Vec<String>,
@@ -97,6 +99,34 @@ pub struct MetricsInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ImageReport {
+    /// The configured reference.
+    pub reference: String,
+    /// `host[:port]` it is pulled from (`docker.io` for Docker Hub).
+    pub registry: String,
+    /// `ecr` (a GetAuthorizationToken token of the instance role) or `none`.
+    pub auth: String,
+    /// The pull running now.
+    pub pulling: Option<PullingInfo>,
+    /// RFC 3339 time the last pull ended.
+    pub last_pull_at: Option<String>,
+    /// Why the last pull failed; None when it succeeded (or none ran).
+    pub last_pull_error: Option<String>,
+    /// The last pull's counts when it ended.
+    pub last_pull_progress: Option<PullingInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct PullingInfo {
+    pub started_at: Option<String>,
+    pub layers_done: u32,
+    pub layers_total: u32,
+    /// Of the layers whose size dockerd has announced so far.
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct DeveloperRow {
     pub name: String,
     pub port: u16,
@@ -124,6 +154,9 @@ pub struct DeveloperRow {
     pub log_checkpoint_error: Option<String>,
     /// Why this developer is not as desired.
     pub problem: Option<String>,
+    /// Why the last pull of this developer's image failed (every developer runs
+    /// the same image today); None after a successful pull.
+    pub pull_error: Option<String>,
     pub last_log_lines: Vec<String>,
 }
 
@@ -162,6 +195,11 @@ impl StatusReport {
                     d.name
                 ));
             }
+        }
+        if let Some(i) = &self.image
+            && let Some(e) = &i.last_pull_error
+        {
+            w.push(format!("image {}: last pull failed: {e}", i.reference));
         }
         if let Some(m) = &self.metrics
             && m.buffered_datums > 0

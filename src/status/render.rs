@@ -72,6 +72,34 @@ impl StatusReport {
             .map(|(k, v)| format!("{k}: {}", v.as_deref().unwrap_or("never")))
             .collect();
         writeln!(out, "aws     last success — {}", aws.join(", "))?;
+        if let Some(i) = &self.image {
+            let state = match (&i.pulling, &i.last_pull_error, &i.last_pull_at) {
+                (Some(p), _, _) => format!(
+                    "pulling: {}/{} layers, {} of {}",
+                    p.layers_done,
+                    p.layers_total,
+                    ByteSize(p.bytes_done).display().iec(),
+                    ByteSize(p.bytes_total).display().iec()
+                ),
+                (None, Some(e), at) => paint(
+                    &format!(
+                        "last pull FAILED at {}: {}",
+                        at.as_deref().unwrap_or("?"),
+                        printable(e)
+                    ),
+                    "31",
+                ),
+                (None, None, Some(at)) => format!("last pull ok at {at}"),
+                (None, None, None) => "not pulled by this agent".to_string(),
+            };
+            writeln!(
+                out,
+                "image   {} (registry {}, auth {}) — {state}",
+                printable(&i.reference),
+                printable(&i.registry),
+                i.auth
+            )?;
+        }
         writeln!(out)?;
         writeln!(
             out,

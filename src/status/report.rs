@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
-    AgentInfo, DeveloperRow, HostInfo, InstanceInfo, MetricsInfo, SCHEMA_VERSION, StatusReport,
-    VolumeInfo, rfc3339,
+    AgentInfo, DeveloperRow, HostInfo, ImageReport, InstanceInfo, MetricsInfo, PullingInfo,
+    SCHEMA_VERSION, StatusReport, VolumeInfo, rfc3339,
 };
 use crate::config::Developer;
+use crate::containers::PullProgress;
 use crate::observe::Snapshot;
 
 /// Host memory as the kernel counts it (bytes).
@@ -65,6 +66,7 @@ pub fn report(s: &Snapshot, memory: HostMemory, now: SystemTime) -> StatusReport
         },
         aws_last_success: aws_last_success(s),
         developers,
+        image: image_report(s),
         metrics: s.metrics.as_ref().map(|m| MetricsInfo {
             last_publish: m.last_publish.map(rfc3339),
             put_calls: m.put_calls,
@@ -139,7 +141,38 @@ fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
             .get(&d.name)
             .and_then(|l| l.checkpoint_error.clone()),
         problem,
+        pull_error: s
+            .image
+            .last_error()
+            .map(|e| format!("pull of {} failed: {e}", s.image.image)),
         last_log_lines: c.map(|c| c.last_log_lines.clone()).unwrap_or_default(),
+    }
+}
+
+/// None until the reconciler first looked at the image.
+fn image_report(s: &Snapshot) -> Option<ImageReport> {
+    let i = &s.image;
+    if i.image.is_empty() {
+        return None;
+    }
+    Some(ImageReport {
+        reference: i.image.clone(),
+        registry: i.registry.clone(),
+        auth: i.auth.clone(),
+        pulling: i.running.as_ref().map(pulling_info),
+        last_pull_at: i.last_pull.as_ref().map(|(t, _)| rfc3339(*t)),
+        last_pull_error: i.last_error().map(str::to_string),
+        last_pull_progress: i.last_progress.as_ref().map(pulling_info),
+    })
+}
+
+fn pulling_info(p: &PullProgress) -> PullingInfo {
+    PullingInfo {
+        started_at: p.started.map(rfc3339),
+        layers_done: p.layers_done,
+        layers_total: p.layers_total,
+        bytes_done: p.bytes_done,
+        bytes_total: p.bytes_total,
     }
 }
 
@@ -194,7 +227,7 @@ mod tests {
     use super::*;
     use crate::aws::Identity;
     use crate::config::Config;
-    use crate::containers::ContainerStatus;
+    use crate::containers::{ContainerStatus, PullStatus};
     use crate::logs::{DeveloperLogs, LogsStatus};
     use crate::metrics::MetricsStatus;
     use crate::metrics::collect::DeveloperSample;
@@ -273,6 +306,7 @@ mod tests {
             }),
             containers: names.iter().map(|n| (n.clone(), running(n))).collect(),
             firewall: None,
+            image: Default::default(),
             logs: LogsStatus::default(),
             metrics: None,
             config,
@@ -474,6 +508,62 @@ mod tests {
             "{:?}",
             r.warnings
         );
+    }
+
+    #[test]
+    fn pull_progress_and_a_failed_pull_per_developer() {
+        let mut s = healthy();
+        s.image = PullStatus {
+            image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team:2".into(),
+            registry: "123456789012.dkr.ecr.eu-west-1.amazonaws.com".into(),
+            auth: "ecr".into(),
+            running: Some(PullProgress {
+                started: Some(now()),
+                layers_done: 2,
+                layers_total: 5,
+                bytes_done: 10 << 20,
+                bytes_total: 80 << 20,
+            }),
+            last_pull: None,
+            last_progress: None,
+        };
+        let r = report(&s, memory(), now());
+        assert!(r.healthy, "a pull running is no problem: {:?}", r.warnings);
+        let i = r.image.as_ref().expect("image section");
+        let p = i.pulling.as_ref().expect("pulling");
+        assert_eq!((p.layers_done, p.layers_total), (2, 5));
+        assert_eq!((p.bytes_done, p.bytes_total), (10 << 20, 80 << 20));
+        assert_eq!(i.auth, "ecr");
+
+        s.image.running = None;
+        s.image.last_pull = Some((now(), Some("registry R refused the ECR token".into())));
+        let r = report(&s, memory(), now());
+        assert!(!r.healthy);
+        for d in &r.developers {
+            assert_eq!(
+                d.pull_error.as_deref(),
+                Some(
+                    format!(
+                        "pull of {} failed: registry R refused the ECR token",
+                        s.image.image
+                    )
+                    .as_str()
+                ),
+                "{}",
+                d.name
+            );
+        }
+        assert_eq!(
+            r.warnings,
+            [format!(
+                "image {}: last pull failed: registry R refused the ECR token",
+                s.image.image
+            )]
+        );
+        let mut out = Vec::new();
+        r.render(&mut out, false).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.contains("last pull FAILED"), "{text}");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use super::checks::{is_name, parse_cidr, parse_cidr_v6};
 use crate::config::defaults::{
     DEFAULT_BASE_PORT, DEFAULT_BLOCK_METADATA, DEFAULT_GID, DEFAULT_HEALTH_INTERVAL,
     DEFAULT_HEALTH_START_PERIOD, DEFAULT_IMAGE, DEFAULT_ISOLATE_HOST, DEFAULT_LOG_MAX_FILES,
-    DEFAULT_LOG_MAX_SIZE, DEFAULT_NETWORK, DEFAULT_PIDS_LIMIT, DEFAULT_PULL, DEFAULT_STOP_GRACE,
-    DEFAULT_SUBNET, DEFAULT_UID, MAX_STOP_GRACE,
+    DEFAULT_LOG_MAX_SIZE, DEFAULT_NETWORK, DEFAULT_PIDS_LIMIT, DEFAULT_PULL, DEFAULT_REGISTRY_AUTH,
+    DEFAULT_STOP_GRACE, DEFAULT_SUBNET, DEFAULT_UID, MAX_STOP_GRACE,
 };
 use crate::config::file::FileContainers;
 use crate::config::{ConfigError, ContainersConfig};
@@ -110,6 +110,7 @@ impl Validator<'_> {
         Ok(ContainersConfig {
             image,
             pull: c.pull.unwrap_or(DEFAULT_PULL),
+            registry_auth: c.registry_auth.unwrap_or(DEFAULT_REGISTRY_AUTH),
             base_port,
             pids_limit,
             uid: c.uid.unwrap_or(DEFAULT_UID),
