@@ -111,6 +111,9 @@ pub struct DeveloperRow {
     pub pending_rotation: bool,
     /// set | placeholder | missing
     pub claude_key: String,
+    /// Secrets Manager version of the Claude key in the developer's key file: the
+    /// one Claude Code in the container uses (a rotation changes it in place).
+    pub claude_key_version: Option<String>,
     pub log_lag_secs: Option<f64>,
     /// Why this developer is not as desired.
     pub problem: Option<String>,
