@@ -22,7 +22,8 @@
 //!   that was already running switches to it within the helper's TTL; A's container
 //!   keeps its id and `State.StartedAt`; B is untouched and still sends its own key;
 //! - a password rotation still recreates A's container (policy `immediate`), and the
-//!   new container's Claude Code has the current key.
+//!   new container's Claude Code has the current key;
+//! - no key in the agent's log, in `docker inspect`, or anywhere under /home/coder.
 //!
 //! Gated on the image like `e2e_real_code_server` (`CSAGENT_SKIP_REAL_CODE_SERVER=1`
 //! skips it locally; `CSAGENT_TEAM_IMAGE` names another build of images/Dockerfile).
@@ -560,6 +561,16 @@ async fn claude_code_sends_each_developers_key_and_a_rotation_needs_no_restart()
             !log.contains(key.as_str()),
             "a Claude key in the agent's log"
         );
+        // Claude Code keeps no copy in the home (which persists on the volume).
+        for c in [&ca, &cb] {
+            let found = docker_exec(c, &[], &["grep", "-rlF", key.as_str(), "/home/coder"]);
+            assert_eq!(
+                found.status.code(),
+                Some(1),
+                "{c}: a Claude key stored under /home/coder: {}",
+                String::from_utf8_lossy(&found.stdout)
+            );
+        }
     }
     drop(agent);
 }
