@@ -102,7 +102,6 @@ impl Env {
                     credentials: Ok(ContainerCredentials {
                         hashed_password: hash(&password),
                         password_version: version,
-                        claude_key_version: None,
                         key_dir,
                     }),
                 }

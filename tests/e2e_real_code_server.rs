@@ -10,7 +10,7 @@
 //! - dev5 in a real browser (`tests/browser/workbench.mjs`: Debian's chromium driven by
 //!   playwright-core): a wrong password stays on the login page; the right one opens the
 //!   workbench on ~/workspace with no trust prompt, and a terminal runs bash, `git
-//!   --version` and `claude --version` and has the Claude key in its environment
+//!   --version` and `claude --version`, and Claude Code's key helper finds the key
 //!   (screenshots in `$CARGO_TARGET_TMPDIR/browser-*`);
 //! - dev5's password is rotated in moto: within one poll interval plus code-server's start
 //!   time the old password is refused and the new one accepted, and the 7 others keep
@@ -327,7 +327,7 @@ async fn eight_real_code_servers_login_rotation_logs_status() {
         "project = \"{project}\"\nregion = \"{REGION}\"\ninstance_id = \"{INSTANCE_ID}\"\n\
          [aws]\nendpoint_url = \"{moto}\"\n\
          [volume]\ndevice = \"{dev}\"\nmount_point = \"{mount}\"\nfstab = \"{root}/fstab\"\nwait_timeout = \"10s\"\n\
-         [containers]\nimage = \"{REAL_CODE_SERVER_IMAGE}\"\npull = \"never\"\n\
+         [containers]\nimage = \"{image}\"\npull = \"never\"\n\
          cpus = 0.5\nmemory = \"1GiB\"\nmemory_reservation = \"512MiB\"\n\
          network = \"csagent-{project}\"\nsubnet = \"{subnet}\"\n\
          health_interval = \"2s\"\nhealth_start_period = \"{start}s\"\n\
@@ -336,6 +336,7 @@ async fn eight_real_code_servers_login_rotation_logs_status() {
          [logs]\nenabled = true\n\
          [agent]\nstate_dir = \"{root}/state\"\nruntime_dir = \"{run}\"\nsocket = \"{root}/ctl/csagent.sock\"\nsocket_group = \"adm\"\n",
         moto = moto.url(),
+        image = real_code_server_image(),
         dev = disk.path(),
         mount = setup.mount.display(),
         root = dir.path().display(),
@@ -423,7 +424,8 @@ async fn eight_real_code_servers_login_rotation_logs_status() {
     browser_check(port(ROTATED), &old_password, &project);
 
     // The container has the argon2id hash, never the password or the Claude key; the
-    // key reaches code-server's environment through the agent's entrypoint wrapper.
+    // key is a read-only file that Claude Code's apiKeyHelper prints (tests/claude_key.rs
+    // follows it to the API and through a rotation).
     let inspect_json = run("docker", &["inspect", &c5]);
     assert!(
         !inspect_json.contains(&old_password),
@@ -456,9 +458,12 @@ async fn eight_real_code_servers_login_rotation_logs_status() {
         &["exec", &c5, "sh", "-c", "tr '\\0' '\\n' < /proc/1/environ"],
     );
     assert!(
-        env1.lines()
-            .any(|l| l == format!("ANTHROPIC_API_KEY={claude_key}")),
-        "code-server's environment has ANTHROPIC_API_KEY"
+        !env1.contains("ANTHROPIC_API_KEY"),
+        "no key in code-server's environment (it would win over the apiKeyHelper)"
+    );
+    assert!(
+        run("docker", &["exec", &c5, "csagent-claude-key"]).trim() == claude_key,
+        "the apiKeyHelper prints dev5's key"
     );
     // The agent's own health check command works in the image.
     run(

@@ -115,7 +115,6 @@ impl Env {
                     credentials: Ok(ContainerCredentials {
                         hashed_password,
                         password_version: "v1".into(),
-                        claude_key_version: None,
                         key_dir,
                     }),
                 }

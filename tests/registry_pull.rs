@@ -254,7 +254,6 @@ impl Env {
                             .expect("hash")
                             .to_string(),
                         password_version: "v1".into(),
-                        claude_key_version: None,
                         key_dir,
                     }),
                 }

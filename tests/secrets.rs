@@ -1,6 +1,6 @@
 //! Developer credentials from Secrets Manager (moto) with rotation pickup, and how
 //! they reach a container (the local test image): the argon2id hash at `/login`,
-//! the Claude key file on a tmpfs, the entrypoint wrapper.
+//! the Claude key file on a tmpfs, rewritten in place for a running container.
 //!
 //! Every test uses its own project name, so they share one moto; the API-call
 //! count test runs its own moto with request recording. All tracing output of
@@ -30,7 +30,7 @@ use csagent::config::{ApplyPolicy, Config};
 use csagent::secrets::{
     ApiCalls, ApplyDecision, ClaudeKeyState, CredentialError, CredentialFiles, Credentials,
     DeveloperSecrets, PLACEHOLDER_KEY, RotationEvent, SecretKind, SecretsError, SecretsManager,
-    decide, image_command, is_idle, wrapped_entrypoint,
+    decide, image_command, is_idle,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -512,6 +512,12 @@ async fn rotation_is_seen_in_one_poll_for_that_developer_only() {
     assert_eq!(events[0].which, SecretKind::ClaudeKey);
     assert_eq!(events[0].new_version, key_version);
     assert!(creds(&m, "dev5").claude_key.as_ref().map(Secret::expose) == Some(new_key.as_str()));
+    assert!(
+        m.status().developers["dev5"].pending_rotation.is_none(),
+        "a key rotation waits for no recreation: its file is rewritten in place: {:?}",
+        m.status().developers["dev5"]
+    );
+    assert_eq!(m.pending_since("dev5"), None);
     assert!(m.poll().await.is_empty(), "seen once, reported once");
 
     // Our own lines name versions by their first 8 characters (the SDK's TRACE
@@ -1128,7 +1134,7 @@ fn key_file_writes_never_follow_a_planted_symlink() {
 }
 
 #[tokio::test]
-async fn claude_key_file_on_tmpfs_reaches_the_container_through_the_wrapper() {
+async fn claude_key_file_on_tmpfs_reaches_the_running_container_by_its_file() {
     capture_logs();
     let tmpfs = Tmpfs::new();
     let files = CredentialFiles::new(tmpfs.path(), 1000, 1000).expect("a tmpfs is accepted");
@@ -1168,7 +1174,7 @@ async fn claude_key_file_on_tmpfs_reaches_the_container_through_the_wrapper() {
         ));
     }
 
-    // The image's own entrypoint, wrapped; the key directory mounted read-only.
+    // The image's own entrypoint, unwrapped; the key directory mounted read-only.
     let docker = docker().await;
     let image = image_command(&docker, TEST_IMAGE)
         .await
@@ -1177,15 +1183,13 @@ async fn claude_key_file_on_tmpfs_reaches_the_container_through_the_wrapper() {
         image.entrypoint,
         ["/usr/bin/entrypoint.sh", "--bind-addr", "0.0.0.0:8080", "."]
     );
-    let entrypoint = wrapped_entrypoint(&image.entrypoint);
-    assert!(!entrypoint.iter().any(|a| a.contains(key.expose())));
     let name = unique("csagent-t-secrets-key");
     let port = port_block(1);
     let _guard = start_test_container(
         &name,
         port,
         vec!["PASSWORD=unused-in-this-test".to_string()],
-        Some(entrypoint),
+        Some(image.entrypoint.clone()),
         Some(image.cmd.clone()),
         vec![format!(
             "{}:{}:ro",
@@ -1194,40 +1198,76 @@ async fn claude_key_file_on_tmpfs_reaches_the_container_through_the_wrapper() {
         )],
     )
     .await;
-    let key_in_container = format!(
-        "/file?path={}/{}",
+    let in_container = format!(
+        "{}/{}",
         csagent::secrets::CONTAINER_KEY_DIR,
         csagent::secrets::KEY_FILE_NAME
     );
+    let key_in_container = format!("/file?path={in_container}");
+    // What uid 1000 (the container's user, as Claude Code's apiKeyHelper runs)
+    // reads from the file right now.
+    let read_as_user = || {
+        let out = Command::new("docker")
+            .args(["exec", "-u", "1000:1000", &name, "cat", &in_container])
+            .output()
+            .expect("docker exec cat");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
     assert_eq!(
         http_get_status(port, &key_in_container),
         Some(200),
         "readable as uid 1000"
     );
-    assert_eq!(
-        http_get_status(port, "/env?name=ANTHROPIC_API_KEY"),
-        Some(200)
-    );
-    assert_eq!(http_get_status(port, "/env?name=CLAUDE_API_KEY"), Some(200));
-    assert!(
-        !docker_inspect(&name).contains(key.expose()),
-        "docker inspect holds no key"
-    );
-
-    // Placeholder: the file goes (seen live through the directory mount), and a
-    // restarted server has no key.
-    files.write("dev1", None).expect("remove key");
-    assert!(!file.exists());
-    assert_eq!(http_get_status(port, &key_in_container), Some(404));
-    run("docker", &["restart", "-t", "2", &name]);
-    wait_ready(port).await;
+    assert!(read_as_user().as_deref() == Some(key.expose()));
+    // No environment carries it: an ANTHROPIC_API_KEY would win over the
+    // apiKeyHelper and pin the key the container started with.
     assert_eq!(
         http_get_status(port, "/env?name=ANTHROPIC_API_KEY"),
         Some(404)
     );
     assert_eq!(http_get_status(port, "/env?name=CLAUDE_API_KEY"), Some(404));
+    assert!(
+        !docker_inspect(&name).contains(key.expose()),
+        "docker inspect holds no key"
+    );
+    let started = run(
+        "docker",
+        &["inspect", "-f", "{{.Id}} {{.State.StartedAt}}", &name],
+    );
+
+    // A rotated key: a new file renamed over the old one, seen at once inside the
+    // running container through the directory mount.
+    let rotated = Secret::new(value("sk-ant-api03-rotated"));
+    files
+        .write("dev1", Some(&rotated))
+        .expect("rotate key file");
+    assert_ne!(
+        std::fs::metadata(&file).expect("key file").ino(),
+        meta.ino(),
+        "replaced by rename, not written in place"
+    );
+    assert!(read_as_user().as_deref() == Some(rotated.expose()));
+    assert_eq!(
+        run(
+            "docker",
+            &["inspect", "-f", "{{.Id}} {{.State.StartedAt}}", &name]
+        ),
+        started,
+        "the container was neither recreated nor restarted"
+    );
+
+    // Placeholder: the file goes (seen live through the directory mount).
+    files.write("dev1", None).expect("remove key");
+    assert!(!file.exists());
+    assert_eq!(http_get_status(port, &key_in_container), Some(404));
+    assert_eq!(read_as_user(), None);
 
     files.remove("dev1").expect("remove dir");
     assert!(!dir.exists());
-    assert_no_value_leaked(&[key.expose().to_string()], &[]);
+    assert_no_value_leaked(
+        &[key.expose().to_string(), rotated.expose().to_string()],
+        &[],
+    );
 }

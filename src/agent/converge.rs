@@ -3,6 +3,11 @@
 //! reconciler, then the bookkeeping of what was applied. Also the rotation poll
 //! that decides whether a pass is needed now, and the volume refresh status reads.
 //!
+//! Claude keys are not part of that: every poll and every pass rewrites each
+//! ready developer's key file from the current secrets ([`Agent::deliver_key`]),
+//! whatever the apply policy, and the running container reads it again (Claude
+//! Code's apiKeyHelper). Only a password rotation recreates a container.
+//!
 //! The decisions are pure functions ([`choose_credentials`], [`pass_outcome`],
 //! [`first_credentials_waiting`]) tested below; `Agent`'s methods do the I/O.
 
@@ -23,7 +28,7 @@ use crate::status;
 enum CredentialsChoice<'a> {
     /// A rotation waits (when idle): keep what the container runs with.
     KeepApplied(&'a ContainerCredentials),
-    /// The current secrets: hash the password and write the key file.
+    /// The current secrets: hash the password.
     Current(&'a Credentials),
     /// The developer cannot be started, and why.
     NotReady(String),
@@ -86,11 +91,12 @@ fn first_credentials_waiting<'a>(
 }
 
 impl Agent {
-    /// Every developer's desired state from the current secrets. Writes the key
-    /// file of each developer converged with its current credentials.
+    /// Every developer's desired state from the current secrets. Writes every
+    /// ready developer's key file first (the container binds its directory).
     fn desired(&mut self) -> Vec<DesiredDeveloper> {
         let mut out = Vec::new();
         for dev in self.config.developers.clone() {
+            let key_dir = self.deliver_key(&dev.name);
             let waiting = self.secrets.pending_since(&dev.name).is_some()
                 && !self.apply_now.contains(&dev.name);
             let choice = choose_credentials(
@@ -103,7 +109,7 @@ impl Agent {
                 CredentialsChoice::NotReady(reason) => Err(reason),
                 CredentialsChoice::Current(c) => {
                     let c = c.clone();
-                    self.container_credentials(&dev.name, &c)
+                    key_dir.and_then(|dir| self.container_credentials(&dev.name, &c, dir))
                 }
             };
             out.push(DesiredDeveloper {
@@ -114,29 +120,41 @@ impl Agent {
         out
     }
 
-    /// The password hash (cached per version) and the key file for `c`.
+    /// The password hash (cached per version) for `c`; `key_dir` holds the key file.
     fn container_credentials(
         &mut self,
         developer: &str,
         c: &Credentials,
+        key_dir: std::path::PathBuf,
     ) -> Result<ContainerCredentials, String> {
         let hash = self
             .secrets
             .password_hash(developer)
             .map_err(|e| e.to_string())?;
-        let key_dir = self
-            .files
-            .write(developer, c.claude_key.as_ref())
-            .map_err(|e| format!("credential file: {e}"))?;
         Ok(ContainerCredentials {
             hashed_password: hash,
             password_version: c.password_version.clone(),
-            claude_key_version: c
-                .claude_key_version
-                .clone()
-                .filter(|_| c.claude_key.is_some()),
             key_dir,
         })
+    }
+
+    /// Makes the developer's key file hold its current Claude key (removed when
+    /// there is none), whether or not a password rotation waits, and records what
+    /// it holds for status. Returns the directory the container binds; an error
+    /// when the developer has no credentials or the file cannot be written.
+    pub(super) fn deliver_key(&mut self, developer: &str) -> Result<std::path::PathBuf, String> {
+        let c = match self.secrets.get(developer) {
+            Some(DeveloperSecrets::Ready(c)) => c.clone(),
+            Some(DeveloperSecrets::Failed { reason }) => return Err(reason.clone()),
+            None => return Err("credentials not read yet".to_string()),
+        };
+        let written = self.files.write(developer, c.claude_key.as_ref());
+        let version = c.claude_key_version.filter(|_| c.claude_key.is_some());
+        self.secrets.record_key_file(
+            developer,
+            written.as_ref().map(|_| version).map_err(|e| e.to_string()),
+        );
+        written.map_err(|e| format!("credential file: {e}"))
     }
 
     /// One convergence pass; true when every developer runs as desired.
@@ -188,13 +206,16 @@ impl Agent {
             .set(if ok { Phase::Running } else { Phase::Degraded });
     }
 
-    /// One rotation poll; true when a convergence pass is needed now.
+    /// One rotation poll; true when a convergence pass is needed now. Rewrites
+    /// the key files first: a rotated Claude key needs no pass.
     pub(super) async fn poll_secrets(&mut self) -> bool {
         for ev in self.secrets.poll().await {
             tracing::info!(developer = %ev.developer, kind = ?ev.which, "rotation seen");
         }
         let mut needed = false;
         for dev in self.config.developers.clone() {
+            // A developer without credentials has no container to read a key.
+            let _ = self.deliver_key(&dev.name);
             if self.secrets.pending_since(&dev.name).is_none() {
                 continue;
             }
@@ -264,7 +285,6 @@ mod tests {
         ContainerCredentials {
             hashed_password: "$argon2id$...".into(),
             password_version: version.into(),
-            claude_key_version: None,
             key_dir: PathBuf::from("/run/csagent/keys/dev1"),
         }
     }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Developer};
-use crate::secrets::{CONTAINER_KEY_DIR, wrapped_entrypoint};
+use crate::secrets::CONTAINER_KEY_DIR;
 
 // The label keys are the contract's (`csagent status` and the log shipper filter on them too).
 /// Scopes ownership: an agent only removes managed containers of its own project.
@@ -37,9 +37,9 @@ pub struct ContainerCredentials {
     pub hashed_password: String,
     /// Secrets Manager version of the password it was made from.
     pub password_version: String,
-    /// Version of the Claude key, when a real key is present.
-    pub claude_key_version: Option<String>,
-    /// Host directory holding the key file (tmpfs), bind-mounted read-only.
+    /// Host directory holding the Claude key file (tmpfs), bind-mounted read-only.
+    /// The key itself is not part of the container: a new key is a new file in
+    /// this directory, read by the running container (see `secrets::credentials`).
     pub key_dir: PathBuf,
 }
 
@@ -53,7 +53,8 @@ pub struct ImageInfo {
 
 /// Everything that decides what a developer's container looks like. Its hash is
 /// stored as a label; a difference means "recreate". The password *hash* is not
-/// part of it (its salt changes each time); the password *version* is.
+/// part of it (its salt changes each time); the password *version* is. The Claude
+/// key version is not: a rotated key reaches the running container by its file.
 #[derive(Debug, Clone, Serialize)]
 pub struct DesiredSpec {
     pub project: String,
@@ -75,7 +76,6 @@ pub struct DesiredSpec {
     pub log_max_size: u64,
     pub log_max_files: u32,
     pub password_version: String,
-    pub claude_key_version: Option<String>,
 }
 
 impl DesiredSpec {
@@ -94,9 +94,9 @@ impl DesiredSpec {
             ),
             format!("{}:{CONTAINER_KEY_DIR}:ro", creds.key_dir.display()),
         ];
-        // The wrapper exports the Claude key from the read-only tmpfs file, then
-        // execs the image's own entrypoint with the image's own cmd.
-        let entrypoint = wrapped_entrypoint(&image.entrypoint);
+        // The image's own entrypoint and cmd: nothing is wrapped around them (the
+        // Claude key is read from its file by Claude Code's apiKeyHelper).
+        let entrypoint = image.entrypoint.clone();
         DesiredSpec {
             project: config.project.clone(),
             developer: dev.name.clone(),
@@ -117,7 +117,6 @@ impl DesiredSpec {
             log_max_size: config.containers.log_max_size,
             log_max_files: config.containers.log_max_files,
             password_version: creds.password_version.clone(),
-            claude_key_version: creds.claude_key_version.clone(),
         }
     }
 
@@ -224,7 +223,6 @@ pub(super) mod tests {
         ContainerCredentials {
             hashed_password: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             password_version: version.into(),
-            claude_key_version: None,
             key_dir: PathBuf::from("/run/csagent/dev1"),
         }
     }
@@ -258,8 +256,16 @@ pub(super) mod tests {
             spec.binds
                 .contains(&"/data/dev1/config:/home/coder/.local/share/code-server".to_string())
         );
-        assert_eq!(spec.entrypoint[0..2], ["/bin/sh", "-c"]);
-        assert!(spec.entrypoint[2].contains("exec '/usr/bin/entrypoint.sh' '--bind-addr'"));
+        assert_eq!(
+            spec.entrypoint,
+            image().entrypoint,
+            "the image's own entrypoint"
+        );
+        assert!(
+            spec.binds
+                .contains(&"/run/csagent/dev1:/run/csagent:ro".to_string()),
+            "the key directory, read-only"
+        );
         let body = spec.create_body("$argon2id$hash");
         let labels = body.labels.clone().unwrap_or_default();
         assert_eq!(labels.get(LABEL_MANAGED).map(String::as_str), Some("true"));

@@ -10,10 +10,12 @@
 //!   cannot plant a symlink where root writes; writes never follow one anyway. Mount the directory,
 //!   not the file: the file is replaced by rename, and a file bind mount would keep
 //!   showing the old inode.
-//! - A small `/bin/sh` wrapper ([`entrypoint_wrapper`]) exports the file's content as
-//!   `ANTHROPIC_API_KEY` (what Claude Code reads) and `CLAUDE_API_KEY`, then execs
-//!   the image's own entrypoint ([`image_command`]). The key lives in the server's
-//!   process environment, not in the container's config.
+//! - Nothing puts the key in an environment. The team image (`images/claude/`) sets
+//!   Claude Code's `apiKeyHelper` (managed settings) to a script that prints the
+//!   file, and Claude Code runs it again after `CLAUDE_CODE_API_KEY_HELPER_TTL_MS` or
+//!   on a 401: a rotated key reaches a running container, and a running `claude`
+//!   session, without a restart. (An `ANTHROPIC_API_KEY` in the environment would
+//!   win over the helper and pin the old key until the container is recreated.)
 
 use std::fs::{self, DirBuilder};
 use std::io::{ErrorKind, Read};
@@ -277,54 +279,6 @@ impl CredentialFiles {
     }
 }
 
-/// The `/bin/sh` script that exports the key from [`CONTAINER_KEY_DIR`] (when the
-/// file is there and readable) as `ANTHROPIC_API_KEY` and `CLAUDE_API_KEY`, then
-/// execs `original_entrypoint` with the container's command (`"$@"`). The script
-/// names the file, never its content.
-pub fn entrypoint_wrapper(original_entrypoint: &[String]) -> String {
-    wrapper_script(
-        &format!("{CONTAINER_KEY_DIR}/{KEY_FILE_NAME}"),
-        original_entrypoint,
-    )
-}
-
-fn wrapper_script(key_file: &str, original_entrypoint: &[String]) -> String {
-    let mut exec = String::from("exec");
-    for arg in original_entrypoint {
-        exec.push(' ');
-        exec.push_str(&shell_quote(arg));
-    }
-    format!(
-        "# csagent: export the Claude API key from its file, then run the image's entrypoint.\n\
-         csagent_key_file={file}\n\
-         if [ -r \"$csagent_key_file\" ]; then\n\
-         \x20 IFS= read -r ANTHROPIC_API_KEY < \"$csagent_key_file\" || true\n\
-         \x20 if [ -n \"$ANTHROPIC_API_KEY\" ]; then\n\
-         \x20   CLAUDE_API_KEY=$ANTHROPIC_API_KEY\n\
-         \x20   export ANTHROPIC_API_KEY CLAUDE_API_KEY\n\
-         \x20 else\n\
-         \x20   unset ANTHROPIC_API_KEY\n\
-         \x20 fi\n\
-         fi\n\
-         unset csagent_key_file\n\
-         {exec} \"$@\"\n",
-        file = shell_quote(key_file),
-    )
-}
-
-/// The container's `Entrypoint` that runs [`entrypoint_wrapper`]; keep the image's
-/// `Cmd` (or your own) as the container's `Cmd`: it arrives as `"$@"`. Docker
-/// clears the image's `Cmd` when `Entrypoint` is set, so set `Cmd` explicitly.
-pub fn wrapped_entrypoint(original_entrypoint: &[String]) -> Vec<String> {
-    vec![
-        "/bin/sh".to_string(),
-        "-c".to_string(),
-        entrypoint_wrapper(original_entrypoint),
-        // $0 of the script, shown in `ps`.
-        "csagent-entrypoint".to_string(),
-    ]
-}
-
 /// The runtime directory must be the agent's and writable by it alone, so that
 /// no one else can put a link where a key directory goes. A group- or
 /// world-writable one of ours (a fresh tmpfs is 1777) loses those bits.
@@ -348,11 +302,6 @@ fn secure_runtime_dir(dir: &Path) -> Result<(), CredentialError> {
     Ok(())
 }
 
-/// Single-quotes `s` for a POSIX shell.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 /// An image's own entrypoint and command, from its config.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageCommand {
@@ -360,7 +309,7 @@ pub struct ImageCommand {
     pub cmd: Vec<String>,
 }
 
-/// Reads `image`'s `Entrypoint` and `Cmd` (the wrapper must exec exactly these).
+/// Reads `image`'s `Entrypoint` and `Cmd` (the container runs exactly these).
 pub async fn image_command(
     docker: &bollard::Docker,
     image: &str,
@@ -375,8 +324,6 @@ pub async fn image_command(
 
 #[cfg(test)]
 mod tests {
-    use std::process::Command;
-
     use argon2::PasswordVerifier;
     use argon2::password_hash::phc::PasswordHash;
 
@@ -402,58 +349,56 @@ mod tests {
         assert_ne!(h, hash_password(&pw).expect("hash"), "salted");
     }
 
-    #[test]
-    fn quoting_survives_awkward_arguments() {
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        let script = entrypoint_wrapper(&["/usr/bin/entrypoint.sh".into(), "--bind-addr".into()]);
-        assert!(script.contains("exec '/usr/bin/entrypoint.sh' '--bind-addr' \"$@\""));
-        assert!(script.contains("'/run/csagent/claude-api-key'"));
-        assert!(entrypoint_wrapper(&[]).contains("\nexec \"$@\"\n"));
-    }
+    /// The team image's apiKeyHelper (`images/claude/csagent-claude-key`).
+    const KEY_HELPER: &str = include_str!("../../images/claude/csagent-claude-key");
 
-    /// Runs the wrapper under the host's /bin/sh with a fake "entrypoint" that
-    /// prints what it received.
-    fn run_wrapper(key_file: &Path, extra: &[&str]) -> String {
-        let original = vec![
-            "/bin/sh".to_string(),
-            "-c".to_string(),
-            "printf '%s|%s|%s|%s' \"${ANTHROPIC_API_KEY-unset}\" \"${CLAUDE_API_KEY-unset}\" \"$1\" \"$2\"".to_string(),
-            "inner".to_string(),
-            "it's one arg".to_string(),
-        ];
-        let script = wrapper_script(key_file.to_str().expect("utf-8"), &original);
-        let out = Command::new("/bin/sh")
+    /// Runs the helper under the host's /bin/sh against `key_file`.
+    fn run_helper(key_file: &Path) -> std::process::Output {
+        std::process::Command::new("/bin/sh")
             .arg("-c")
-            .arg(&script)
-            .arg("csagent-entrypoint")
-            .args(extra)
-            .env_remove("ANTHROPIC_API_KEY")
-            .env_remove("CLAUDE_API_KEY")
+            .arg(KEY_HELPER)
+            .env("CSAGENT_CLAUDE_KEY_FILE", key_file)
             .output()
-            .expect("run /bin/sh");
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .expect("run /bin/sh")
     }
 
     #[test]
-    fn wrapper_exports_the_key_and_passes_arguments() {
+    fn the_key_helper_reads_the_file_the_agent_writes() {
+        assert!(
+            KEY_HELPER.contains(&format!("{CONTAINER_KEY_DIR}/{KEY_FILE_NAME}")),
+            "the helper's default path is where the agent mounts the key"
+        );
         let dir = tempfile::tempdir().expect("tempdir");
-        let key = dir.path().join("claude-api-key");
-        fs::write(&key, "sk-ant-test-123").expect("write");
-        assert_eq!(
-            run_wrapper(&key, &["from cmd"]),
-            "sk-ant-test-123|sk-ant-test-123|it's one arg|from cmd"
-        );
-        fs::write(&key, "sk-ant-test-456\n").expect("write");
-        assert_eq!(
-            run_wrapper(&key, &[]),
-            "sk-ant-test-456|sk-ant-test-456|it's one arg|"
-        );
+        let key = dir.path().join(KEY_FILE_NAME);
+        for (content, printed) in [
+            ("sk-ant-test-123", "sk-ant-test-123\n"),
+            ("sk-ant-test-456\n", "sk-ant-test-456\n"),
+        ] {
+            fs::write(&key, content).expect("write");
+            let out = run_helper(&key);
+            assert!(out.status.success(), "{out:?}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), printed);
+        }
+        for content in ["", "\n", "REPLACE_WITH_ACTUAL_KEY\n"] {
+            fs::write(&key, content).expect("write");
+            let out = run_helper(&key);
+            assert!(!out.status.success(), "{content:?} is no key");
+            assert!(out.stdout.is_empty());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("empty or the placeholder"), "{err}");
+        }
         fs::remove_file(&key).expect("rm");
-        assert_eq!(run_wrapper(&key, &[]), "unset|unset|it's one arg|");
-        fs::write(&key, "").expect("write");
-        assert_eq!(run_wrapper(&key, &[]), "unset|unset|it's one arg|");
+        let out = run_helper(&key);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("no Claude API key for this workspace"),
+            "{err}"
+        );
+        assert!(
+            err.contains(key.to_str().expect("utf-8")),
+            "names the file: {err}"
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ use aws_sdk_secretsmanager::config::retry::RetryConfig;
 
 pub use credentials::{
     CONTAINER_KEY_DIR, CredentialError, CredentialFiles, ImageCommand, KEY_FILE_NAME, StorageCheck,
-    entrypoint_wrapper, hash_password, image_command, wrapped_entrypoint,
+    hash_password, image_command,
 };
 pub use fetch::{ApiCalls, BATCH_LIMIT};
 pub use hashing::pin_mmap_threshold;
@@ -71,7 +71,7 @@ use crate::config::Config;
 use crate::retry::{Backoff, Class};
 use fetch::{FetchOutcome, Fetcher};
 pub use value::Secret;
-use watch::{DevRecord, Observed, short};
+use watch::{DevRecord, Observed, log_changes, short};
 
 /// Reads and watches every developer's secrets. Values are in memory only.
 pub struct SecretsManager {
@@ -85,6 +85,9 @@ pub struct SecretsManager {
     last_error: Option<String>,
     consecutive_failures: u32,
     backoff: Backoff,
+    /// developer → the Claude key version its key file holds (None: no file), or
+    /// why the file could not be written. Recorded by whoever writes the files.
+    key_files: BTreeMap<String, Result<Option<String>, String>>,
 }
 
 impl fmt::Debug for SecretsManager {
@@ -125,6 +128,7 @@ impl SecretsManager {
             last_error: None,
             consecutive_failures: 0,
             backoff: Backoff::standard(),
+            key_files: BTreeMap::new(),
         }
     }
 
@@ -374,11 +378,26 @@ impl SecretsManager {
             DeveloperSecrets::Ready(c) => c,
             DeveloperSecrets::Failed { .. } => return,
         };
-        if current.password_version == applied.password_version
-            && current.claude_key_version == applied.claude_key_version
-        {
+        // Only password rotations are pending (a key reaches the container by file).
+        if current.password_version == applied.password_version {
             record.pending = None;
         }
+    }
+
+    /// What the developer's Claude key file now holds: the key version written
+    /// (None: no key, the file is absent), or why it could not be written. Status
+    /// shows it; a new or cleared failure is logged once.
+    pub fn record_key_file(&mut self, developer: &str, outcome: Result<Option<String>, String>) {
+        let before = self.key_files.get(developer);
+        match (&outcome, before) {
+            (Err(e), Some(Err(b))) if e == b => {}
+            (Err(e), _) => {
+                tracing::error!(developer, error = %e, "cannot write the Claude API key file");
+            }
+            (Ok(_), Some(Err(_))) => tracing::info!(developer, "Claude API key file written again"),
+            (Ok(_), _) => {}
+        }
+        self.key_files.insert(developer.to_string(), outcome);
     }
 
     /// How long to wait before the next poll: the poll interval, or a jittered,
@@ -400,6 +419,7 @@ impl SecretsManager {
             .iter()
             .map(|(name, r)| {
                 let creds = r.credentials();
+                let key_file = self.key_files.get(name);
                 let error = match &r.outcome {
                     DeveloperSecrets::Failed { reason } => Some(reason.clone()),
                     DeveloperSecrets::Ready(_) if r.errors.is_empty() => None,
@@ -411,6 +431,10 @@ impl SecretsManager {
                     password_age_secs: r.password_created.map(|t| secs_between(t, now)),
                     claude_key: r.claude_key_state,
                     claude_key_version: creds.and_then(|c| c.claude_key_version.clone()),
+                    claude_key_file_version: key_file
+                        .and_then(|k| k.as_ref().ok().cloned())
+                        .flatten(),
+                    claude_key_file_error: key_file.and_then(|k| k.as_ref().err().cloned()),
                     error,
                     stale_secs: creds.map(|c| secs_between(c.fetched_at, now)),
                     pending_rotation: r.pending.as_ref().map(|p| PendingRotation {
@@ -452,6 +476,7 @@ impl SecretsManager {
             self.records.remove(developer);
         }
         self.hashes.retain(|d, _| keep.contains(d.as_str()));
+        self.key_files.retain(|d, _| keep.contains(d.as_str()));
         self.fetcher.set_project(&config.project);
         self.config = config.clone();
     }
@@ -466,44 +491,4 @@ fn secs_between(earlier: SystemTime, later: SystemTime) -> u64 {
         .duration_since(earlier)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Logs what changed for one developer: its state on the first read, then only
-/// new or cleared problems (so an outage is not repeated every poll).
-fn log_changes(developer: &str, prev: Option<&DevRecord>, now: &DevRecord, initial: bool) {
-    match (&now.outcome, prev.map(|p| &p.outcome)) {
-        (DeveloperSecrets::Failed { reason }, prev_outcome) => {
-            let same =
-                matches!(prev_outcome, Some(DeveloperSecrets::Failed { reason: r }) if r == reason);
-            if !same {
-                tracing::warn!(developer, reason = %reason, "developer has no credentials; its container will not be started");
-            }
-        }
-        (DeveloperSecrets::Ready(c), prev_outcome) => {
-            if initial || !matches!(prev_outcome, Some(DeveloperSecrets::Ready(_))) {
-                tracing::info!(
-                    developer,
-                    password_version = short(&c.password_version),
-                    claude_key = %now.claude_key_state,
-                    claude_key_version = c.claude_key_version.as_deref().map(short).unwrap_or("none"),
-                    "developer credentials ready"
-                );
-            }
-            let before: &[String] = prev.map(|p| p.errors.as_slice()).unwrap_or(&[]);
-            for e in now.errors.iter().filter(|e| !before.contains(e)) {
-                tracing::warn!(developer, error = %e, "keeping the last good credentials");
-            }
-            if now.errors.is_empty() && !before.is_empty() {
-                tracing::info!(developer, "developer secrets readable again");
-            }
-        }
-    }
-    let key_before = prev.map(|p| p.claude_key_state);
-    if key_before != Some(now.claude_key_state) && now.claude_key_state != ClaudeKeyState::Set {
-        tracing::warn!(
-            developer,
-            claude_key = %now.claude_key_state,
-            "no Claude API key: the container runs without one until a real key is stored"
-        );
-    }
 }

@@ -73,7 +73,13 @@ pub struct DeveloperSecretsStatus {
     /// Age of the current password version (since Secrets Manager created it).
     pub password_age_secs: Option<u64>,
     pub claude_key: ClaudeKeyState,
+    /// The key secret's AWSCURRENT version, as last read.
     pub claude_key_version: Option<String>,
+    /// The key version in the developer's key file: what Claude Code in the running
+    /// container gets from its apiKeyHelper (None: no key, or not written yet).
+    pub claude_key_file_version: Option<String>,
+    /// Why the key file could not be written (the container keeps the file it had).
+    pub claude_key_file_error: Option<String>,
     /// Why the developer is not ready, or what went wrong in the last poll.
     pub error: Option<String>,
     /// Seconds since the values were last confirmed current.
@@ -81,7 +87,8 @@ pub struct DeveloperSecretsStatus {
     pub pending_rotation: Option<PendingRotation>,
 }
 
-/// A rotation seen but not yet applied to the container.
+/// A password rotation seen but not yet applied to the container (a Claude key
+/// rotation never waits: its key file is rewritten on the poll that sees it).
 #[derive(Debug, Clone, Serialize)]
 pub struct PendingRotation {
     pub which: Vec<SecretKind>,

@@ -25,6 +25,18 @@ pub enum SecretKind {
     ClaudeKey,
 }
 
+impl SecretKind {
+    /// Whether a rotation of this secret takes a new container: the password is in
+    /// code-server's environment (`HASHED_PASSWORD`); the Claude key is a file the
+    /// running container reads again.
+    pub fn needs_recreate(self) -> bool {
+        match self {
+            SecretKind::Password => true,
+            SecretKind::ClaudeKey => false,
+        }
+    }
+}
+
 impl fmt::Display for SecretKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -231,13 +243,21 @@ pub(crate) fn update(prev: Option<&DevRecord>, o: Observed<'_>) -> (DevRecord, V
         }
     }
 
+    // Only a password rotation waits for the container to be recreated (policy
+    // `immediate` or `when-idle`). A new Claude key reaches the running container
+    // through its key file at once: Claude Code reads it through its apiKeyHelper.
     let mut pending = prev.and_then(|p| p.pending.clone());
-    if !events.is_empty() {
+    let recreating: Vec<SecretKind> = events
+        .iter()
+        .map(|e| e.which)
+        .filter(|k| k.needs_recreate())
+        .collect();
+    if !recreating.is_empty() {
         let p = pending.get_or_insert_with(|| Pending {
             kinds: BTreeSet::new(),
             since: o.now,
         });
-        p.kinds.extend(events.iter().map(|e| e.which));
+        p.kinds.extend(recreating);
     }
 
     let fetched_at = if transient {
@@ -272,6 +292,51 @@ fn with_detail(reason: String, detail: &str) -> String {
 /// The first 8 characters of a version id: enough to tell versions apart in logs.
 pub fn short(version: &str) -> &str {
     version.get(..8).unwrap_or(version)
+}
+
+/// Logs what changed for one developer: its state on the first read, then only
+/// new or cleared problems (so an outage is not repeated every poll).
+pub(crate) fn log_changes(
+    developer: &str,
+    prev: Option<&DevRecord>,
+    now: &DevRecord,
+    initial: bool,
+) {
+    match (&now.outcome, prev.map(|p| &p.outcome)) {
+        (DeveloperSecrets::Failed { reason }, prev_outcome) => {
+            let same =
+                matches!(prev_outcome, Some(DeveloperSecrets::Failed { reason: r }) if r == reason);
+            if !same {
+                tracing::warn!(developer, reason = %reason, "developer has no credentials; its container will not be started");
+            }
+        }
+        (DeveloperSecrets::Ready(c), prev_outcome) => {
+            if initial || !matches!(prev_outcome, Some(DeveloperSecrets::Ready(_))) {
+                tracing::info!(
+                    developer,
+                    password_version = short(&c.password_version),
+                    claude_key = %now.claude_key_state,
+                    claude_key_version = c.claude_key_version.as_deref().map(short).unwrap_or("none"),
+                    "developer credentials ready"
+                );
+            }
+            let before: &[String] = prev.map(|p| p.errors.as_slice()).unwrap_or(&[]);
+            for e in now.errors.iter().filter(|e| !before.contains(e)) {
+                tracing::warn!(developer, error = %e, "keeping the last good credentials");
+            }
+            if now.errors.is_empty() && !before.is_empty() {
+                tracing::info!(developer, "developer secrets readable again");
+            }
+        }
+    }
+    let key_before = prev.map(|p| p.claude_key_state);
+    if key_before != Some(now.claude_key_state) && now.claude_key_state != ClaudeKeyState::Set {
+        tracing::warn!(
+            developer,
+            claude_key = %now.claude_key_state,
+            "no Claude API key: the container runs without one until a real key is stored"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -348,9 +413,24 @@ mod tests {
         let p = r4.pending.expect("pending");
         assert_eq!(
             p.kinds,
-            BTreeSet::from([SecretKind::Password, SecretKind::ClaudeKey])
+            BTreeSet::from([SecretKind::Password]),
+            "a key rotation needs no recreation: it is not pending"
         );
         assert_eq!(p.since, SystemTime::UNIX_EPOCH + Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_key_rotation_alone_is_seen_but_never_pending() {
+        let (r1, _) = observe(None, found("pw1", "v1"), found("sk-1", "k1"), 1);
+        let (r2, ev) = observe(Some(&r1), found("pw1", "v1"), found("sk-2", "k2"), 2);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].which, SecretKind::ClaudeKey);
+        assert_eq!(ev[0].new_version, "k2");
+        assert!(r2.pending.is_none(), "nothing waits for a recreation");
+        let c = creds(&r2);
+        assert_eq!(c.claude_key.as_ref().map(Secret::expose), Some("sk-2"));
+        assert_eq!(c.claude_key_version.as_deref(), Some("k2"));
+        assert_eq!(c.password_version, "v1");
     }
 
     #[test]

@@ -147,6 +147,9 @@ pub struct DeveloperRow {
     pub pending_rotation: bool,
     /// set | placeholder | missing
     pub claude_key: String,
+    /// Secrets Manager version of the Claude key in the developer's key file: the
+    /// one Claude Code in the container uses (a rotation changes it in place).
+    pub claude_key_version: Option<String>,
     pub log_lag_secs: Option<f64>,
     /// Why the log shipper cannot write this developer's checkpoint (shipping
     /// waits and retries meanwhile; Docker keeps the lines).

@@ -100,17 +100,26 @@ fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
         .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
         .and_then(|t| now.duration_since(t).ok())
         .map(|d| d.as_secs());
-    let problem = c.and_then(|c| c.problem.clone()).or_else(|| {
-        let s = secrets?;
-        let e = s.error.as_ref()?;
-        // Still running on the last values read: say so, the admin must fix it
-        // before the next recreation needs them.
-        Some(if s.ready {
-            format!("running on the last credentials read; {e}")
-        } else {
-            e.clone()
+    let problem = c
+        .and_then(|c| c.problem.clone())
+        .or_else(|| {
+            let s = secrets?;
+            let e = s.error.as_ref()?;
+            // Still running on the last values read: say so, the admin must fix it
+            // before the next recreation needs them.
+            Some(if s.ready {
+                format!("running on the last credentials read; {e}")
+            } else {
+                e.clone()
+            })
         })
-    });
+        .or_else(|| {
+            secrets
+                .and_then(|s| s.claude_key_file_error.as_ref())
+                .map(|e| {
+                    format!("Claude key file not updated (the container keeps the key it had): {e}")
+                })
+        });
     DeveloperRow {
         name: d.name.clone(),
         port: d.port,
@@ -134,6 +143,7 @@ fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
         claude_key: secrets
             .map(|s| s.claude_key.to_string())
             .unwrap_or_else(|| "missing".into()),
+        claude_key_version: secrets.and_then(|s| s.claude_key_file_version.clone()),
         log_lag_secs: s.logs.developers.get(&d.name).map(|l| l.lag_seconds),
         log_checkpoint_error: s
             .logs
@@ -255,6 +265,8 @@ mod tests {
             password_age_secs: Some(3600),
             claude_key: ClaudeKeyState::Set,
             claude_key_version: Some("k1".into()),
+            claude_key_file_version: Some("k1".into()),
+            claude_key_file_error: None,
             error: None,
             stale_secs: Some(10),
             pending_rotation: None,
@@ -345,6 +357,7 @@ mod tests {
         assert_eq!(d.uptime_secs, Some(90));
         assert_eq!(d.password_version.as_deref(), Some("v1"));
         assert_eq!(d.claude_key, "set");
+        assert_eq!(d.claude_key_version.as_deref(), Some("k1"));
         assert_eq!(d.log_lag_secs, None);
         let services: Vec<&str> = r.aws_last_success.keys().map(String::as_str).collect();
         assert_eq!(services, ["secretsmanager"], "logs and metrics are off");
@@ -362,6 +375,8 @@ mod tests {
                 password_age_secs: None,
                 claude_key: ClaudeKeyState::Missing,
                 claude_key_version: None,
+                claude_key_file_version: None,
+                claude_key_file_error: None,
                 error: Some("secret team/dev2/password not found".into()),
                 stale_secs: None,
                 pending_rotation: None,
@@ -390,6 +405,30 @@ mod tests {
             "{:?}",
             r.warnings
         );
+    }
+
+    #[test]
+    fn a_key_file_that_cannot_be_written_is_a_problem() {
+        let mut s = healthy();
+        let secrets = s.secrets.as_mut().expect("secrets");
+        let dev1 = secrets.developers.get_mut("dev1").expect("dev1");
+        dev1.claude_key_version = Some("k2".into());
+        dev1.claude_key_file_error = Some("write /run/csagent/dev1/claude-api-key: ENOSPC".into());
+        let r = report(&s, memory(), now());
+        let d = row(&r, "dev1");
+        assert_eq!(
+            d.claude_key_version.as_deref(),
+            Some("k1"),
+            "the version the container still has"
+        );
+        assert!(
+            d.problem.as_deref().is_some_and(|p| p.starts_with(
+                "Claude key file not updated (the container keeps the key it had): write"
+            )),
+            "{:?}",
+            d.problem
+        );
+        assert!(!r.healthy);
     }
 
     #[test]

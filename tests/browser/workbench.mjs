@@ -10,7 +10,7 @@
 // directory), CSAGENT_PLAYWRIGHT_DIR (where playwright-core is installed; default
 // ${CSAGENT_CI_CACHE:-/var/cache/csagent-ci}/playwright, made by ensure_browser in
 // scripts/lib/services.sh), CHROMIUM (default /usr/bin/chromium), CS_EXPECT_CLAUDE_KEY=1
-// (the terminal must have ANTHROPIC_API_KEY set).
+// (Claude Code's apiKeyHelper, csagent-claude-key, must find a key from the terminal).
 // Exits 0 when every check passed, 1 (after a screenshot) when one failed, 2 on bad usage.
 
 import { createRequire } from "node:module";
@@ -100,8 +100,9 @@ try {
     await page.waitForFunction((el) => el && /[$#]\s*$/m.test(el.innerText), await rows.elementHandle(), {
       timeout: OUTPUT_WITHIN,
     });
-    // Whether the terminal has a Claude key, never the key itself.
-    const command = 'echo "shell=$0 bash=$BASH_VERSION claude_key=${ANTHROPIC_API_KEY:+set}"; git --version; claude --version';
+    // Whether Claude Code's key helper finds a key, never the key itself.
+    const command =
+      'echo "shell=$0 bash=$BASH_VERSION claude_key=$(csagent-claude-key >/dev/null 2>&1 && echo set)"; git --version; claude --version';
     log("prompt shown");
     for (let attempt = 1; ; attempt++) {
       // Near the top left: a notification toast may cover the terminal's centre.

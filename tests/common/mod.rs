@@ -353,6 +353,14 @@ impl Drop for TcpProxy {
 /// what developers get.
 pub const REAL_CODE_SERVER_IMAGE: &str = "csagent/code-server-team:4.96.4";
 
+/// The team image the real code-server tests run: [`REAL_CODE_SERVER_IMAGE`], or
+/// `$CSAGENT_TEAM_IMAGE` for another build of images/Dockerfile (e.g. a branch's, built
+/// with `TEAM_IMAGE=<tag> scripts/build-code-server-image.sh`) without retagging the
+/// shared one. CI leaves it unset.
+pub fn real_code_server_image() -> String {
+    std::env::var("CSAGENT_TEAM_IMAGE").unwrap_or_else(|_| REAL_CODE_SERVER_IMAGE.to_string())
+}
+
 /// Set to 1 to skip the real code-server tests locally (never set in CI).
 pub const SKIP_REAL_CODE_SERVER_ENV: &str = "CSAGENT_SKIP_REAL_CODE_SERVER";
 
@@ -361,13 +369,14 @@ pub const SKIP_REAL_CODE_SERVER_ENV: &str = "CSAGENT_SKIP_REAL_CODE_SERVER";
 /// `csagent.built-locally=true`); false, with a note, when it is absent and
 /// `CSAGENT_SKIP_REAL_CODE_SERVER=1`; otherwise it panics saying how to build it.
 pub fn real_code_server_image_or_skip(test: &str) -> bool {
+    let image = real_code_server_image();
     let label = Command::new("docker")
         .args([
             "image",
             "inspect",
             "-f",
             "{{ index .Config.Labels \"csagent.built-locally\" }}",
-            REAL_CODE_SERVER_IMAGE,
+            &image,
         ])
         .output()
         .ok()
@@ -378,9 +387,9 @@ pub fn real_code_server_image_or_skip(test: &str) -> bool {
     }
     let why = match label {
         Some(_) => format!(
-            "{REAL_CODE_SERVER_IMAGE} exists but was not built by scripts/build-code-server-image.sh (no label csagent.built-locally=true)"
+            "{image} exists but was not built by scripts/build-code-server-image.sh (no label csagent.built-locally=true)"
         ),
-        None => format!("image {REAL_CODE_SERVER_IMAGE} is not present"),
+        None => format!("image {image} is not present"),
     };
     if std::env::var(SKIP_REAL_CODE_SERVER_ENV).as_deref() == Ok("1") {
         eprintln!("{test}: SKIPPED ({SKIP_REAL_CODE_SERVER_ENV}=1): {why}");
