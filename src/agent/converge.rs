@@ -90,7 +90,16 @@ impl Agent {
     /// file of each developer converged with its current credentials.
     fn desired(&mut self) -> Vec<DesiredDeveloper> {
         let mut out = Vec::new();
+        // A home the volume pass could not migrate: not started (what runs keeps running).
+        let blocked = self.observations.volume.get().blocked;
         for dev in self.config.developers.clone() {
+            if let Some(why) = blocked.get(&dev.name) {
+                out.push(DesiredDeveloper {
+                    developer: dev,
+                    credentials: Err(format!("home not migrated: {why}")),
+                });
+                continue;
+            }
             let waiting = self.secrets.pending_since(&dev.name).is_some()
                 && !self.apply_now.contains(&dev.name);
             let choice = choose_credentials(
@@ -228,7 +237,11 @@ impl Agent {
     pub(super) async fn refresh_volume(&self) {
         let config = self.config.clone();
         match tokio::task::spawn_blocking(move || crate::volume::observe(&config)).await {
-            Ok(v) => self.observations.volume.set(v),
+            Ok(mut v) => {
+                // Only a full pass knows; keep its verdict.
+                v.blocked = self.observations.volume.get().blocked;
+                self.observations.volume.set(v)
+            }
             Err(e) => tracing::warn!(error = %e, "volume observation task failed"),
         }
     }

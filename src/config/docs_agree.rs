@@ -39,6 +39,7 @@ const DEFAULTED_KEYS: &[&str] = &[
     "containers.health_start_period",
     "containers.block_metadata",
     "containers.isolate_host",
+    "containers.sudo",
     "developers.count",
     "secrets.password_name",
     "secrets.claude_api_key_name",

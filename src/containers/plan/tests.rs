@@ -68,15 +68,11 @@ impl Fixture {
     }
 }
 
-/// The spec's binds as `Existing::bind_sources` reads them back.
+/// The spec's bind mounts as `Existing::bind_sources` reads them back.
 fn binds(spec: &DesiredSpec) -> BTreeMap<String, String> {
-    spec.binds
+    spec.mounts
         .iter()
-        .map(|b| {
-            let mut parts = b.split(':');
-            let source = parts.next().unwrap_or_default().to_string();
-            (parts.next().unwrap_or_default().to_string(), source)
-        })
+        .map(|m| (m.target.clone(), m.source.clone()))
         .collect()
 }
 
@@ -240,10 +236,9 @@ fn wrong_bind_source_is_kept() {
     // whose labels match is kept even when it mounts another directory.
     let f = Fixture::new();
     let mut wrong = f.ours(RUNNING);
-    wrong.bind_sources.insert(
-        "/home/coder/workspace".into(),
-        "/data/dev2/workspace".into(),
-    );
+    wrong
+        .bind_sources
+        .insert("/home/coder".into(), "/data/dev2/home".into());
     assert_ne!(wrong.bind_sources, f.ours(RUNNING).bind_sources);
     assert!(matches!(
         f.step(Found::Present(wrong), false),
@@ -300,8 +295,8 @@ fn inspect_is_read_into_existing() {
         mounts: Some(vec![
             MountPoint {
                 typ: Some("bind".into()),
-                source: Some("/data/dev1/workspace".into()),
-                destination: Some("/home/coder/workspace".into()),
+                source: Some("/data/dev1/home".into()),
+                destination: Some("/home/coder".into()),
                 ..Default::default()
             },
             MountPoint {
@@ -323,10 +318,7 @@ fn inspect_is_read_into_existing() {
             password_version: Some("v1".into()),
             state: Some(RUNNING),
             health: Some(HealthStatusEnum::STARTING),
-            bind_sources: BTreeMap::from([(
-                "/home/coder/workspace".into(),
-                "/data/dev1/workspace".into()
-            )]),
+            bind_sources: BTreeMap::from([("/home/coder".into(), "/data/dev1/home".into())]),
         }
     );
     let unlabelled = Existing::from_inspect(&ContainerInspectResponse::default());
