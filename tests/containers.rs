@@ -236,12 +236,17 @@ async fn eight_developers_converge_with_limits_and_no_plaintext() {
             .and_then(|p| p.get("8080/tcp").cloned().flatten())
             .and_then(|b| b.first().and_then(|b| b.host_port.clone()));
         assert_eq!(port, Some((env.base_port + i as u16).to_string()));
-        assert_eq!(hc.binds, None, "no Binds: a missing source must not be created");
+        assert_eq!(
+            hc.binds, None,
+            "no Binds: a missing source must not be created"
+        );
         let mounts = hc.mounts.clone().unwrap_or_default();
         assert!(
             mounts.iter().any(|m| m.typ == Some(MountType::BIND)
                 && m.target.as_deref() == Some("/home/coder")
-                && m.source.as_deref().is_some_and(|s| s.ends_with(&format!("/data/{name}/home")))),
+                && m.source
+                    .as_deref()
+                    .is_some_and(|s| s.ends_with(&format!("/data/{name}/home")))),
             "{mounts:?}"
         );
         assert!(

@@ -128,7 +128,9 @@ fn old_layout(dev_dir: &Path) {
     write(&ws.join("proj/.git/config"), b"[core]\n", UID, 0o644);
     write(&ws.join("notes.txt"), b"private", 4242, 0o600);
     write(&ws.join("run.sh"), b"#!/bin/sh\necho hi\n", UID, 0o755);
-    let random: Vec<u8> = (0..2 << 20).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let random: Vec<u8> = (0..2 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     write(&ws.join("big.bin"), &random, UID, 0o640);
     std::os::unix::fs::symlink("proj/src/main.rs", ws.join("link")).expect("symlink");
     std::os::unix::fs::lchown(ws.join("link"), Some(UID), Some(GID)).expect("lchown");
@@ -160,12 +162,15 @@ fn inventory(root: &Path) -> BTreeMap<String, Entry> {
     let mut todo = vec![PathBuf::new()];
     while let Some(rel) = todo.pop() {
         let path = root.join(&rel);
-        let m = std::fs::symlink_metadata(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let m =
+            std::fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let content = if m.is_file() {
             hex::encode(Sha256::digest(std::fs::read(&path).expect("read")))
         } else if m.is_symlink() {
-            std::fs::read_link(&path).expect("readlink").display().to_string()
+            std::fs::read_link(&path)
+                .expect("readlink")
+                .display()
+                .to_string()
         } else {
             for e in std::fs::read_dir(&path).expect("readdir") {
                 todo.push(rel.join(e.expect("entry").file_name()));
@@ -226,14 +231,24 @@ fn assert_migrated(
     cfg: &BTreeMap<String, Entry>,
 ) {
     let base = mnt.join(dev);
-    assert_eq!(moved(inventory(&base.join("home/workspace"))), moved(ws.clone()), "{dev}: workspace");
+    assert_eq!(
+        moved(inventory(&base.join("home/workspace"))),
+        moved(ws.clone()),
+        "{dev}: workspace"
+    );
     assert_eq!(
         moved(inventory(&base.join("home/.local/share/code-server"))),
         moved(cfg.clone()),
         "{dev}: code-server's data"
     );
-    assert!(!base.join("workspace").exists(), "{dev}: nothing left at the old path");
-    assert!(!base.join("config").exists(), "{dev}: nothing left at the old path");
+    assert!(
+        !base.join("workspace").exists(),
+        "{dev}: nothing left at the old path"
+    );
+    assert!(
+        !base.join("config").exists(),
+        "{dev}: nothing left at the old path"
+    );
     for dir in ["home", "home/.local", "home/.local/share"] {
         let m = std::fs::symlink_metadata(base.join(dir)).expect("stat");
         assert!(m.is_dir());
@@ -257,16 +272,29 @@ fn old_layout_moves_into_home_with_every_inode_and_byte_kept() {
     assert_migrated(&mnt, "alice", &ws, &cfg);
     // Renames only: the 2 MiB moved cost no space (new: a few directories and dotfiles).
     let grew = v.used_bytes().saturating_sub(used_before);
-    assert!(grew < 256 << 10, "the volume grew by {grew} bytes: data was copied");
+    assert!(
+        grew < 256 << 10,
+        "the volume grew by {grew} bytes: data was copied"
+    );
 
     // Both homes are seeded with /etc/skel's dotfiles, owned by the developer;
     // the new developer gets home/workspace directly.
     for dev in ["alice", "bob"] {
         let home = mnt.join(dev).join("home");
-        assert_eq!(std::fs::metadata(&home).expect("home").mode() & 0o7777, 0o750);
+        assert_eq!(
+            std::fs::metadata(&home).expect("home").mode() & 0o7777,
+            0o750
+        );
         for (name, bytes) in skel() {
-            assert_eq!(std::fs::read(home.join(&name)).expect("seeded"), bytes, "{dev}: {name}");
-            assert_eq!(std::fs::metadata(home.join(&name)).expect("stat").uid(), UID);
+            assert_eq!(
+                std::fs::read(home.join(&name)).expect("seeded"),
+                bytes,
+                "{dev}: {name}"
+            );
+            assert_eq!(
+                std::fs::metadata(home.join(&name)).expect("stat").uid(),
+                UID
+            );
         }
     }
     let bob_ws = std::fs::metadata(mnt.join("bob/home/workspace")).expect("bob's workspace");
@@ -294,7 +322,10 @@ fn a_migration_killed_at_any_step_completes_on_the_next_pass() {
         old_layout(&base);
         before.insert(
             dev,
-            (inventory(&base.join("workspace")), inventory(&base.join("config"))),
+            (
+                inventory(&base.join("workspace")),
+                inventory(&base.join("config")),
+            ),
         );
     }
     let rename = |dev: &str, from: &str, to: &str| {
@@ -306,8 +337,18 @@ fn a_migration_killed_at_any_step_completes_on_the_next_pass() {
     mkdir(&mnt.join("s1/.home.csagent-new"), 0, 0o700);
     // s2: killed while seeding it: one dotfile whole, one half-written.
     mkdir(&mnt.join("s2/.home.csagent-new"), UID, 0o750);
-    write(&mnt.join("s2/.home.csagent-new/.profile"), b"# whole\n", UID, 0o644);
-    write(&mnt.join("s2/.home.csagent-new/.csagent-skel.bashrc"), b"# half", UID, 0o644);
+    write(
+        &mnt.join("s2/.home.csagent-new/.profile"),
+        b"# whole\n",
+        UID,
+        0o644,
+    );
+    write(
+        &mnt.join("s2/.home.csagent-new/.csagent-skel.bashrc"),
+        b"# half",
+        UID,
+        0o644,
+    );
     // s3: killed after the home was renamed into place.
     mkdir(&mnt.join("s3/home"), UID, 0o750);
     // s4: killed while making home/.local/share (its temporary left behind).
@@ -342,7 +383,11 @@ fn a_migration_killed_at_any_step_completes_on_the_next_pass() {
     let after = inventory(&mnt);
     let again = prepare(&config);
     assert!(again.blocked.is_empty());
-    assert_eq!(inventory(&mnt), after, "a finished migration changes nothing");
+    assert_eq!(
+        inventory(&mnt),
+        after,
+        "a finished migration changes nothing"
+    );
 }
 
 #[test]
@@ -352,17 +397,35 @@ fn a_target_that_exists_is_never_overwritten() {
     // alice: ~/workspace exists in the home as well as the old one.
     old_layout(&mnt.join("alice"));
     mkdir(&mnt.join("alice/home/workspace"), UID, 0o750);
-    write(&mnt.join("alice/home/workspace/other.txt"), b"other", UID, 0o644);
+    write(
+        &mnt.join("alice/home/workspace/other.txt"),
+        b"other",
+        UID,
+        0o644,
+    );
     // bob: code-server's data exists in the home as well as the old one.
     old_layout(&mnt.join("bob"));
     mkdir(&mnt.join("bob/home/.local/share/code-server"), UID, 0o750);
-    write(&mnt.join("bob/home/.local/share/code-server/coder.json"), b"{\"new\":1}", UID, 0o644);
+    write(
+        &mnt.join("bob/home/.local/share/code-server/coder.json"),
+        b"{\"new\":1}",
+        UID,
+        0o644,
+    );
     // carol: an empty old workspace (what Docker's Binds would make) beside the real one.
     mkdir(&mnt.join("carol/workspace"), 0, 0o755);
     mkdir(&mnt.join("carol/home/workspace"), UID, 0o750);
-    write(&mnt.join("carol/home/workspace/work.txt"), b"work", UID, 0o644);
+    write(
+        &mnt.join("carol/home/workspace/work.txt"),
+        b"work",
+        UID,
+        0o644,
+    );
     let untouched = |dev: &str, paths: &[&str]| -> Vec<BTreeMap<String, Entry>> {
-        paths.iter().map(|p| inventory(&mnt.join(dev).join(p))).collect()
+        paths
+            .iter()
+            .map(|p| inventory(&mnt.join(dev).join(p)))
+            .collect()
     };
     let alice = untouched("alice", &["workspace", "home/workspace"]);
     let bob = untouched("bob", &["config", "home/.local/share/code-server"]);
@@ -374,7 +437,11 @@ fn a_target_that_exists_is_never_overwritten() {
     for pass in 0..2 {
         let status = prepare(&config);
         let blocked = &status.blocked;
-        assert_eq!(blocked.keys().collect::<Vec<_>>(), ["alice", "bob", "carol"], "pass {pass}");
+        assert_eq!(
+            blocked.keys().collect::<Vec<_>>(),
+            ["alice", "bob", "carol"],
+            "pass {pass}"
+        );
         let says = |dev: &str, old: &str, new: &str| {
             let why = &blocked[dev];
             assert!(
@@ -387,15 +454,28 @@ fn a_target_that_exists_is_never_overwritten() {
         says("alice", "workspace", "workspace");
         says("bob", "config", ".local/share/code-server");
         says("carol", "workspace", "workspace");
-        assert!(blocked["carol"].contains("the old one is empty"), "{}", blocked["carol"]);
+        assert!(
+            blocked["carol"].contains("the old one is empty"),
+            "{}",
+            blocked["carol"]
+        );
         assert!(!blocked["alice"].contains("empty"), "{}", blocked["alice"]);
         // Both sides as they were, byte for byte and inode for inode.
         assert_eq!(untouched("alice", &["workspace", "home/workspace"]), alice);
-        assert_eq!(untouched("bob", &["config", "home/.local/share/code-server"]), bob);
+        assert_eq!(
+            untouched("bob", &["config", "home/.local/share/code-server"]),
+            bob
+        );
         assert_eq!(untouched("carol", &["workspace", "home/workspace"]), carol);
         // What did not conflict moved.
-        assert_eq!(moved(inventory(&mnt.join("alice/home/.local/share/code-server"))), moved(alice_cfg.clone()));
-        assert_eq!(moved(inventory(&mnt.join("bob/home/workspace"))), moved(bob_ws.clone()));
+        assert_eq!(
+            moved(inventory(&mnt.join("alice/home/.local/share/code-server"))),
+            moved(alice_cfg.clone())
+        );
+        assert_eq!(
+            moved(inventory(&mnt.join("bob/home/workspace"))),
+            moved(bob_ws.clone())
+        );
     }
 
     // The admin resolves carol's (rmdir the empty one): the next pass unblocks her.
@@ -429,14 +509,26 @@ async fn a_running_container_keeps_its_files_while_they_move_then_runs_on_the_ho
     run(
         "docker",
         &[
-            "run", "-d", "--name", &name, "-e", "PASSWORD=x",
-            "--label", "csagent.managed=true",
-            "--label", &format!("csagent.project={project}"),
-            "--label", &format!("csagent.developer={dev}"),
-            "--label", "csagent.spec-hash=old",
-            "--label", "csagent.password-version=v1",
-            "-v", &bind("workspace", "/home/coder/workspace"),
-            "-v", &bind("config", "/home/coder/.local/share/code-server"),
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-e",
+            "PASSWORD=x",
+            "--label",
+            "csagent.managed=true",
+            "--label",
+            &format!("csagent.project={project}"),
+            "--label",
+            &format!("csagent.developer={dev}"),
+            "--label",
+            "csagent.spec-hash=old",
+            "--label",
+            "csagent.password-version=v1",
+            "-v",
+            &bind("workspace", "/home/coder/workspace"),
+            "-v",
+            &bind("config", "/home/coder/.local/share/code-server"),
             TEST_IMAGE,
         ],
     );
@@ -460,10 +552,21 @@ async fn a_running_container_keeps_its_files_while_they_move_then_runs_on_the_ho
 
     // Still the old container: its mounts follow the moved directories.
     assert_eq!(exec("cat ~/workspace/before.txt"), "before\n");
-    exec("echo during > ~/workspace/during.txt && echo '{}' > ~/.local/share/code-server/during.json");
-    assert_eq!(std::fs::read_to_string(base.join("home/workspace/during.txt")).expect("moved"), "during\n");
-    assert!(base.join("home/.local/share/code-server/during.json").exists());
-    assert!(!base.join("workspace").exists(), "nothing recreated at the old path");
+    exec(
+        "echo during > ~/workspace/during.txt && echo '{}' > ~/.local/share/code-server/during.json",
+    );
+    assert_eq!(
+        std::fs::read_to_string(base.join("home/workspace/during.txt")).expect("moved"),
+        "during\n"
+    );
+    assert!(
+        base.join("home/.local/share/code-server/during.json")
+            .exists()
+    );
+    assert!(
+        !base.join("workspace").exists(),
+        "nothing recreated at the old path"
+    );
 
     // The next convergence: a spec change; the new container mounts the whole home.
     let key_dir = config.agent.runtime_dir.join(&dev);
@@ -471,7 +574,10 @@ async fn a_running_container_keeps_its_files_while_they_move_then_runs_on_the_ho
     let desired = [DesiredDeveloper {
         developer: config.developers[0].clone(),
         credentials: Ok(ContainerCredentials {
-            hashed_password: Argon2::default().hash_password(b"pw").expect("hash").to_string(),
+            hashed_password: Argon2::default()
+                .hash_password(b"pw")
+                .expect("hash")
+                .to_string(),
             password_version: "v1".into(),
             claude_key_version: None,
             key_dir,
@@ -479,9 +585,18 @@ async fn a_running_container_keeps_its_files_while_they_move_then_runs_on_the_ho
     }];
     let r = Reconciler::new(docker().await, config.clone());
     let res = r.converge(&desired).await.expect("converge");
-    assert_eq!(res, [(dev.clone(), Action::Recreated("spec changed".into()))]);
-    assert_eq!(exec("cat ~/workspace/before.txt ~/workspace/during.txt ~/workspace/proj/src/main.rs"), "before\nduring\nfn main() {}\n");
-    assert_eq!(exec("cat ~/.local/share/code-server/Machine/settings.json"), "{\"a\":1}");
+    assert_eq!(
+        res,
+        [(dev.clone(), Action::Recreated("spec changed".into()))]
+    );
+    assert_eq!(
+        exec("cat ~/workspace/before.txt ~/workspace/during.txt ~/workspace/proj/src/main.rs"),
+        "before\nduring\nfn main() {}\n"
+    );
+    assert_eq!(
+        exec("cat ~/.local/share/code-server/Machine/settings.json"),
+        "{\"a\":1}"
+    );
     exec("echo '[user]' > ~/.gitconfig");
     assert!(base.join("home/.gitconfig").exists());
 }

@@ -353,6 +353,10 @@ pub(super) mod tests {
         assert_eq!(hc.security_opt, Some(Vec::new()));
         let default = config("");
         let kept = DesiredSpec::new(&default, &default.developers[0], &image(), &creds("v1"));
-        assert_ne!(spec.hash(), kept.hash(), "toggling sudo recreates the container");
+        assert_ne!(
+            spec.hash(),
+            kept.hash(),
+            "toggling sudo recreates the container"
+        );
     }
 }

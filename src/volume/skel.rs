@@ -157,7 +157,10 @@ mod tests {
         );
 
         // Again: nothing to do.
-        assert_eq!(seed(&open(home.path()), skel.path(), me()).expect("seed"), 0);
+        assert_eq!(
+            seed(&open(home.path()), skel.path(), me()).expect("seed"),
+            0
+        );
         // No skeleton directory: nothing to seed, no error.
         let none = home.path().join("no-such-skel");
         assert_eq!(seed(&open(home.path()), &none, me()).expect("seed"), 0);
