@@ -723,3 +723,28 @@ async fn sudo_works_in_the_team_image_only_when_enabled() {
         }
     }
 }
+
+/// The home is a `Mounts` bind: when its directory is missing (the data volume
+/// not mounted, say), Docker refuses the container instead of creating an empty
+/// root-owned directory where the home should be, on whatever disk that is.
+#[tokio::test]
+async fn a_missing_home_is_refused_by_docker_never_created() {
+    let env = Env::new(2).await;
+    let dev = env.dev(1);
+    let config = Arc::new(env.config(&[1], None));
+    let desired = env.desired(&config, &BTreeMap::new());
+    let dev_dir = config.volume.mount_point.join(&dev);
+    std::fs::remove_dir_all(&dev_dir).expect("remove the home");
+    let r = Reconciler::new(env.docker.clone(), config.clone());
+    let res = r.converge(&desired).await.expect("converge");
+    match &res[..] {
+        [(d, Action::Failed(why))] if d == &dev => {
+            assert!(why.contains("bind source path does not exist"), "{why}")
+        }
+        other => panic!("expected a failure for {dev}, got {other:?}"),
+    }
+    assert!(!dev_dir.exists(), "Docker created {}", dev_dir.display());
+    r.observe_one(&dev).await;
+    let seen = r.status_handle().snapshot()[&dev].clone();
+    assert_ne!(seen.state, "running", "{seen:?}");
+}
