@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::PasswordHasher;
@@ -57,6 +58,11 @@ impl Volume {
 
     /// `top`: top-level keys; `tables`: more tables after `[volume]`.
     fn config(&self, developers: &[&str], top: &str, tables: &str) -> Config {
+        let text = self.config_text(developers, top, tables);
+        Config::from_toml(&text, Path::new("test.toml")).expect("test config is valid")
+    }
+
+    fn config_text(&self, developers: &[&str], top: &str, tables: &str) -> String {
         let mut text = format!(
             "{top}[volume]\ndevice = \"{dev}\"\nmount_point = \"{mnt}\"\nfstab = \"{root}/fstab\"\n\
              by_id_dir = \"{root}/by-id\"\nwait_timeout = \"10s\"\n{tables}",
@@ -67,7 +73,7 @@ impl Volume {
         for d in developers {
             text.push_str(&format!("[[developer]]\nname = \"{d}\"\n"));
         }
-        Config::from_toml(&text, Path::new("test.toml")).expect("test config is valid")
+        text
     }
 
     fn used_bytes(&self) -> u64 {
@@ -599,4 +605,132 @@ async fn a_running_container_keeps_its_files_while_they_move_then_runs_on_the_ho
     );
     exec("echo '[user]' > ~/.gitconfig");
     assert!(base.join("home/.gitconfig").exists());
+}
+
+/// The agent itself: a developer whose migration conflicts is not started and
+/// `csagent status` says why, while the others run on their migrated homes;
+/// once the admin moves the extra directory away, a reload migrates and starts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_does_not_start_a_conflicting_developer_until_it_is_resolved() {
+    let mut v = Volume::new();
+    let mnt = v.mnt();
+    let project = unique("hm").replace('-', "");
+    let (a, b) = (format!("{project}-a"), format!("{project}-b"));
+    let subnet = test_subnet();
+    v.leftovers = Some(Leftovers {
+        project: project.clone(),
+        network: format!("csagent-{project}"),
+        subnet: subnet.clone(),
+        mount: None,
+    });
+    let runtime = tempfile::Builder::new()
+        .prefix("csagent-home-")
+        .tempdir_in("/dev/shm")
+        .expect("tmpfs dir");
+    let sm = aws_sdk_secretsmanager::Client::new(&aws().await);
+    for dev in [&a, &b] {
+        for (kind, value) in [
+            ("password", "pw"),
+            ("claude-api-key", "REPLACE_WITH_ACTUAL_KEY"),
+        ] {
+            sm.create_secret()
+                .name(format!("{project}/{dev}/{kind}"))
+                .secret_string(value)
+                .send()
+                .await
+                .expect("create secret");
+        }
+    }
+    // a: an old workspace and one in the home; b: a plain old layout.
+    old_layout(&mnt.join(&a));
+    mkdir(&mnt.join(&a).join("home/workspace"), UID, 0o750);
+    old_layout(&mnt.join(&b));
+    let ws_b = inventory(&mnt.join(&b).join("workspace"));
+
+    let root = v.dir.path().to_path_buf();
+    std::fs::create_dir_all(root.join("ctl")).expect("ctl dir");
+    let port = port_block(3);
+    let text = v.config_text(
+        &[],
+        &format!(
+            "project = \"{project}\"\nregion = \"{REGION}\"\ninstance_id = \"i-0123456789abcdef0\"\n\
+             [aws]\nendpoint_url = \"{moto}\"\n",
+            moto = moto_url()
+        ),
+        &format!(
+            "[containers]\nimage = \"{TEST_IMAGE}\"\npull = \"never\"\ncpus = 0.25\nmemory = \"256MiB\"\n\
+             memory_reservation = \"128MiB\"\nnetwork = \"csagent-{project}\"\nsubnet = \"{subnet}\"\n\
+             health_interval = \"1s\"\nhealth_start_period = \"0s\"\n\
+             [secrets]\npoll_interval = \"2s\"\n[metrics]\nenabled = false\n[logs]\nenabled = false\n\
+             [agent]\nstate_dir = \"{root}/state\"\nruntime_dir = \"{run}\"\n\
+             socket = \"{root}/ctl/csagent.sock\"\nsocket_group = \"adm\"\n\
+             [[developer]]\nname = \"{a}\"\nport = {pa}\n[[developer]]\nname = \"{b}\"\nport = {pb}\n",
+            root = root.display(),
+            run = runtime.path().display(),
+            pa = port + 1,
+            pb = port + 2,
+        ),
+    );
+    let config = root.join("config.toml");
+    std::fs::write(&config, text).expect("write config");
+
+    let daemon = AgentDaemon::start(&config);
+    let s = daemon.wait_status(
+        "b running, a not started",
+        Duration::from_secs(90),
+        |_, s| {
+            status_developer(s, &b)["state"] == "running"
+                && status_developer(s, &a)["problem"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("home not migrated"))
+        },
+    );
+    let problem = status_developer(&s, &a)["problem"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        problem.contains(&format!("{a}/workspace"))
+            && problem.contains(&format!("{a}/home/workspace")),
+        "{problem}"
+    );
+    assert!(
+        s["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().unwrap_or("").contains("home not migrated"))),
+        "{s:#}"
+    );
+    assert_ne!(s["healthy"], true);
+    assert!(
+        run(
+            "docker",
+            &["ps", "-aq", "--filter", &format!("name=^code-server-{a}$")]
+        )
+        .trim()
+        .is_empty(),
+        "no container for the blocked developer"
+    );
+    assert_eq!(
+        moved(inventory(&mnt.join(&b).join("home/workspace"))),
+        moved(ws_b)
+    );
+    assert!(
+        daemon.log().contains("home not migrated"),
+        "the journal says so too"
+    );
+
+    // The admin moves the extra (empty) directory away and reloads.
+    std::fs::remove_dir(mnt.join(&a).join("home/workspace")).expect("rmdir");
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_status("both running", Duration::from_secs(60), |_, s| {
+        [&a, &b]
+            .iter()
+            .all(|d| status_developer(s, d)["state"] == "running")
+    });
+    assert!(
+        mnt.join(&a)
+            .join("home/workspace/proj/src/main.rs")
+            .exists()
+    );
+    assert!(!mnt.join(&a).join("workspace").exists());
 }
