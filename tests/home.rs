@@ -491,6 +491,40 @@ fn a_target_that_exists_is_never_overwritten() {
     assert_eq!(untouched("carol", &["home/workspace"]), carol[1..]);
 }
 
+/// Inside the home the developer decides what is there: a ~/workspace they
+/// replaced with a symlink (or a link planted at the agent's temporary name) is
+/// never followed and never fails the pass for anyone.
+#[test]
+fn what_a_developer_puts_in_their_home_never_fails_the_pass() {
+    let v = Volume::new();
+    let mnt = v.mnt();
+    let outside = tempfile::tempdir().expect("tempdir");
+    let config = v.config(&["alice", "bob", "carol"], "", "");
+    prepare(&config);
+    std::fs::remove_dir(mnt.join("alice/home/workspace")).expect("rmdir");
+    std::os::unix::fs::symlink(outside.path(), mnt.join("alice/home/workspace")).expect("symlink");
+    std::fs::remove_dir(mnt.join("bob/home/workspace")).expect("rmdir");
+    std::os::unix::fs::symlink(outside.path(), mnt.join("bob/home/.workspace.csagent-new"))
+        .expect("symlink");
+    std::fs::remove_dir(mnt.join("carol/home/workspace")).expect("rmdir");
+
+    let status = prepare(&config);
+    assert!(status.blocked.is_empty(), "{:?}", status.blocked);
+    assert_eq!(
+        std::fs::read_dir(outside.path()).expect("readdir").count(),
+        0,
+        "nothing through a link"
+    );
+    assert!(
+        std::fs::symlink_metadata(mnt.join("alice/home/workspace"))
+            .expect("kept")
+            .is_symlink()
+    );
+    assert!(!mnt.join("bob/home/workspace").exists());
+    let carol = std::fs::symlink_metadata(mnt.join("carol/home/workspace")).expect("made again");
+    assert!(carol.is_dir() && carol.uid() == UID);
+}
+
 /// A container csagent started on the old layout keeps reading and writing its
 /// files while the volume pass moves them (bind mounts follow the inode); the
 /// next convergence recreates it on the whole home, files at the same paths.

@@ -132,9 +132,7 @@ fn ensure_developer(
     // Only once the old workspace is gone: an empty new one beside it would
     // turn a move still to do into a conflict.
     if !exists(&dir, migrate::OLD_WORKSPACE) {
-        created += ctx
-            .ensure_dir(&home, &home_path.join("workspace"), "workspace", Seed::No)?
-            .1;
+        created += ctx.ensure_workspace(&home, &home_path.join("workspace"));
     }
     Ok((created, problems))
 }
@@ -169,6 +167,22 @@ impl DirMaker<'_> {
             Err(Errno::ENOENT) => Ok((self.create(parent, path, name, seed)?, 1)),
             Err(e) => Err(refusal(parent, name, path, e)),
         }
+    }
+
+    /// `home/workspace`, the folder code-server opens, made when missing. Inside
+    /// the home the developer decides: whatever they put there (a symlink, a
+    /// file, a directory with other modes, even at our temporary name) is left
+    /// alone with a warning, never followed, and never fails the pass.
+    fn ensure_workspace(&self, home: &OwnedFd, path: &Path) -> usize {
+        let result = match open_dir(home, "workspace") {
+            Ok(_) => Ok(0),
+            Err(Errno::ENOENT) => self.create(home, path, "workspace", Seed::No).map(|_| 1),
+            Err(e) => Err(refusal(home, "workspace", path, e)),
+        };
+        result.unwrap_or_else(|why| {
+            tracing::warn!(developer = %self.developer, problem = %why, "no ~/workspace; code-server opens the folder only once it is there");
+            0
+        })
     }
 
     /// Refuses a directory on another filesystem (something mounted there).
