@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use argon2::Argon2;
 use argon2::password_hash::PasswordHasher;
 use bollard::Docker;
+use bollard::models::MountType;
 use bollard::query_parameters::InspectContainerOptions;
 use common::*;
 use csagent::config::{Config, PullPolicy};
@@ -93,10 +94,7 @@ impl Env {
                     .unwrap_or(("v1".into(), format!("pw-{}", d.name)));
                 let key_dir = config.agent.runtime_dir.join(&d.name);
                 std::fs::create_dir_all(&key_dir).expect("key dir");
-                for sub in ["workspace", "config"] {
-                    std::fs::create_dir_all(config.volume.mount_point.join(&d.name).join(sub))
-                        .expect("data dir");
-                }
+                make_home(&config.volume.mount_point.join(&d.name));
                 DesiredDeveloper {
                     developer: d.clone(),
                     credentials: Ok(ContainerCredentials {
@@ -127,6 +125,16 @@ impl Env {
             subnet: self.subnet.clone(),
             mount: None,
         }
+    }
+}
+
+/// `<dev>/home/workspace` as the volume pass makes them (owned by the image's
+/// user, so the container can write its home): the home bind's source must exist.
+fn make_home(dev_dir: &Path) {
+    let home = dev_dir.join("home");
+    std::fs::create_dir_all(home.join("workspace")).expect("data dir");
+    for dir in [&home, &home.join("workspace")] {
+        std::os::unix::fs::chown(dir, Some(1000), Some(1000)).expect("chown");
     }
 }
 
@@ -227,12 +235,18 @@ async fn eight_developers_converge_with_limits_and_no_plaintext() {
             .and_then(|p| p.get("8080/tcp").cloned().flatten())
             .and_then(|b| b.first().and_then(|b| b.host_port.clone()));
         assert_eq!(port, Some((env.base_port + i as u16).to_string()));
-        let binds = hc.binds.unwrap_or_default();
+        assert_eq!(
+            hc.binds, None,
+            "no Binds: a missing source must not be created"
+        );
+        let mounts = hc.mounts.clone().unwrap_or_default();
         assert!(
-            binds
-                .iter()
-                .any(|b| b.ends_with(&format!("/data/{name}/workspace:/home/coder/workspace"))),
-            "{binds:?}"
+            mounts.iter().any(|m| m.typ == Some(MountType::BIND)
+                && m.target.as_deref() == Some("/home/coder")
+                && m.source
+                    .as_deref()
+                    .is_some_and(|s| s.ends_with(&format!("/data/{name}/home")))),
+            "{mounts:?}"
         );
         assert!(
             hc.security_opt
@@ -341,7 +355,7 @@ async fn changes_touch_only_the_affected_developer() {
         .volume
         .mount_point
         .join(env.dev(2))
-        .join("workspace/keep.txt");
+        .join("home/workspace/keep.txt");
     std::fs::write(&marker, "mine").expect("write");
     let fewer = Arc::new(env.config(&[1, 3], Some((3, "768MiB"))));
     r.set_config(fewer.clone());
@@ -569,4 +583,167 @@ async fn image_pull_failures_are_reported_per_developer_and_never_remove_contain
             "containers kept while the image is missing (pull {pull})"
         );
     }
+}
+
+/// `docker exec` of a shell script as the image's user: (exit code, stdout).
+fn exec(container: &str, script: &str) -> (i32, String) {
+    let out = std::process::Command::new("docker")
+        .args(["exec", "-u", "1000", container, "sh", "-c", script])
+        .output()
+        .expect("docker exec");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+impl Env {
+    /// Whether the developer's container runs with `no-new-privileges`.
+    async fn no_new_privileges(&self, dev: &str) -> bool {
+        let c = self
+            .docker
+            .inspect_container(
+                &format!("code-server-{dev}"),
+                None::<InspectContainerOptions>,
+            )
+            .await
+            .expect("inspect");
+        c.host_config
+            .and_then(|h| h.security_opt)
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o.starts_with("no-new-privileges"))
+    }
+}
+
+/// Issue 16.1 and 16.5: anything written under ~ (not only ~/workspace) survives
+/// a recreation, and `containers.sudo` is part of the spec: toggling it recreates
+/// the container with or without `no-new-privileges`, the home kept.
+#[tokio::test]
+async fn the_whole_home_survives_recreation_and_sudo_toggles_no_new_privileges() {
+    let env = Env::new(2).await;
+    let dev = env.dev(1);
+    let name = format!("code-server-{dev}");
+    let config = Arc::new(env.config(&[1], None));
+    let mut r = Reconciler::new(env.docker.clone(), config.clone());
+    let mut versions = BTreeMap::new();
+    let res = r
+        .converge(&env.desired(&config, &versions))
+        .await
+        .expect("converge");
+    assert_eq!(res, [(dev.clone(), Action::Created)]);
+    assert!(env.no_new_privileges(&dev).await, "the default keeps it");
+
+    let gitconfig = "[user] name = Dev One";
+    let (code, _) = exec(
+        &name,
+        &format!("echo '{gitconfig}' > ~/.gitconfig && echo 'echo hi' > ~/.bash_history"),
+    );
+    assert_eq!(code, 0, "the home is writable by the developer");
+    let on_volume = config.volume.mount_point.join(&dev).join("home/.gitconfig");
+    assert_eq!(
+        std::fs::read_to_string(&on_volume).expect("on the volume"),
+        format!("{gitconfig}\n")
+    );
+
+    // A password rotation recreates the container: ~/.gitconfig is still there.
+    let id1 = env.id_of(&dev).await;
+    versions.insert(dev.clone(), ("v2".to_string(), "rotated-pw".to_string()));
+    let res = r
+        .converge(&env.desired(&config, &versions))
+        .await
+        .expect("converge");
+    assert_eq!(
+        res,
+        [(dev.clone(), Action::Recreated("credentials rotated".into()))]
+    );
+    assert_ne!(env.id_of(&dev).await, id1, "a new container");
+    assert_eq!(
+        exec(&name, "cat ~/.gitconfig ~/.bash_history"),
+        (0, format!("{gitconfig}\necho hi\n"))
+    );
+
+    // containers.sudo = true: a spec change; no-new-privileges is gone.
+    for sudo in [true, false] {
+        let mut c = env.config(&[1], None);
+        c.containers.sudo = sudo;
+        let c = Arc::new(c);
+        r.set_config(c.clone());
+        let res = r
+            .converge(&env.desired(&c, &versions))
+            .await
+            .expect("converge");
+        assert_eq!(
+            res,
+            [(dev.clone(), Action::Recreated("spec changed".into()))],
+            "sudo = {sudo}"
+        );
+        assert_eq!(env.no_new_privileges(&dev).await, !sudo, "sudo = {sudo}");
+        assert_eq!(
+            exec(&name, "cat ~/.gitconfig"),
+            (0, format!("{gitconfig}\n")),
+            "sudo = {sudo}"
+        );
+    }
+}
+
+/// The team image gives coder passwordless sudo, as upstream's does: it works
+/// with `containers.sudo = true` only; the default's no-new-privileges stops it.
+#[tokio::test]
+async fn sudo_works_in_the_team_image_only_when_enabled() {
+    if !real_code_server_image_or_skip("sudo_works_in_the_team_image_only_when_enabled") {
+        return;
+    }
+    let env = Env::new(2).await;
+    let name = format!("code-server-{}", env.dev(1));
+    let versions = BTreeMap::new();
+    let mut r: Option<Reconciler> = None;
+    for sudo in [false, true] {
+        let mut c = env.config(&[1], None);
+        c.containers.image = REAL_CODE_SERVER_IMAGE.to_string();
+        c.containers.sudo = sudo;
+        let c = Arc::new(c);
+        let r = r.get_or_insert_with(|| Reconciler::new(env.docker.clone(), c.clone()));
+        r.set_config(c.clone());
+        let res = r
+            .converge(&env.desired(&c, &versions))
+            .await
+            .expect("converge");
+        assert!(
+            matches!(res[0].1, Action::Created | Action::Recreated(_)),
+            "{res:?}"
+        );
+        let (code, out) = exec(&name, "sudo -n id -u 2>&1");
+        if sudo {
+            assert_eq!((code, out.trim()), (0, "0"), "sudo works: {out}");
+        } else {
+            assert_ne!(code, 0, "no-new-privileges stops sudo: {out}");
+            assert!(out.contains("no new privileges"), "{out}");
+        }
+    }
+}
+
+/// The home is a `Mounts` bind: when its directory is missing (the data volume
+/// not mounted, say), Docker refuses the container instead of creating an empty
+/// root-owned directory where the home should be, on whatever disk that is.
+#[tokio::test]
+async fn a_missing_home_is_refused_by_docker_never_created() {
+    let env = Env::new(2).await;
+    let dev = env.dev(1);
+    let config = Arc::new(env.config(&[1], None));
+    let desired = env.desired(&config, &BTreeMap::new());
+    let dev_dir = config.volume.mount_point.join(&dev);
+    std::fs::remove_dir_all(&dev_dir).expect("remove the home");
+    let r = Reconciler::new(env.docker.clone(), config.clone());
+    let res = r.converge(&desired).await.expect("converge");
+    match &res[..] {
+        [(d, Action::Failed(why))] if d == &dev => {
+            assert!(why.contains("bind source path does not exist"), "{why}")
+        }
+        other => panic!("expected a failure for {dev}, got {other:?}"),
+    }
+    assert!(!dev_dir.exists(), "Docker created {}", dev_dir.display());
+    r.observe_one(&dev).await;
+    let seen = r.status_handle().snapshot()[&dev].clone();
+    assert_ne!(seen.state, "running", "{seen:?}");
 }

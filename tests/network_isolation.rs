@@ -102,10 +102,9 @@ impl Env {
             .map(|d| {
                 let key_dir = config.agent.runtime_dir.join(&d.name);
                 std::fs::create_dir_all(&key_dir).expect("key dir");
-                for sub in ["workspace", "config"] {
-                    std::fs::create_dir_all(config.volume.mount_point.join(&d.name).join(sub))
-                        .expect("data dir");
-                }
+                // The home bind's source must exist (Docker no longer creates it).
+                std::fs::create_dir_all(config.volume.mount_point.join(&d.name).join("home"))
+                    .expect("data dir");
                 let hashed_password = Argon2::default()
                     .hash_password(format!("pw-{}", d.name).as_bytes())
                     .expect("hash")

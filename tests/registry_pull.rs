@@ -242,10 +242,8 @@ impl Env {
             .map(|d| {
                 let key_dir = config.agent.runtime_dir.join(&d.name);
                 std::fs::create_dir_all(&key_dir).expect("key dir");
-                for sub in ["workspace", "config"] {
-                    std::fs::create_dir_all(config.volume.mount_point.join(&d.name).join(sub))
-                        .expect("data dir");
-                }
+                std::fs::create_dir_all(config.volume.mount_point.join(&d.name).join("home"))
+                    .expect("home dir");
                 DesiredDeveloper {
                     developer: d.clone(),
                     credentials: Ok(ContainerCredentials {

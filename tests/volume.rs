@@ -184,8 +184,8 @@ fn assert_developer_dirs(mnt: &Path, names: &[&str]) {
     for name in names {
         for dir in [
             mnt.join(name),
-            mnt.join(name).join("workspace"),
-            mnt.join(name).join("config"),
+            mnt.join(name).join("home"),
+            mnt.join(name).join("home/workspace"),
         ] {
             let m = std::fs::symlink_metadata(&dir)
                 .unwrap_or_else(|e| panic!("{} missing: {e}", dir.display()));
@@ -205,8 +205,9 @@ fn assert_developer_dirs(mnt: &Path, names: &[&str]) {
             );
         }
     }
-    let leftovers: Vec<String> = std::fs::read_dir(mnt)
-        .expect("read mount point")
+    let leftovers: Vec<String> = std::iter::once(mnt.to_path_buf())
+        .chain(names.iter().map(|n| mnt.join(n)))
+        .flat_map(|d| std::fs::read_dir(d).expect("read directory"))
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains("csagent-new"))
@@ -348,19 +349,22 @@ fn existing_ext4_is_mounted_with_its_data_and_never_formatted() {
         std::fs::read_to_string(mnt.join("notes.txt")).expect("file survived"),
         "precious work"
     );
+    // The old layout's workspace moved into the home, where the container sees it.
     assert_eq!(
-        std::fs::read_to_string(mnt.join("alice/workspace/main.rs")).expect("file survived"),
+        std::fs::read_to_string(mnt.join("alice/home/workspace/main.rs")).expect("file survived"),
         "fn main() {}"
     );
+    assert!(!mnt.join("alice/workspace").exists());
     // Existing directories keep their owner and mode (a warning is logged) ...
     let alice = std::fs::metadata(mnt.join("alice")).expect("stat");
     assert_eq!((alice.uid(), alice.gid()), (0, 0));
     assert_eq!(alice.permissions().mode() & 0o7777, 0o700);
-    let ws = std::fs::metadata(mnt.join("alice/workspace")).expect("stat");
+    let ws = std::fs::metadata(mnt.join("alice/home/workspace")).expect("stat");
     assert_eq!(ws.uid(), 0, "existing workspace not chowned");
     // ... while missing ones are created as usual.
-    let config_dir = std::fs::metadata(mnt.join("alice/config")).expect("created");
-    assert_eq!((config_dir.uid(), config_dir.gid()), (UID, GID));
+    let home = std::fs::metadata(mnt.join("alice/home")).expect("created");
+    assert_eq!((home.uid(), home.gid()), (UID, GID));
+    assert!(!mnt.join("alice/config").exists(), "no old layout created");
     assert_developer_dirs(&mnt, &["bob"]);
 }
 
@@ -545,7 +549,7 @@ fn second_pass_changes_nothing() {
     assert!(first.formatted_now);
     let fstab_meta = std::fs::metadata(fx.fstab()).expect("fstab");
     let fstab_bytes = std::fs::read(fx.fstab()).expect("fstab");
-    let dir_meta = std::fs::metadata(fx.mnt().join("alice/workspace")).expect("dir");
+    let dir_meta = std::fs::metadata(fx.mnt().join("alice/home/workspace")).expect("dir");
     let mnt_meta = std::fs::metadata(fx.mnt()).expect("mount point");
     std::thread::sleep(Duration::from_millis(20));
 
@@ -562,7 +566,7 @@ fn second_pass_changes_nothing() {
         "fstab not rewritten"
     );
     assert_eq!(after.mtime(), fstab_meta.mtime());
-    let dir_after = std::fs::metadata(fx.mnt().join("alice/workspace")).expect("dir");
+    let dir_after = std::fs::metadata(fx.mnt().join("alice/home/workspace")).expect("dir");
     assert_eq!(
         dir_after.ctime_nsec(),
         dir_meta.ctime_nsec(),

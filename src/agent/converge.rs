@@ -95,7 +95,16 @@ impl Agent {
     /// ready developer's key file first (the container binds its directory).
     fn desired(&mut self) -> Vec<DesiredDeveloper> {
         let mut out = Vec::new();
+        // A home the volume pass could not migrate: not started (what runs keeps running).
+        let blocked = self.observations.volume.get().blocked;
         for dev in self.config.developers.clone() {
+            if let Some(why) = blocked.get(&dev.name) {
+                out.push(DesiredDeveloper {
+                    developer: dev,
+                    credentials: Err(format!("home not migrated: {why}")),
+                });
+                continue;
+            }
             let key_dir = self.deliver_key(&dev.name);
             let waiting = self.secrets.pending_since(&dev.name).is_some()
                 && !self.apply_now.contains(&dev.name);
@@ -255,6 +264,8 @@ impl Agent {
                 let left = self.observations.volume.get().quarantine;
                 v.quarantine
                     .extend(left.into_iter().filter(|q| q.left_in_place));
+                // Only a full pass knows; keep its verdict.
+                v.blocked = self.observations.volume.get().blocked;
                 self.observations.volume.set(v)
             }
             Err(e) => tracing::warn!(error = %e, "volume observation task failed"),

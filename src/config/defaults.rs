@@ -82,6 +82,8 @@ pub const MAX_STOP_GRACE: Duration = Duration::from_secs(100);
 pub const DEFAULT_BLOCK_METADATA: bool = true;
 /// `containers.isolate_host`: drop new connections from containers to the host.
 pub const DEFAULT_ISOLATE_HOST: bool = true;
+/// `containers.sudo`: keep `no-new-privileges`, so `sudo` inside does not work.
+pub const DEFAULT_SUDO: bool = false;
 
 // --- [developers] ---
 

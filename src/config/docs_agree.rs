@@ -41,6 +41,7 @@ const DEFAULTED_KEYS: &[&str] = &[
     "containers.stop_grace",
     "containers.block_metadata",
     "containers.isolate_host",
+    "containers.sudo",
     "developers.count",
     "secrets.password_name",
     "secrets.claude_api_key_name",

@@ -129,6 +129,8 @@ pub(super) struct FileContainers {
     pub block_metadata: Option<bool>,
     /// `containers.isolate_host`. Default `DEFAULT_ISOLATE_HOST`.
     pub isolate_host: Option<bool>,
+    /// `containers.sudo`. Default `DEFAULT_SUDO`.
+    pub sudo: Option<bool>,
     /// `containers.health_interval`: a duration, at least 1s. Default
     /// `DEFAULT_HEALTH_INTERVAL`.
     pub health_interval: Option<String>,

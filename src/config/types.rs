@@ -166,6 +166,9 @@ pub struct ContainersConfig {
     /// Add the INPUT rule that stops containers opening connections to the host
     /// (and so to other developers' published ports; default `DEFAULT_ISOLATE_HOST`).
     pub isolate_host: bool,
+    /// Drop `no-new-privileges`, so the image's `sudo` works inside (default
+    /// `DEFAULT_SUDO`: off; see docs/security.md for the trade-off).
+    pub sudo: bool,
     /// Docker health check interval (timeout 10s, 3 retries; default `DEFAULT_HEALTH_INTERVAL`).
     #[serde(with = "humantime_serde_compat")]
     pub health_interval: Duration,

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, Mount, MountType,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -25,6 +25,9 @@ pub use csagent_contract::labels::{
 
 /// code-server's port inside the container.
 pub const CONTAINER_PORT: &str = "8080/tcp";
+/// The image user's home: the developer's `home` directory on the volume is
+/// mounted over it whole.
+pub const CONTAINER_HOME: &str = "/home/coder";
 
 pub fn container_name(developer: &str) -> String {
     format!("code-server-{developer}")
@@ -41,6 +44,29 @@ pub struct ContainerCredentials {
     /// The key itself is not part of the container: a new key is a new file in
     /// this directory, read by the running container (see `secrets::credentials`).
     pub key_dir: PathBuf,
+}
+
+/// One bind mount: a host directory at a path in the container. Sent as a
+/// HostConfig `Mounts` entry, not `Binds`: for a missing source Docker refuses to
+/// start the container instead of creating an empty root-owned directory there
+/// (on the root disk, when the data volume is not mounted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BindMount {
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+impl BindMount {
+    fn to_docker(&self) -> Mount {
+        Mount {
+            target: Some(self.target.clone()),
+            source: Some(self.source.clone()),
+            typ: Some(MountType::BIND),
+            read_only: Some(self.read_only),
+            ..Default::default()
+        }
+    }
 }
 
 /// What the image itself would run, read from its config.
@@ -68,7 +94,9 @@ pub struct DesiredSpec {
     pub memory_reservation: i64,
     pub pids_limit: i64,
     pub network: String,
-    pub binds: Vec<String>,
+    pub mounts: Vec<BindMount>,
+    /// Docker's `no-new-privileges` (off only with `containers.sudo`).
+    pub no_new_privileges: bool,
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
     pub health_interval_ns: i64,
@@ -85,14 +113,18 @@ impl DesiredSpec {
         image: &ImageInfo,
         creds: &ContainerCredentials,
     ) -> DesiredSpec {
-        let data = config.volume.mount_point.join(&dev.name);
-        let binds = vec![
-            format!("{}:/home/coder/workspace", data.join("workspace").display()),
-            format!(
-                "{}:/home/coder/.local/share/code-server",
-                data.join("config").display()
-            ),
-            format!("{}:{CONTAINER_KEY_DIR}:ro", creds.key_dir.display()),
+        let home = crate::volume::home_dir(&config.volume.mount_point, &dev.name);
+        let mounts = vec![
+            BindMount {
+                source: home.display().to_string(),
+                target: CONTAINER_HOME.to_string(),
+                read_only: false,
+            },
+            BindMount {
+                source: creds.key_dir.display().to_string(),
+                target: CONTAINER_KEY_DIR.to_string(),
+                read_only: true,
+            },
         ];
         // The image's own entrypoint and cmd: nothing is wrapped around them (the
         // Claude key is read from its file by Claude Code's apiKeyHelper).
@@ -109,7 +141,8 @@ impl DesiredSpec {
             memory_reservation: dev.memory_reservation as i64,
             pids_limit: config.containers.pids_limit,
             network: config.containers.network.clone(),
-            binds,
+            mounts,
+            no_new_privileges: !config.containers.sudo,
             entrypoint,
             cmd: image.cmd.clone(),
             health_interval_ns: nanos(config.containers.health_interval),
@@ -151,7 +184,7 @@ impl DesiredSpec {
             }]),
         )]);
         let host_config = HostConfig {
-            binds: Some(self.binds.clone()),
+            mounts: Some(self.mounts.iter().map(BindMount::to_docker).collect()),
             port_bindings: Some(port_bindings),
             nano_cpus: Some(self.nano_cpus),
             memory: Some(self.memory),
@@ -161,7 +194,11 @@ impl DesiredSpec {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 maximum_retry_count: None,
             }),
-            security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+            security_opt: Some(if self.no_new_privileges {
+                vec!["no-new-privileges:true".to_string()]
+            } else {
+                Vec::new()
+            }),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".to_string()),
                 config: Some(HashMap::from([
@@ -248,23 +285,22 @@ pub(super) mod tests {
         assert_eq!(spec.nano_cpus, 1_500_000_000);
         assert_eq!(spec.memory, 4 << 30);
         assert_eq!(spec.memory_reservation, 3 << 30);
-        assert!(
-            spec.binds
-                .contains(&"/data/dev1/workspace:/home/coder/workspace".to_string())
-        );
-        assert!(
-            spec.binds
-                .contains(&"/data/dev1/config:/home/coder/.local/share/code-server".to_string())
-        );
+        let home = BindMount {
+            source: "/data/dev1/home".into(),
+            target: "/home/coder".into(),
+            read_only: false,
+        };
+        let keys = BindMount {
+            source: "/run/csagent/dev1".into(),
+            target: "/run/csagent".into(),
+            read_only: true,
+        };
+        assert_eq!(spec.mounts, [home, keys]);
+        assert!(spec.no_new_privileges);
         assert_eq!(
             spec.entrypoint,
             image().entrypoint,
             "the image's own entrypoint"
-        );
-        assert!(
-            spec.binds
-                .contains(&"/run/csagent/dev1:/run/csagent:ro".to_string()),
-            "the key directory, read-only"
         );
         let body = spec.create_body("$argon2id$hash");
         let labels = body.labels.clone().unwrap_or_default();
@@ -275,6 +311,17 @@ pub(super) mod tests {
         );
         assert_eq!(labels.get(LABEL_SPEC_HASH), Some(&spec.hash()));
         let hc = body.host_config.unwrap_or_default();
+        assert_eq!(hc.binds, None, "bind mounts go in Mounts, never Binds");
+        let mounts = hc.mounts.clone().unwrap_or_default();
+        assert_eq!(mounts.len(), 2);
+        assert!(mounts.iter().all(|m| m.typ == Some(MountType::BIND)));
+        assert_eq!(mounts[0].source.as_deref(), Some("/data/dev1/home"));
+        assert_eq!(mounts[0].target.as_deref(), Some("/home/coder"));
+        assert_eq!(mounts[1].read_only, Some(true));
+        assert_eq!(
+            hc.security_opt.clone().unwrap_or_default(),
+            ["no-new-privileges:true"]
+        );
         assert_eq!(
             hc.restart_policy.and_then(|r| r.name),
             Some(RestartPolicyNameEnum::UNLESS_STOPPED)
@@ -296,5 +343,21 @@ pub(super) mod tests {
         assert_ne!(a.hash(), bigger.hash(), "a limit change recreates");
         let other = DesiredSpec::new(&c, &c.developers[1], &image(), &creds("v1"));
         assert_ne!(a.hash(), other.hash());
+    }
+
+    #[test]
+    fn sudo_drops_no_new_privileges_and_recreates() {
+        let c = config("[containers]\nsudo = true\n");
+        let spec = DesiredSpec::new(&c, &c.developers[0], &image(), &creds("v1"));
+        assert!(!spec.no_new_privileges);
+        let hc = spec.create_body("h").host_config.unwrap_or_default();
+        assert_eq!(hc.security_opt, Some(Vec::new()));
+        let default = config("");
+        let kept = DesiredSpec::new(&default, &default.developers[0], &image(), &creds("v1"));
+        assert_ne!(
+            spec.hash(),
+            kept.hash(),
+            "toggling sudo recreates the container"
+        );
     }
 }

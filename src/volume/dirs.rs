@@ -1,19 +1,24 @@
-//! Creates `<mount_point>/<developer>/{workspace,config}` for every developer,
-//! owned by `containers.uid:gid`, mode 0750.
+//! Creates `<mount_point>/<developer>/home` for every developer (mounted whole
+//! over the container's /home/coder) and `home/workspace` in it, owned by
+//! `containers.uid:gid`, mode 0750. A new home is seeded with /etc/skel's
+//! dotfiles ([`skel`](super::skel)); a developer still on the old layout
+//! (`workspace`, `config` beside `home`) is moved into it first ([`migrate`](super::migrate)).
 //!
 //! Rules, because these directories hold developers' work:
 //! - Everything is done relative to an open handle on the mount point, checked
 //!   to be on the data volume (`st_dev`), with `O_NOFOLLOW`: a symlink planted at
 //!   `<mount>/dev1` is never followed (to the root disk or anywhere else).
-//! - A missing directory is made under a temporary name, given its owner and mode,
-//!   then renamed into place (`RENAME_NOREPLACE`), so no crash leaves a
-//!   half-initialised (root-owned) directory behind; a leftover temporary is reused.
+//! - A missing directory is made under a temporary name, given its owner and mode
+//!   (and, for a home, its dotfiles), then renamed into place (`RENAME_NOREPLACE`),
+//!   so no crash leaves a half-initialised (root-owned) directory behind; a
+//!   leftover temporary is reused.
 //! - An existing directory is never changed: no chown (recursive or not), no
 //!   chmod, nothing deleted. When its owner or mode differs from what the agent
 //!   would create, a warning is logged and it is left as it is; an admin may
 //!   have done that on purpose, and changing it could break the data inside.
 //! - A developer removed from the config keeps their directory.
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
@@ -23,8 +28,8 @@ use nix::fcntl::{OFlag, RenameFlags, openat, renameat2};
 use nix::sys::stat::{Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, fchown, fsync};
 
-use super::VolumeError;
 use super::discover::Device;
+use super::{HOME_DIR, VolumeError, migrate, skel};
 use crate::config::Developer;
 
 /// Mode of every directory the agent creates.
@@ -37,14 +42,24 @@ pub(crate) struct Owner {
     pub gid: u32,
 }
 
+/// What a directory pass did.
+#[derive(Debug, Default)]
+pub(crate) struct Prepared {
+    /// Directories created.
+    pub created: usize,
+    /// Developers whose old-layout data could not be moved into their home, and
+    /// why: they are not started until an admin resolves it.
+    pub blocked: BTreeMap<String, String>,
+}
+
 /// Makes every developer's directories; keeps going past a failing developer and
-/// reports "failed N of M". Returns how many directories were created.
+/// reports "failed N of M".
 pub(crate) fn ensure(
     device: &Device,
     mount_point: &Path,
     developers: &[Developer],
     owner: Owner,
-) -> Result<usize, VolumeError> {
+) -> Result<Prepared, VolumeError> {
     let root = nix::fcntl::open(
         mount_point,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -60,11 +75,18 @@ pub(crate) fn ensure(
         });
     }
 
-    let mut created = 0;
+    let mut prepared = Prepared::default();
     let mut failures = Vec::new();
     for developer in developers {
         match ensure_developer(&root, device, mount_point, &developer.name, owner) {
-            Ok(n) => created += n,
+            Ok((n, problems)) => {
+                prepared.created += n;
+                if !problems.is_empty() {
+                    let why = problems.join("; ");
+                    tracing::error!(developer = %developer.name, problem = %why, "home not migrated; the developer's container is not started or recreated until this is resolved");
+                    prepared.blocked.insert(developer.name.clone(), why);
+                }
+            }
             Err(message) => {
                 tracing::error!(developer = %developer.name, error = %message, "cannot prepare developer directories");
                 failures.push(format!("{}: {message}", developer.name));
@@ -72,7 +94,7 @@ pub(crate) fn ensure(
         }
     }
     if failures.is_empty() {
-        Ok(created)
+        Ok(prepared)
     } else {
         Err(VolumeError::Directories {
             mount_point: mount_point.to_path_buf(),
@@ -83,13 +105,15 @@ pub(crate) fn ensure(
     }
 }
 
+/// The developer's directories: how many were created, and what blocks the
+/// migration of an old layout (empty when nothing does).
 fn ensure_developer(
     root: &OwnedFd,
     device: &Device,
     mount_point: &Path,
     name: &str,
     owner: Owner,
-) -> Result<usize, String> {
+) -> Result<(usize, Vec<String>), String> {
     // The config allows only [a-z0-9-] names; never let one walk out of the mount.
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return Err(format!("{name:?} is not a usable directory name"));
@@ -100,38 +124,69 @@ fn ensure_developer(
         owner,
         developer: name,
     };
-    let (dir, mut created) = ctx.ensure_dir(root, &base, name)?;
-    for sub in ["workspace", "config"] {
-        created += ctx.ensure_dir(&dir, &base.join(sub), sub)?.1;
+    let (dir, mut created) = ctx.ensure_dir(root, &base, name, Seed::No)?;
+    let home_path = base.join(HOME_DIR);
+    let (home, n) = ctx.ensure_dir(&dir, &home_path, HOME_DIR, Seed::Skel)?;
+    created += n;
+    let problems = migrate::run(&ctx, &dir, &home, &base);
+    // Only once the old workspace is gone: an empty new one beside it would
+    // turn a move still to do into a conflict.
+    if !exists(&dir, migrate::OLD_WORKSPACE) {
+        created += ctx.ensure_workspace(&home, &home_path.join("workspace"));
     }
-    Ok(created)
+    Ok((created, problems))
 }
 
-struct DirMaker<'a> {
-    device: &'a Device,
-    owner: Owner,
-    developer: &'a str,
+/// Whether a new directory gets /etc/skel's dotfiles before it appears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seed {
+    No,
+    Skel,
+}
+
+pub(super) struct DirMaker<'a> {
+    pub device: &'a Device,
+    pub owner: Owner,
+    pub developer: &'a str,
 }
 
 impl DirMaker<'_> {
     /// Opens `parent/name`, creating it if missing. `path` is for messages.
-    fn ensure_dir(
+    pub(super) fn ensure_dir(
         &self,
         parent: &OwnedFd,
         path: &Path,
         name: &str,
+        seed: Seed,
     ) -> Result<(OwnedFd, usize), String> {
         match open_dir(parent, name) {
             Ok(fd) => {
                 self.check_existing(&fd, path)?;
                 Ok((fd, 0))
             }
-            Err(Errno::ENOENT) => Ok((self.create(parent, path, name)?, 1)),
+            Err(Errno::ENOENT) => Ok((self.create(parent, path, name, seed)?, 1)),
             Err(e) => Err(refusal(parent, name, path, e)),
         }
     }
 
-    fn check_existing(&self, fd: &OwnedFd, path: &Path) -> Result<(), String> {
+    /// `home/workspace`, the folder code-server opens, made when missing. Inside
+    /// the home the developer decides: whatever they put there (a symlink, a
+    /// file, a directory with other modes, even at our temporary name) is left
+    /// alone with a warning, never followed, and never fails the pass.
+    fn ensure_workspace(&self, home: &OwnedFd, path: &Path) -> usize {
+        let result = match open_dir(home, "workspace") {
+            Ok(_) => Ok(0),
+            Err(Errno::ENOENT) => self.create(home, path, "workspace", Seed::No).map(|_| 1),
+            Err(e) => Err(refusal(home, "workspace", path, e)),
+        };
+        result.unwrap_or_else(|why| {
+            tracing::warn!(developer = %self.developer, problem = %why, "no ~/workspace; code-server opens the folder only once it is there");
+            0
+        })
+    }
+
+    /// Refuses a directory on another filesystem (something mounted there).
+    pub(super) fn on_volume(&self, fd: &OwnedFd, path: &Path) -> Result<(), String> {
         let st = fstat(fd).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
         if st.st_dev != self.device.rdev {
             return Err(format!(
@@ -139,6 +194,12 @@ impl DirMaker<'_> {
                 path.display()
             ));
         }
+        Ok(())
+    }
+
+    fn check_existing(&self, fd: &OwnedFd, path: &Path) -> Result<(), String> {
+        self.on_volume(fd, path)?;
+        let st = fstat(fd).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
         let mode = st.st_mode & 0o7777;
         if st.st_uid != self.owner.uid || st.st_gid != self.owner.gid || mode != DIR_MODE {
             tracing::warn!(
@@ -156,7 +217,13 @@ impl DirMaker<'_> {
         Ok(())
     }
 
-    fn create(&self, parent: &OwnedFd, path: &Path, name: &str) -> Result<OwnedFd, String> {
+    pub(super) fn create(
+        &self,
+        parent: &OwnedFd,
+        path: &Path,
+        name: &str,
+        seed: Seed,
+    ) -> Result<OwnedFd, String> {
         let tmp = format!(".{name}.csagent-new");
         let fail = |what: &str, e: Errno| format!("cannot {what} {}: {e}", path.display());
         match mkdirat(parent, tmp.as_str(), Mode::from_bits_truncate(0o700)) {
@@ -172,6 +239,12 @@ impl DirMaker<'_> {
         )
         .map_err(|e| fail("chown", e))?;
         fchmod(&fd, Mode::from_bits_truncate(DIR_MODE)).map_err(|e| fail("chmod", e))?;
+        if seed == Seed::Skel {
+            // Still under its temporary name: nothing else can see it yet.
+            let seeded = skel::seed(&fd, Path::new(skel::SKEL_DIR), self.owner)
+                .map_err(|e| format!("cannot seed {}: {e}", path.display()))?;
+            tracing::debug!(developer = %self.developer, files = seeded, "home seeded from /etc/skel");
+        }
         renameat2(
             parent.as_fd(),
             tmp.as_str(),
@@ -192,8 +265,16 @@ impl DirMaker<'_> {
     }
 }
 
+/// Whether `parent/name` exists (as anything; a symlink is not followed).
+pub(super) fn exists(parent: &OwnedFd, name: &str) -> bool {
+    !matches!(
+        fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW),
+        Err(Errno::ENOENT)
+    )
+}
+
 /// Opens a directory below `parent` without following a symlink.
-fn open_dir(parent: &OwnedFd, name: &str) -> Result<OwnedFd, Errno> {
+pub(super) fn open_dir(parent: &OwnedFd, name: &str) -> Result<OwnedFd, Errno> {
     openat(
         parent,
         name,
@@ -204,7 +285,7 @@ fn open_dir(parent: &OwnedFd, name: &str) -> Result<OwnedFd, Errno> {
 
 /// Why `parent/name` could not be opened as a directory. With `O_NOFOLLOW |
 /// O_DIRECTORY` Linux reports a symlink as ENOTDIR (or ELOOP), so look again.
-fn refusal(parent: &OwnedFd, name: &str, path: &Path, e: Errno) -> String {
+pub(super) fn refusal(parent: &OwnedFd, name: &str, path: &Path, e: Errno) -> String {
     let is_link = matches!(e, Errno::ELOOP | Errno::ENOTDIR)
         && fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)
             .is_ok_and(|st| st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits());

@@ -19,7 +19,9 @@
 //! 9. [`grow`] online if the device is larger than the filesystem;
 //! 10. [`stray`]: anything in the mount point directory on the disk underneath
 //!     (hidden by the volume) is moved into quarantine, never deleted;
-//! 11. [`dirs`]: developer directories, only on the mounted volume.
+//! 11. [`dirs`]: each developer's `home` (seeded from /etc/skel by [`skel`]) and
+//!     `home/workspace`, only on the mounted volume; a developer still on the old
+//!     layout (`workspace`, `config`) is moved into `home` by [`migrate`] first.
 //!
 //! Every step checks before it acts, so a second pass changes nothing, and a
 //! crash anywhere recovers on the next pass: after mkfs the probe sees the new
@@ -32,11 +34,14 @@ mod error;
 mod format;
 mod fstab;
 mod grow;
+mod migrate;
 mod mount;
 mod probe;
+mod skel;
 mod stray;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -48,6 +53,14 @@ pub use stray::{QuarantineItem, Sweep, quarantine_dir};
 use crate::config::{Config, Filesystem};
 use discover::Device;
 use probe::Contents;
+
+/// Each developer's home on the volume: `<mount_point>/<developer>/home`.
+pub const HOME_DIR: &str = "home";
+
+/// The directory mounted over the developer's /home/coder.
+pub fn home_dir(mount_point: &Path, developer: &str) -> PathBuf {
+    mount_point.join(developer).join(HOME_DIR)
+}
 
 /// How long a pass waits for another holder of the device lock.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -81,6 +94,11 @@ pub struct VolumeStatus {
     /// quarantine, and what could not be moved there (`left_in_place`).
     #[serde(default)]
     pub quarantine: Vec<QuarantineItem>,
+    /// Developers the last full pass could not move into their home (a
+    /// migration conflict), and why: their containers are not started or
+    /// recreated until an admin resolves it. Kept by [`observe`]'s refreshes.
+    #[serde(default)]
+    pub blocked: BTreeMap<String, String>,
 }
 
 /// One pass at a time in this process (the device lock covers other processes).
@@ -219,7 +237,7 @@ pub fn prepare(config: &Config, progress: &dyn Fn(&str)) -> Result<VolumeStatus,
         uid: config.containers.uid,
         gid: config.containers.gid,
     };
-    let created = dirs::ensure(&device, mount_point, &config.developers, owner)?;
+    let prepared = dirs::ensure(&device, mount_point, &config.developers, owner)?;
 
     let mut status = snapshot(config, Some(&device));
     status.filesystem = Some(fstype);
@@ -230,12 +248,14 @@ pub fn prepare(config: &Config, progress: &dyn Fn(&str)) -> Result<VolumeStatus,
     status
         .quarantine
         .extend(left.into_iter().map(|(item, _)| item));
+    status.blocked = prepared.blocked;
     tracing::info!(
         formatted_now,
         grown_from = ?status.grown_from,
         size_bytes = ?status.size_bytes,
         used_bytes = ?status.used_bytes,
-        directories_created = created,
+        directories_created = prepared.created,
+        developers_blocked = status.blocked.len(),
         "data volume ready"
     );
     drop(lock);

@@ -8,7 +8,7 @@ use crate::config::defaults::{
     DEFAULT_BASE_PORT, DEFAULT_BLOCK_METADATA, DEFAULT_GID, DEFAULT_HEALTH_INTERVAL,
     DEFAULT_HEALTH_START_PERIOD, DEFAULT_IMAGE, DEFAULT_ISOLATE_HOST, DEFAULT_LOG_MAX_FILES,
     DEFAULT_LOG_MAX_SIZE, DEFAULT_NETWORK, DEFAULT_PIDS_LIMIT, DEFAULT_PULL, DEFAULT_REGISTRY_AUTH,
-    DEFAULT_STOP_GRACE, DEFAULT_SUBNET, DEFAULT_UID, MAX_STOP_GRACE,
+    DEFAULT_STOP_GRACE, DEFAULT_SUBNET, DEFAULT_SUDO, DEFAULT_UID, MAX_STOP_GRACE,
 };
 use crate::config::file::FileContainers;
 use crate::config::{ConfigError, ContainersConfig};
@@ -122,6 +122,7 @@ impl Validator<'_> {
             log_max_files,
             block_metadata: c.block_metadata.unwrap_or(DEFAULT_BLOCK_METADATA),
             isolate_host: c.isolate_host.unwrap_or(DEFAULT_ISOLATE_HOST),
+            sudo: c.sudo.unwrap_or(DEFAULT_SUDO),
             health_interval,
             health_start_period,
             stop_grace,

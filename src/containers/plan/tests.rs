@@ -99,15 +99,11 @@ impl Fixture {
     }
 }
 
-/// The spec's binds as `Existing::bind_sources` reads them back.
+/// The spec's bind mounts as `Existing::bind_sources` reads them back.
 fn binds(spec: &DesiredSpec) -> BTreeMap<String, String> {
-    spec.binds
+    spec.mounts
         .iter()
-        .map(|b| {
-            let mut parts = b.split(':');
-            let source = parts.next().unwrap_or_default().to_string();
-            (parts.next().unwrap_or_default().to_string(), source)
-        })
+        .map(|m| (m.target.clone(), m.source.clone()))
         .collect()
 }
 
@@ -272,10 +268,9 @@ fn another_bind_path_on_the_volume_is_kept() {
     // even when it mounts another directory (only a hand-made container can).
     let f = Fixture::new();
     let mut wrong = f.ours(RUNNING);
-    wrong.bind_sources.insert(
-        "/home/coder/workspace".into(),
-        "/data/dev2/workspace".into(),
-    );
+    wrong
+        .bind_sources
+        .insert("/home/coder".into(), "/data/dev2/home".into());
     assert_ne!(wrong.bind_sources, f.ours(RUNNING).bind_sources);
     assert!(matches!(
         f.step(Found::Present(wrong), false),
@@ -298,14 +293,12 @@ fn relocate(step: Step<'_>) -> (bool, String) {
 #[test]
 fn a_data_bind_on_another_disk_relocates() {
     let mut f = Fixture::new();
-    f.disks
-        .binds
-        .insert("/home/coder/workspace".into(), root_dev());
+    f.disks.binds.insert("/home/coder".into(), root_dev());
     let (relaunched, why) = relocate(f.step(Found::Present(f.ours(RUNNING)), false));
     assert!(relaunched);
     assert_eq!(
         why,
-        "bind /home/coder/workspace (/data/dev1/workspace) is on device 259:1, not on the data volume (7:3): the container started before the volume was mounted"
+        "bind /home/coder (/data/dev1/home) is on device 259:1, not on the data volume (7:3): the container started before the volume was mounted"
     );
     // Checked before the spec hash: a drifted one on the wrong disk is relocated
     // (and so its stray content quarantined), not merely recreated.
@@ -343,9 +336,7 @@ fn every_data_bind_is_checked_whatever_its_destination() {
 #[test]
 fn nothing_is_decided_without_both_devices() {
     let mut f = Fixture::new();
-    f.disks
-        .binds
-        .insert("/home/coder/workspace".into(), root_dev());
+    f.disks.binds.insert("/home/coder".into(), root_dev());
     let mut unknown_volume = f.disks.clone();
     unknown_volume.volume = None;
     let no_table = Disks {
@@ -362,9 +353,7 @@ fn nothing_is_decided_without_both_devices() {
 #[test]
 fn on_the_wrong_disk_without_credentials_or_image_it_is_only_removed() {
     let mut f = Fixture::new();
-    f.disks
-        .binds
-        .insert("/home/coder/workspace".into(), root_dev());
+    f.disks.binds.insert("/home/coder".into(), root_dev());
     let wrong = f.ours(RUNNING);
     f.desired.credentials = Err("password secret x does not exist".into());
     let (relaunched, why) = relocate(f.step(Found::Present(wrong.clone()), false));
@@ -435,8 +424,8 @@ fn inspect_is_read_into_existing() {
         mounts: Some(vec![
             MountPoint {
                 typ: Some("bind".into()),
-                source: Some("/data/dev1/workspace".into()),
-                destination: Some("/home/coder/workspace".into()),
+                source: Some("/data/dev1/home".into()),
+                destination: Some("/home/coder".into()),
                 ..Default::default()
             },
             MountPoint {
@@ -458,10 +447,7 @@ fn inspect_is_read_into_existing() {
             password_version: Some("v1".into()),
             state: Some(RUNNING),
             health: Some(HealthStatusEnum::STARTING),
-            bind_sources: BTreeMap::from([(
-                "/home/coder/workspace".into(),
-                "/data/dev1/workspace".into()
-            )]),
+            bind_sources: BTreeMap::from([("/home/coder".into(), "/data/dev1/home".into())]),
             pid: Some(4242),
         }
     );
