@@ -10,11 +10,13 @@
 //! - dev5 in a real browser (`tests/browser/workbench.mjs`: Debian's chromium driven by
 //!   playwright-core): a wrong password stays on the login page; the right one opens the
 //!   workbench on ~/workspace with no trust prompt, and a terminal runs bash, `git
-//!   --version` and `claude --version`, and Claude Code's key helper finds the key
-//!   (screenshots in `$CARGO_TARGET_TMPDIR/browser-*`);
+//!   --version` and `claude --version`, and Claude Code's key helper finds the key, and
+//!   writes `~/.gitconfig` and `~/workspace/notes.txt` (screenshots in
+//!   `$CARGO_TARGET_TMPDIR/browser-*`, and on failure of any step);
 //! - dev5's password is rotated in moto: within one poll interval plus code-server's start
 //!   time the old password is refused and the new one accepted, and the 7 others keep
-//!   their container ids;
+//!   their container ids; in the browser the old password stays on the login page, the
+//!   new one logs in, and both files are still there;
 //! - dev5's container log reaches its CloudWatch Logs group: code-server's startup line
 //!   and its "Failed login attempt" line (code-server logs failed logins only; a
 //!   successful login prints nothing at the default log level);
@@ -421,7 +423,9 @@ async fn eight_real_code_servers_login_rotation_logs_status() {
     assert_eq!(bad.status, 200, "code-server renders the login page again");
     assert!(bad.body.contains("Incorrect password"), "the page says why");
 
-    browser_check(port(ROTATED), &old_password, &project);
+    // In the browser: log in, use a terminal, write ~/.gitconfig and ~/workspace/notes.txt.
+    let mark = format!("mark-{}", uuid_like());
+    browser_check(port(ROTATED), &old_password, None, &mark, &project);
 
     // The container has the argon2id hash, never the password or the Claude key; the
     // key is a read-only file that Claude Code's apiKeyHelper prints (tests/claude_key.rs
@@ -541,6 +545,15 @@ async fn eight_real_code_servers_login_rotation_logs_status() {
         "status shows dev5's new password version: {row5}"
     );
     assert_eq!(row5["pending_rotation"], false, "nothing pending: {row5}");
+    // In the browser again: the old password stays on the login page, the new one logs
+    // in, and the files written before the rotation are still there.
+    browser_check(
+        port(ROTATED),
+        &new_password,
+        Some(&old_password),
+        &mark,
+        &project,
+    );
 
     // --- dev5's log lines in CloudWatch Logs --------------------------------------------
     let group = format!("/aws/ec2/{project}/containers/{dev5}");
@@ -721,7 +734,7 @@ fn playwright_dir() -> PathBuf {
 
 /// Logs in to code-server on `port` in chromium and uses a terminal there
 /// (tests/browser/workbench.mjs); panics with its output and screenshots on failure.
-fn browser_check(port: u16, password: &str, project: &str) {
+fn browser_check(port: u16, password: &str, old_password: Option<&str>, mark: &str, project: &str) {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
     let playwright = playwright_dir();
     if !PathBuf::from(&chromium).exists()
@@ -739,19 +752,24 @@ fn browser_check(port: u16, password: &str, project: &str) {
     }
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("browser-{project}"));
     let start = Instant::now();
-    let out = Command::new("node")
+    let mut node = Command::new("node");
+    if let Some(old) = old_password {
+        node.env("CS_OLD_PASSWORD", old);
+    }
+    let out = node
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/browser/workbench.mjs"
         ))
         .arg(format!("http://127.0.0.1:{port}/"))
         .env("CS_PASSWORD", password)
+        .env("CS_MARK", mark)
         .env("CS_EXPECT_CLAUDE_KEY", "1")
         .env("CS_SCREENSHOTS", &shots)
         .env("CSAGENT_PLAYWRIGHT_DIR", &playwright)
         .env("CHROMIUM", &chromium)
-        .output()
-        .expect("run node tests/browser/workbench.mjs");
+        .output();
+    let out = out.expect("run node tests/browser/workbench.mjs");
     let output = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

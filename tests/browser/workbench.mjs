@@ -1,16 +1,22 @@
 // A developer's first minutes in code-server, in a real browser (Debian's chromium driven by
 // playwright-core): a wrong password stays on the login page; the right one opens the
 // workbench on ~/workspace with no Workspace Trust prompt; a terminal runs bash, git and
-// Claude Code.
+// Claude Code, and writes ~/.gitconfig and a file in ~/workspace.
+// With CS_OLD_PASSWORD (after a password rotation): the old password stays on the login
+// page, the new one logs in, and the terminal finds both files as they were written.
 //
-//   CS_PASSWORD=... node tests/browser/workbench.mjs http://127.0.0.1:8445/
+//   CS_PASSWORD=... CS_MARK=... node tests/browser/workbench.mjs http://127.0.0.1:8445/
 //
 // Environment: CS_PASSWORD (the password; kept out of argv), CS_SCREENSHOTS (directory for
-// screenshots: failed-<step>.png on failure, terminal.png on success; default: the current
+// screenshots: failed-<step>.png on failure, terminal.png or terminal-after-rotation.png
+// on success; default: the current
 // directory), CSAGENT_PLAYWRIGHT_DIR (where playwright-core is installed; default
 // ${CSAGENT_CI_CACHE:-/var/cache/csagent-ci}/playwright, made by ensure_browser in
 // scripts/lib/services.sh), CHROMIUM (default /usr/bin/chromium), CS_EXPECT_CLAUDE_KEY=1
-// (Claude Code's apiKeyHelper, csagent-claude-key, must find a key from the terminal).
+// (Claude Code's apiKeyHelper, csagent-claude-key, must find a key from the terminal),
+// CS_MARK (a token written into ~/.gitconfig and ~/workspace/notes.txt, or expected in
+// them after a rotation), CS_OLD_PASSWORD (set after a rotation: check the files instead
+// of writing them).
 // Exits 0 when every check passed, 1 (after a screenshot) when one failed, 2 on bad usage.
 
 import { createRequire } from "node:module";
@@ -19,8 +25,10 @@ import { join } from "node:path";
 
 const url = process.argv[2];
 const password = process.env.CS_PASSWORD;
-if (!url || !password) {
-  console.error("usage: CS_PASSWORD=... node workbench.mjs URL");
+const oldPassword = process.env.CS_OLD_PASSWORD;
+const mark = process.env.CS_MARK;
+if (!url || !password || !mark || !/^[a-z0-9-]+$/.test(mark)) {
+  console.error("usage: CS_PASSWORD=... CS_MARK=<a-z0-9-> [CS_OLD_PASSWORD=...] node workbench.mjs URL");
   process.exit(2);
 }
 const shots = process.env.CS_SCREENSHOTS || ".";
@@ -56,14 +64,19 @@ try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   page = await context.newPage();
 
-  await check("wrong password stays on the login page", async () => {
-    await page.goto(url, { waitUntil: "domcontentloaded" });
-    await page.fill("input[type=password]", "not-the-password");
-    await Promise.all([page.waitForLoadState("domcontentloaded"), page.press("input[type=password]", "Enter")]);
-    await page.getByText("Incorrect password").waitFor({ timeout: 15_000 });
-    if (!new URL(page.url()).pathname.endsWith("/login")) throw new Error(`left the login page: ${page.url()}`);
-    if ((await page.locator(".monaco-workbench").count()) > 0) throw new Error("workbench shown");
-  });
+  await page.goto(url, { waitUntil: "domcontentloaded" });
+  for (const [name, wrong] of [
+    ["a wrong password stays on the login page", "not-the-password"],
+    ...(oldPassword ? [["the password from before the rotation stays on the login page", oldPassword]] : []),
+  ]) {
+    await check(name, async () => {
+      await page.fill("input[type=password]", wrong);
+      await Promise.all([page.waitForLoadState("domcontentloaded"), page.press("input[type=password]", "Enter")]);
+      await page.getByText("Incorrect password").waitFor({ timeout: 15_000 });
+      if (!new URL(page.url()).pathname.endsWith("/login")) throw new Error(`left the login page: ${page.url()}`);
+      if ((await page.locator(".monaco-workbench").count()) > 0) throw new Error("workbench shown");
+    });
+  }
 
   await check("log in and wait for the workbench", async () => {
     await page.fill("input[type=password]", password);
@@ -93,36 +106,32 @@ try {
     await page.locator(".xterm-helper-textarea").first().waitFor({ state: "attached", timeout: 30_000 });
   });
 
-  await check("run bash, git and claude in the terminal", async () => {
-    // Wait for the shell's prompt, then click into the terminal: the welcome page, still
-    // loading, may have taken the keyboard focus since the terminal opened.
-    const rows = page.locator(".xterm-rows").first();
+  const rows = page.locator(".xterm-rows").first();
+  await check("the terminal shows a shell prompt", async () => {
     await page.waitForFunction((el) => el && /[$#]\s*$/m.test(el.innerText), await rows.elementHandle(), {
       timeout: OUTPUT_WITHIN,
     });
-    // Whether Claude Code's key helper finds a key, never the key itself.
-    const command =
-      'echo "shell=$0 bash=$BASH_VERSION claude_key=$(csagent-claude-key >/dev/null 2>&1 && echo set)"; git --version; claude --version';
-    log("prompt shown");
+  });
+
+  // Types `command` (one line) into the terminal, then waits until its text matches
+  // every regex in `want`.
+  async function run(command, want) {
+    const head = command.slice(0, 12);
     for (let attempt = 1; ; attempt++) {
-      // Near the top left: a notification toast may cover the terminal's centre.
+      // Click into the terminal near its top left (a notification toast may cover the
+      // centre; the welcome page, still loading, may have taken the keyboard focus).
       await page.locator(".xterm-screen").first().click({ position: { x: 20, y: 5 } });
       await page.locator(".xterm-helper-textarea").first().focus();
       // One input event for the line (typing key by key takes ~0.1 s a key here), then Enter.
       await page.keyboard.insertText(command);
       await page.keyboard.press("Enter");
       const echoed = await page
-        .waitForFunction((el) => el.innerText.includes('echo "shell='), await rows.elementHandle(), { timeout: 5_000 })
+        .waitForFunction((args) => args[0].innerText.includes(args[1]), [await rows.elementHandle(), head], { timeout: 5_000 })
         .then(() => true, () => false);
-      if (echoed) {
-        log("command typed");
-        break;
-      }
+      if (echoed) break;
       if (attempt === 2) throw new Error(`the terminal never showed the typed command; it shows:\n${await rows.innerText()}`);
       log("the typed command did not reach the terminal; typing it again");
     }
-    const want = [/shell=\S*bash bash=5\./, /git version \d+\.\d+/, /\d+\.\d+\.\d+ \(Claude Code\)/];
-    if (process.env.CS_EXPECT_CLAUDE_KEY === "1") want.push(/claude_key=set/);
     const deadline = Date.now() + OUTPUT_WITHIN;
     let text = "";
     for (;;) {
@@ -135,10 +144,36 @@ try {
       await page.waitForTimeout(500);
     }
     for (const line of text.split("\n").filter((l) => want.some((re) => re.test(l)))) log(`terminal: ${line.trim()}`);
+  }
+
+  await check("run bash, git and claude in the terminal", async () => {
+    // Whether Claude Code's key helper finds a key, never the key itself.
+    const want = [/shell=\S*bash bash=5\./, /git version \d+\.\d+/, /\d+\.\d+\.\d+ \(Claude Code\)/];
+    if (process.env.CS_EXPECT_CLAUDE_KEY === "1") want.push(/claude_key=set/);
+    await run(
+      'echo "shell=$0 bash=$BASH_VERSION claude_key=$(csagent-claude-key >/dev/null 2>&1 && echo set)"; git --version; claude --version',
+      want,
+    );
   });
 
-  await page.screenshot({ path: join(shots, "terminal.png") });
-  log(`passed; screenshot ${join(shots, "terminal.png")}`);
+  if (!oldPassword) {
+    await check("write ~/.gitconfig and ~/workspace/notes.txt", async () => {
+      await run(
+        `git config --global user.name "${mark}" && echo "${mark}" > ~/workspace/notes.txt && echo "wrote-$(cat ~/workspace/notes.txt)"`,
+        [new RegExp(`wrote-${mark}`)],
+      );
+    });
+  } else {
+    await check("~/.gitconfig and ~/workspace/notes.txt are still there", async () => {
+      await run('echo "name=$(git config --global user.name) notes=$(cat ~/workspace/notes.txt)"', [
+        new RegExp(`name=${mark} notes=${mark}`),
+      ]);
+    });
+  }
+
+  const done = join(shots, oldPassword ? "terminal-after-rotation.png" : "terminal.png");
+  await page.screenshot({ path: done });
+  log(`passed; screenshot ${done}`);
   await browser.close();
 } catch (err) {
   const shot = join(shots, `failed-${step.replace(/[^a-z0-9]+/gi, "-")}.png`);
