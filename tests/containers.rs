@@ -723,6 +723,63 @@ async fn sudo_works_in_the_team_image_only_when_enabled() {
     }
 }
 
+/// Issue 16.5: user-level installs live in the home and persist with it. In the team
+/// image `pip install --user` passes Debian's PEP 668 guard (for the user site only),
+/// its console script lands in ~/.local/bin, which is on PATH, and both still work
+/// after the container is recreated.
+#[tokio::test]
+async fn user_level_installs_persist_in_the_team_image() {
+    if !real_code_server_image_or_skip("user_level_installs_persist_in_the_team_image") {
+        return;
+    }
+    let env = Env::new(2).await;
+    let dev = env.dev(1);
+    let name = format!("code-server-{dev}");
+    let mut c = env.config(&[1], None);
+    c.containers.image = real_code_server_image();
+    let config = Arc::new(c);
+    let r = Reconciler::new(env.docker.clone(), config.clone());
+    let mut versions = BTreeMap::new();
+    let res = r
+        .converge(&env.desired(&config, &versions))
+        .await
+        .expect("converge");
+    assert_eq!(res, [(dev.clone(), Action::Created)]);
+
+    // A package from a local directory: no index, no build isolation (offline).
+    let install = "mkdir -p ~/src/hello_csagent && cd ~/src/hello_csagent \
+        && printf 'def main():\\n    print(\"hello from the user site\")\\n' > hello_csagent.py \
+        && printf 'from setuptools import setup\\nsetup(name=\"hello-csagent\", version=\"1.0\", py_modules=[\"hello_csagent\"], entry_points={\"console_scripts\": [\"hello-csagent=hello_csagent:main\"]})\\n' > setup.py \
+        && python3 -m pip install --user --no-index --no-build-isolation --quiet . 2>&1 \
+        && printf '#!/bin/sh\\necho own tool\\n' > ~/.local/bin/own-tool && chmod +x ~/.local/bin/own-tool \
+        && echo installed";
+    let (code, out) = exec(&name, install);
+    assert_eq!(
+        (code, out.trim().lines().last()),
+        (0, Some("installed")),
+        "{out}"
+    );
+    let (code, out) = exec(&name, "hello-csagent && own-tool");
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "hello from the user site\nown tool\n")
+    );
+
+    // Recreated (a password rotation): the installs are still there and on PATH.
+    let before = env.id_of(&dev).await;
+    versions.insert(dev.clone(), ("v2".to_string(), "rotated-pw".to_string()));
+    r.converge(&env.desired(&config, &versions))
+        .await
+        .expect("converge");
+    assert_ne!(env.id_of(&dev).await, before, "a new container");
+    let (code, out) = exec(&name, "hello-csagent && own-tool && echo \"$PATH\"");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("hello from the user site\nown tool\n/home/coder/.local/bin:"),
+        "{out}"
+    );
+}
+
 /// The home is a `Mounts` bind: when its directory is missing (the data volume
 /// not mounted, say), Docker refuses the container instead of creating an empty
 /// root-owned directory where the home should be, on whatever disk that is.
