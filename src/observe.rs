@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::aws::Identity;
 use crate::config::Config;
-use crate::containers::{ContainerStatus, PullStatus, StatusHandle};
+use crate::containers::{ContainerStatus, PullStatus, RolloutStatus, StatusHandle};
 use crate::logs::{LogsStatus, LogsStatusHandle};
 use crate::metrics::{AgentReadings, MetricsStatus, MetricsStatusHandle};
 use crate::secrets::SecretsStatus;
@@ -89,6 +89,8 @@ pub struct Observations {
     pub firewall: Published<Option<String>>,
     /// The image: registry, the pull running now, the last pull's outcome.
     pub image: Published<PullStatus>,
+    /// The staged rollout of an image or spec change.
+    pub rollout: Published<RolloutStatus>,
     pub logs: LogsStatusHandle,
     pub metrics: MetricsStatusHandle,
 }
@@ -106,6 +108,7 @@ pub struct Snapshot {
     pub containers: BTreeMap<String, ContainerStatus>,
     pub firewall: Option<String>,
     pub image: PullStatus,
+    pub rollout: RolloutStatus,
     /// `enabled` is false while no shipper runs.
     pub logs: LogsStatus,
     /// None while no metrics loop runs.
@@ -124,6 +127,7 @@ impl Observations {
             containers: StatusHandle::default(),
             firewall: Published::default(),
             image: Published::default(),
+            rollout: Published::default(),
             logs: LogsStatusHandle::default(),
             metrics: MetricsStatusHandle::default(),
         }
@@ -145,6 +149,7 @@ impl Observations {
             containers: self.containers.snapshot(),
             firewall: self.firewall.get(),
             image: self.image.get(),
+            rollout: self.rollout.get(),
             logs: self.logs.snapshot(),
             metrics: Some(self.metrics.snapshot()).filter(|m| m.enabled),
         }

@@ -804,3 +804,211 @@ async fn a_missing_home_is_refused_by_docker_never_created() {
     let seen = r.status_handle().snapshot()[&dev].clone();
     assert_ne!(seen.state, "running", "{seen:?}");
 }
+
+/// A variant of the test image (`FROM` it, plus `extra` Dockerfile lines), tagged
+/// `csagent-test/<name>:latest`; a label makes its image id differ.
+fn build_variant(name: &str, extra: &str) -> String {
+    use std::io::Write;
+    let tag = format!("csagent-test/{name}:latest");
+    let mut child = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &tag, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker build");
+    let dockerfile = format!("FROM {TEST_IMAGE}\nLABEL csagent.test-variant={name}\n{extra}\n");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(dockerfile.as_bytes())
+        .expect("write Dockerfile");
+    let out = child.wait_with_output().expect("docker build");
+    assert!(
+        out.status.success(),
+        "docker build {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tag
+}
+
+impl Env {
+    /// The image id each developer's container runs.
+    async fn images(&self, devs: &[String]) -> Vec<Option<String>> {
+        let mut out = Vec::new();
+        for d in devs {
+            out.push(
+                self.docker
+                    .inspect_container(&format!("code-server-{d}"), None::<InspectContainerOptions>)
+                    .await
+                    .ok()
+                    .and_then(|c| c.image),
+            );
+        }
+        out
+    }
+}
+
+fn image_id(tag: &str) -> String {
+    run("docker", &["image", "inspect", "-f", "{{.Id}}", tag])
+        .trim()
+        .to_string()
+}
+
+/// Issue 19.3: an image change reaches one developer at a time, the next only once
+/// the last is healthy on it; a new image that fails its health check halts the
+/// rollout and leaves the others on the image they run; a fixed image then goes to
+/// the halted developer first. Status shows where it stands.
+#[tokio::test]
+async fn an_image_change_rolls_out_one_at_a_time_and_a_failing_image_halts_it() {
+    let env = Env::new(4).await;
+    let good = build_variant("rollout-good", "");
+    let bad = build_variant("rollout-bad", r#"ENTRYPOINT ["/bin/sleep", "3600"]"#);
+    let devs: Vec<String> = (1..=3).map(|i| env.dev(i)).collect();
+    let versions = BTreeMap::new();
+    let config_with = |image: &str| {
+        let mut c = env.config(&[1, 2, 3], None);
+        c.containers.image = image.to_string();
+        c.rollout.health_timeout = Duration::from_secs(60);
+        Arc::new(c)
+    };
+    let base = config_with(TEST_IMAGE);
+    let mut r = Reconciler::new(env.docker.clone(), base.clone());
+    r.converge(&env.desired(&base, &versions))
+        .await
+        .expect("converge");
+    wait_healthy(&r, &devs, Duration::from_secs(60)).await;
+    let old = image_id(TEST_IMAGE);
+    assert!(
+        env.images(&devs)
+            .await
+            .iter()
+            .all(|i| i.as_deref() == Some(old.as_str()))
+    );
+
+    // The good image: one pass recreates dev1 only; the others wait for it.
+    let c = config_with(&good);
+    r.set_config(c.clone());
+    let new = image_id(&good);
+    let mut order: Vec<String> = Vec::new();
+    let start = Instant::now();
+    loop {
+        let res = r
+            .converge(&env.desired(&c, &versions))
+            .await
+            .expect("converge");
+        let recreated: Vec<&String> = res
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::Recreated(_)))
+            .map(|(d, _)| d)
+            .collect();
+        assert!(recreated.len() <= 1, "one at a time: {res:?}");
+        order.extend(recreated.into_iter().cloned());
+        let images = env.images(&devs).await;
+        // Never more than one developer on the new image and not yet healthy.
+        let snap = r.status_handle().snapshot();
+        let unsettled = devs
+            .iter()
+            .zip(&images)
+            .filter(|(d, i)| i.as_deref() == Some(new.as_str()) && snap[*d].health != "healthy")
+            .count();
+        assert!(unsettled <= 1, "{images:?} {snap:#?}");
+        if images.iter().all(|i| i.as_deref() == Some(new.as_str())) {
+            break;
+        }
+        if order.len() == 1 && order[0] == devs[0] {
+            let waiting = res
+                .iter()
+                .filter(|(_, a)| matches!(a, Action::Waiting(_)))
+                .count();
+            assert!(waiting <= 2, "{res:?}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "rollout did not finish: {order:?} {res:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(order, devs, "in config order");
+    wait_healthy(&r, &devs, Duration::from_secs(30)).await;
+    r.converge(&env.desired(&c, &versions))
+        .await
+        .expect("converge");
+    let st = r.rollout_status();
+    assert_eq!((st.state.as_str(), st.done.len()), ("idle", 3), "{st:?}");
+
+    // The bad image: dev1 goes first, turns unhealthy, and the rollout halts.
+    let c = config_with(&bad);
+    r.set_config(c.clone());
+    let ids_before: Vec<Option<String>> =
+        futures_util::future::join_all(devs.iter().map(|d| env.id_of(d))).await;
+    let start = Instant::now();
+    let halted = loop {
+        let res = r
+            .converge(&env.desired(&c, &versions))
+            .await
+            .expect("converge");
+        for (d, a) in &res {
+            if d != &devs[0] {
+                assert!(matches!(a, Action::Waiting(_)), "{d}: {a:?}");
+            }
+        }
+        let st = r.rollout_status();
+        if let Some(why) = st.halted.clone() {
+            break why;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no halt: {st:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        halted.starts_with(&format!("{}'s new container is unhealthy", devs[0])),
+        "{halted}"
+    );
+    // Halted: more passes change nothing; dev2 and dev3 keep their containers.
+    for _ in 0..3 {
+        r.converge(&env.desired(&c, &versions))
+            .await
+            .expect("converge");
+    }
+    let ids_after: Vec<Option<String>> =
+        futures_util::future::join_all(devs.iter().map(|d| env.id_of(d))).await;
+    assert_ne!(ids_after[0], ids_before[0], "dev1 moved to the bad image");
+    assert_eq!(
+        ids_after[1..],
+        ids_before[1..],
+        "the others were not touched"
+    );
+    assert_eq!(
+        env.images(&devs).await[1..],
+        [Some(new.clone()), Some(new.clone())]
+    );
+    let snap = r.status_handle().snapshot();
+    assert!(
+        snap[&devs[1]]
+            .pending_update
+            .as_deref()
+            .is_some_and(|p| p.starts_with("rollout halted")),
+        "{:?}",
+        snap[&devs[1]]
+    );
+
+    // Back to the good image: the halt lifts, dev1 goes back first; the others
+    // already run it and are not touched.
+    let c = config_with(&good);
+    r.set_config(c.clone());
+    let res = r
+        .converge(&env.desired(&c, &versions))
+        .await
+        .expect("converge");
+    assert!(matches!(&res[0].1, Action::Recreated(_)), "{res:?}");
+    assert!(
+        res[1..].iter().all(|(_, a)| *a == Action::Unchanged),
+        "{res:?}"
+    );
+    wait_healthy(&r, &devs, Duration::from_secs(30)).await;
+    r.converge(&env.desired(&c, &versions))
+        .await
+        .expect("converge");
+    assert_eq!(r.rollout_status().halted, None);
+}

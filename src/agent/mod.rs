@@ -164,6 +164,7 @@ impl Agent {
             )
             .draining_logs_of(observations.logs.clone())
             .reporting_pulls_to(observations.image.clone())
+            .reporting_rollout_to(observations.rollout.clone())
             .with_ecr(EcrTokens::new(&sdk));
 
         let (cmd_tx, cmd_rx) = mpsc::channel(16);

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use super::{ApplyPolicy, Filesystem, LogFormat, PullPolicy, RegistryAuth};
+use super::{ApplyPolicy, Filesystem, LogFormat, PullPolicy, RegistryAuth, RolloutStrategy};
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
@@ -102,6 +102,18 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_APPLY: ApplyPolicy = ApplyPolicy::Immediate;
 /// `secrets.max_delay` ("8h"): longest a `when-idle` rotation waits.
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(8 * 3600);
+
+// --- [rollout] ---
+
+/// `rollout.strategy`.
+pub const DEFAULT_ROLLOUT_STRATEGY: RolloutStrategy = RolloutStrategy::OneAtATime;
+/// `rollout.apply`.
+pub const DEFAULT_ROLLOUT_APPLY: ApplyPolicy = ApplyPolicy::Immediate;
+/// `rollout.max_delay` ("8h"): longest a `when-idle` developer is waited for.
+pub const DEFAULT_ROLLOUT_MAX_DELAY: Duration = Duration::from_secs(8 * 3600);
+/// `rollout.health_timeout` ("5m"): longest a recreated container may take to
+/// become healthy before the rollout halts.
+pub const DEFAULT_ROLLOUT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
 
 // --- [metrics] ---
 

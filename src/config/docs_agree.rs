@@ -48,6 +48,10 @@ const DEFAULTED_KEYS: &[&str] = &[
     "secrets.poll_interval",
     "secrets.apply",
     "secrets.max_delay",
+    "rollout.strategy",
+    "rollout.apply",
+    "rollout.max_delay",
+    "rollout.health_timeout",
     "metrics.enabled",
     "metrics.namespace",
     "metrics.interval",
@@ -300,7 +304,11 @@ fn a_wrong_or_missing_default_is_caught() {
             "containers.base_port",
         ),
         ("| `4GiB` |", "| `4GB` |", "containers.memory"),
-        ("| `5m` |", "| `6m` |", "volume.wait_timeout"),
+        (
+            "| `volume.wait_timeout` | `5m` |",
+            "| `volume.wait_timeout` | `6m` |",
+            "volume.wait_timeout",
+        ),
         (
             "`csagent` / `172.30",
             "`csagent` / `172.31",
@@ -340,8 +348,8 @@ fn a_wrong_or_missing_default_is_caught() {
             "containers.isolate_host",
         ),
         (
-            "apply = \"immediate\"",
-            "apply = \"when-idle\"",
+            "max_delay.\napply = \"immediate\"",
+            "max_delay.\napply = \"when-idle\"",
             "secrets.apply",
         ),
         (

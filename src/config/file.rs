@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ApplyPolicy, ConfigError, Filesystem, LogFormat, PullPolicy, RegistryAuth};
+use super::{
+    ApplyPolicy, ConfigError, Filesystem, LogFormat, PullPolicy, RegistryAuth, RolloutStrategy,
+};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +45,9 @@ pub(super) struct FileConfig {
     /// `[secrets]`.
     #[serde(default)]
     pub secrets: FileSecrets,
+    /// `[rollout]`.
+    #[serde(default)]
+    pub rollout: FileRollout,
     /// `[metrics]`.
     #[serde(default)]
     pub metrics: FileMetrics,
@@ -185,6 +190,21 @@ pub(super) struct FileSecrets {
     pub apply: Option<ApplyPolicy>,
     /// `secrets.max_delay`: a duration. Default `DEFAULT_MAX_DELAY`.
     pub max_delay: Option<String>,
+}
+
+/// `[rollout]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileRollout {
+    /// `rollout.strategy`: `one-at-a-time` or `all-at-once`. Default `DEFAULT_ROLLOUT_STRATEGY`.
+    pub strategy: Option<RolloutStrategy>,
+    /// `rollout.apply`: `immediate` or `when-idle`. Default `DEFAULT_ROLLOUT_APPLY`.
+    pub apply: Option<ApplyPolicy>,
+    /// `rollout.max_delay`: a duration. Default `DEFAULT_ROLLOUT_MAX_DELAY`.
+    pub max_delay: Option<String>,
+    /// `rollout.health_timeout`: a duration, at least 10s. Default
+    /// `DEFAULT_ROLLOUT_HEALTH_TIMEOUT`.
+    pub health_timeout: Option<String>,
 }
 
 /// `[metrics]`.

@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 pub use defaults::{DEFAULT_CONFIG_PATH, MAX_DEVELOPERS};
 pub use types::{
     AgentConfig, ApplyPolicy, Config, ContainersConfig, Developer, Filesystem, LogFormat,
-    LogsConfig, MetricsConfig, PullPolicy, RegistryAuth, SecretsConfig, VolumeConfig, VolumeSource,
+    LogsConfig, MetricsConfig, PullPolicy, RegistryAuth, RolloutConfig, RolloutStrategy,
+    SecretsConfig, VolumeConfig, VolumeSource,
 };
 pub use validate::{is_developer_name, parse_cidr, parse_cidr_v6};
 

@@ -217,6 +217,34 @@ pub struct SecretsConfig {
     pub max_delay: Duration,
 }
 
+/// How a change of image or spec reaches the developers' containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutStrategy {
+    /// `one-at-a-time`: recreate one developer, and the next only once that one
+    /// is healthy on the new spec; an unhealthy one halts the rollout.
+    OneAtATime,
+    /// `all-at-once`: recreate every developer in the same pass.
+    AllAtOnce,
+}
+
+/// `[rollout]`: image and spec changes (not credential rotations: `[secrets]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutConfig {
+    /// Default `DEFAULT_ROLLOUT_STRATEGY`.
+    pub strategy: RolloutStrategy,
+    /// When a developer's turn is taken: at once, or once they are idle
+    /// (default `DEFAULT_ROLLOUT_APPLY`).
+    pub apply: ApplyPolicy,
+    /// Longest a `when-idle` developer is waited for (default `DEFAULT_ROLLOUT_MAX_DELAY`).
+    #[serde(with = "humantime_serde_compat")]
+    pub max_delay: Duration,
+    /// Longest a recreated container may take to become healthy before the
+    /// rollout halts (default `DEFAULT_ROLLOUT_HEALTH_TIMEOUT`).
+    #[serde(with = "humantime_serde_compat")]
+    pub health_timeout: Duration,
+}
+
 /// `[metrics]`: CloudWatch metrics.
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricsConfig {
@@ -283,6 +311,8 @@ pub struct Config {
     pub developers: Vec<Developer>,
     /// `[secrets]`.
     pub secrets: SecretsConfig,
+    /// `[rollout]`.
+    pub rollout: RolloutConfig,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
     /// `[logs]`.

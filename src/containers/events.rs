@@ -63,7 +63,11 @@ async fn follow_reconnecting(follower: Reconciler, tx: mpsc::UnboundedSender<Str
         let followed_since = Instant::now();
         let result = follower
             .follow_events(move |dev, action| {
-                if matches!(action.as_str(), "die" | "destroy" | "stop" | "kill" | "oom") {
+                // A health change may let a staged rollout take its next step.
+                if matches!(
+                    action.as_str(),
+                    "die" | "destroy" | "stop" | "kill" | "oom" | "health_status"
+                ) {
                     let _ = tx2.send(dev);
                 }
             })

@@ -5,29 +5,36 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
+use bollard::models::ContainerStateStatusEnum;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder};
 
 use super::plan::{
-    Desired, Disks, Existing, Found, Launch, Listed, Observed, Step, plan, to_remove,
+    Disks, Existing, Found, Launch, Listed, Observed, SPEC_CHANGED, Step, to_remove,
 };
+use super::rollout::{Seen, Verdict};
 use super::spec::{LABEL_MANAGED, LABEL_PROJECT};
 use super::{
     Action, ContainersError, DesiredDeveloper, ImageInfo, Reconciler, container_name, unix_now,
 };
+use crate::config::{ApplyPolicy, RolloutStrategy};
 
 impl Reconciler {
     pub(super) async fn converge_one(
         &self,
         d: &DesiredDeveloper,
-        image: &Result<ImageInfo, String>,
+        step: Step<'_>,
     ) -> (String, Action) {
         let dev = &d.developer;
         self.progress.store(unix_now(), Ordering::Relaxed);
-        let action = self.converge_inner(d, image).await;
+        let action = self.carry_out(d, step).await;
         self.status.update(&dev.name, |s| {
             s.port = dev.port;
             s.problem = match &action {
                 Action::Failed(e) | Action::Skipped(e) => Some(e.clone()),
+                _ => None,
+            };
+            s.pending_update = match &action {
+                Action::Waiting(why) => Some(why.clone()),
                 _ => None,
             };
             if matches!(action, Action::Recreated(_) | Action::Created) {
@@ -39,18 +46,10 @@ impl Reconciler {
         (dev.name.clone(), action)
     }
 
-    async fn converge_inner(
-        &self,
-        d: &DesiredDeveloper,
-        image: &Result<ImageInfo, String>,
-    ) -> Action {
-        let observed = self.observe_for_plan(&d.developer.name, image).await;
-        let desired = Desired {
-            config: &self.config,
-            developer: d,
-        };
+    /// Carries out the step [`plan`] chose (and the rollout let through).
+    async fn carry_out(&self, d: &DesiredDeveloper, step: Step<'_>) -> Action {
         let name = container_name(&d.developer.name);
-        match plan(&observed, &desired) {
+        match step {
             Step::Nothing => Action::Unchanged,
             Step::Create(launch) => match self.create_and_start(&launch).await {
                 Ok(()) => Action::Created,
@@ -87,8 +86,70 @@ impl Reconciler {
                 }
             }
             Step::Skip { why } => Action::Skipped(why),
+            Step::Wait { why } => Action::Waiting(why),
             Step::Fail { why } => Action::Failed(why),
         }
+    }
+
+    /// Turns the spec-changed recreates the staged rollout does not let through
+    /// this pass into [`Step::Wait`], and publishes where the rollout stands.
+    pub(super) async fn gate_rollout(
+        &self,
+        desired: &[DesiredDeveloper],
+        observed: &[Observed<'_>],
+        steps: &mut [Step<'_>],
+    ) {
+        let config = &self.config.rollout;
+        let ask_idle =
+            config.apply == ApplyPolicy::WhenIdle && config.strategy == RolloutStrategy::OneAtATime;
+        let mut seen = Vec::with_capacity(desired.len());
+        for ((d, o), step) in desired.iter().zip(observed).zip(steps.iter()) {
+            let existing = match &o.container {
+                Found::Present(c) => Some(c),
+                _ => None,
+            };
+            let drifted_to = match step {
+                Step::Recreate { launch, why } if why == SPEC_CHANGED => Some(launch.spec.hash()),
+                _ => None,
+            };
+            let idle = if ask_idle && drifted_to.is_some() {
+                crate::secrets::policy::is_idle(d.developer.port).await
+            } else {
+                None
+            };
+            seen.push(Seen {
+                developer: d.developer.name.clone(),
+                drifted_to,
+                current: existing.and_then(|c| c.spec_hash.clone()),
+                running: existing
+                    .is_some_and(|c| c.state == Some(ContainerStateStatusEnum::RUNNING)),
+                health: existing.and_then(|c| c.health),
+                crash_looping: o.crash_looping,
+                idle,
+            });
+        }
+        let (verdicts, status) = {
+            let Ok(mut rollout) = self.rollout.lock() else {
+                return; // poisoned by a panic: let every step through
+            };
+            let verdicts = rollout.gate(config, &seen, SystemTime::now());
+            (verdicts, rollout.status(config, &seen))
+        };
+        for (d, step) in desired.iter().zip(steps.iter_mut()) {
+            if let Some(Verdict::Wait(why)) = verdicts.get(&d.developer.name) {
+                *step = Step::Wait { why: why.clone() };
+            }
+        }
+        let before = self.rollout_status.get();
+        if status.halted.is_some() && status.halted != before.halted {
+            tracing::error!(reason = status.halted.as_deref().unwrap_or(""), pending = ?status.pending, "rollout halted");
+        }
+        if let Some(dev) = &status.in_flight
+            && status.in_flight != before.in_flight
+        {
+            tracing::info!(developer = %dev, done = status.done.len(), pending = status.pending.len(), "rollout: moving this developer to the new spec");
+        }
+        self.rollout_status.set(status);
     }
 
     /// After a container on the wrong disk is gone: what it wrote on the root
@@ -109,7 +170,7 @@ impl Reconciler {
     }
 
     /// One inspect of the developer's container name, plus the crash-loop verdict.
-    async fn observe_for_plan<'a>(
+    pub(super) async fn observe_for_plan<'a>(
         &self,
         developer: &str,
         image: &'a Result<ImageInfo, String>,

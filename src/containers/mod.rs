@@ -16,6 +16,7 @@ pub mod plan;
 pub mod pull;
 pub mod registry;
 mod retire;
+pub mod rollout;
 pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,6 +39,7 @@ pub use ecr::{EcrError, EcrTokens};
 pub use events::{connect, spawn_event_follower};
 pub use pull::{PullProgress, PullStatus};
 pub use retire::DRAIN_TIMEOUT;
+pub use rollout::RolloutStatus;
 pub use spec::{ContainerCredentials, DesiredSpec, ImageInfo, container_name};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,9 @@ pub enum Action {
     Removed,
     /// Left alone on purpose (not ours, crash-looping, no credentials).
     Skipped(String),
+    /// Its spec changed, but the staged rollout holds it on its current
+    /// container for now (why).
+    Waiting(String),
     Failed(String),
 }
 
@@ -107,6 +112,8 @@ pub struct ContainerStatus {
     pub last_log_lines: Vec<String>,
     /// Why the container is not as desired (no credentials, image missing, ...).
     pub problem: Option<String>,
+    /// A spec change the staged rollout holds back for now, and why.
+    pub pending_update: Option<String>,
     pub last_action: Option<Action>,
     pub recreated_at: Option<SystemTime>,
 }
@@ -158,6 +165,10 @@ pub struct Reconciler {
     pulls: Published<PullStatus>,
     /// ECR pull credentials; None: an image that needs them cannot be pulled.
     ecr: Option<Arc<EcrTokens>>,
+    /// The staged rollout of image and spec changes, across passes.
+    rollout: Arc<Mutex<rollout::Rollout>>,
+    /// Where the rollout stands, for status.
+    rollout_status: Published<RolloutStatus>,
 }
 
 /// Unix seconds now (0 if the clock is before 1970).
@@ -183,7 +194,15 @@ impl Reconciler {
             logs: LogsStatusHandle::default(),
             pulls: Published::default(),
             ecr: None,
+            rollout: Arc::default(),
+            rollout_status: Published::default(),
         }
+    }
+
+    /// Publishes where the staged rollout stands into the agent's long-lived section.
+    pub fn reporting_rollout_to(mut self, rollout: Published<RolloutStatus>) -> Reconciler {
+        self.rollout_status = rollout;
+        self
     }
 
     /// Pulls from ECR with tokens from `tokens` (one cache for every pull).
@@ -196,6 +215,11 @@ impl Reconciler {
     pub fn reporting_pulls_to(mut self, pulls: Published<PullStatus>) -> Reconciler {
         self.pulls = pulls;
         self
+    }
+
+    /// Where the staged rollout stands, as last published.
+    pub fn rollout_status(&self) -> RolloutStatus {
+        self.rollout_status.get()
     }
 
     /// The image and its pulls as last published.
@@ -254,7 +278,31 @@ impl Reconciler {
             .set((!problems.is_empty()).then(|| problems.join("; ")));
         let image = self.ensure_image().await;
 
-        let work = desired.iter().map(|d| self.converge_one(d, &image));
+        // Decide for every developer first, so the rollout sees them all, then act.
+        let observed = futures_util::future::join_all(
+            desired
+                .iter()
+                .map(|d| self.observe_for_plan(&d.developer.name, &image)),
+        )
+        .await;
+        let mut steps: Vec<plan::Step<'_>> = desired
+            .iter()
+            .zip(&observed)
+            .map(|(d, o)| {
+                plan::plan(
+                    o,
+                    &plan::Desired {
+                        config: &self.config,
+                        developer: d,
+                    },
+                )
+            })
+            .collect();
+        self.gate_rollout(desired, &observed, &mut steps).await;
+        let work = desired
+            .iter()
+            .zip(steps)
+            .map(|(d, step)| self.converge_one(d, step));
         let mut results: Vec<(String, Action)> = futures_util::future::join_all(work)
             .await
             .into_iter()
@@ -269,7 +317,7 @@ impl Reconciler {
                 Action::Failed(e) => {
                     tracing::warn!(developer = %dev, error = %e, "developer not converged")
                 }
-                Action::Unchanged => {}
+                Action::Unchanged | Action::Waiting(_) => {}
                 a => tracing::info!(developer = %dev, action = ?a, "converged"),
             }
         }

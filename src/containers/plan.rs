@@ -31,6 +31,11 @@ use super::spec::{
 };
 use crate::config::Config;
 
+/// Why a container is recreated: a rotation (`[secrets]` decides when) ...
+pub const CREDENTIALS_ROTATED: &str = "credentials rotated";
+/// ... or an image or spec change (the staged rollout decides when).
+pub const SPEC_CHANGED: &str = "spec changed";
+
 /// What Docker showed for one developer this pass.
 #[derive(Debug, Clone)]
 pub struct Observed<'a> {
@@ -134,6 +139,9 @@ pub enum Step<'a> {
     },
     /// Left alone on purpose (not ours, crash-looping, no credentials).
     Skip { why: String },
+    /// A recreate the staged rollout holds back this pass (set by the
+    /// reconciler after [`plan`], never by it).
+    Wait { why: String },
     /// Cannot be converged this pass.
     Fail { why: String },
 }
@@ -225,9 +233,9 @@ pub fn plan<'a>(observed: &Observed<'_>, desired: &Desired<'a>) -> Step<'a> {
     }
     if c.spec_hash.as_ref() != Some(&want_hash) {
         let why = if c.password_version.as_ref() != Some(&credentials.password_version) {
-            "credentials rotated"
+            CREDENTIALS_ROTATED
         } else {
-            "spec changed"
+            SPEC_CHANGED
         };
         return Step::Recreate {
             launch,

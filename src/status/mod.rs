@@ -37,6 +37,10 @@ pub struct StatusReport {
     pub developers: Vec<DeveloperRow>,
     /// The image: where it is pulled from, the pull running now, the last pull.
     pub image: Option<ImageReport>,
+    /// The staged rollout of an image or spec change, while one runs, halted or
+    /// just done; None when there is nothing to roll out.
+    #[serde(default)]
+    pub rollout: Option<RolloutReport>,
     /// The metrics publisher, when metrics are enabled.
     pub metrics: Option<MetricsInfo>,
     pub warnings: Vec<String>,
@@ -96,6 +100,22 @@ pub struct MetricsInfo {
     /// Given up on: the one-hour buffer overflowed, or CloudWatch rejected them.
     pub dropped_datums: u64,
     pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct RolloutReport {
+    /// one-at-a-time | all-at-once
+    pub strategy: String,
+    /// rolling | waiting-for-idle | halted | done
+    pub state: String,
+    /// The developer whose new container is awaited.
+    pub in_flight: Option<String>,
+    pub in_flight_secs: Option<u64>,
+    /// Developers moved to the new spec, and those still on the old one.
+    pub done: Vec<String>,
+    pub pending: Vec<String>,
+    /// Why it halted.
+    pub halted: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -160,6 +180,9 @@ pub struct DeveloperRow {
     /// Why the last pull of this developer's image failed (every developer runs
     /// the same image today); None after a successful pull.
     pub pull_error: Option<String>,
+    /// An image or spec change the staged rollout holds back for now, and why.
+    #[serde(default)]
+    pub pending_update: Option<String>,
     pub last_log_lines: Vec<String>,
 }
 

@@ -100,6 +100,21 @@ impl StatusReport {
                 i.auth
             )?;
         }
+        if let Some(r) = &self.rollout {
+            let total = r.done.len() + r.pending.len();
+            let line = match (&r.halted, &r.in_flight) {
+                (Some(why), _) => paint(&format!("HALTED: {}", printable(why)), "31"),
+                (None, Some(dev)) => format!(
+                    "{}: {} of {total} done; waiting for {} to become healthy ({}s)",
+                    r.state,
+                    r.done.len(),
+                    printable(dev),
+                    r.in_flight_secs.unwrap_or(0)
+                ),
+                (None, None) => format!("{}: {} of {total} done", r.state, r.done.len()),
+            };
+            writeln!(out, "rollout {} — {line}", r.strategy)?;
+        }
         writeln!(out)?;
         writeln!(
             out,

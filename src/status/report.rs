@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
     AgentInfo, DeveloperRow, HostInfo, ImageReport, InstanceInfo, MetricsInfo, PullingInfo,
-    SCHEMA_VERSION, StatusReport, VolumeInfo, rfc3339,
+    RolloutReport, SCHEMA_VERSION, StatusReport, VolumeInfo, rfc3339,
 };
 use crate::config::Developer;
 use crate::containers::PullProgress;
@@ -67,6 +67,7 @@ pub fn report(s: &Snapshot, memory: HostMemory, now: SystemTime) -> StatusReport
         aws_last_success: aws_last_success(s),
         developers,
         image: image_report(s),
+        rollout: rollout_report(s, now),
         metrics: s.metrics.as_ref().map(|m| MetricsInfo {
             last_publish: m.last_publish.map(rfc3339),
             put_calls: m.put_calls,
@@ -83,11 +84,44 @@ pub fn report(s: &Snapshot, memory: HostMemory, now: SystemTime) -> StatusReport
         s.secrets.as_ref().and_then(|s| s.staleness_seconds),
         stale_after,
     );
+    if let Some(why) = report.rollout.as_ref().and_then(|r| r.halted.as_ref()) {
+        report.warnings.push(format!("rollout halted: {why}"));
+        report.healthy = false;
+    }
     if let Some(f) = &s.firewall {
         report.warnings.push(format!("container firewall: {f}"));
         report.healthy = false;
     }
     report
+}
+
+/// The rollout section: shown while a rollout runs or halted, and once done
+/// (until the next one), never when nothing was rolled out.
+fn rollout_report(s: &Snapshot, now: SystemTime) -> Option<RolloutReport> {
+    let r = &s.rollout;
+    if r.state.is_empty() || (r.state == "idle" && r.done.is_empty()) {
+        return None;
+    }
+    Some(RolloutReport {
+        strategy: match s.config.rollout.strategy {
+            crate::config::RolloutStrategy::OneAtATime => "one-at-a-time",
+            crate::config::RolloutStrategy::AllAtOnce => "all-at-once",
+        }
+        .to_string(),
+        state: if r.state == "idle" {
+            "done".into()
+        } else {
+            r.state.clone()
+        },
+        in_flight: r.in_flight.clone(),
+        in_flight_secs: r
+            .in_flight_since
+            .and_then(|t| now.duration_since(t).ok())
+            .map(|d| d.as_secs()),
+        done: r.done.clone(),
+        pending: r.pending.clone(),
+        halted: r.halted.clone(),
+    })
 }
 
 fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
@@ -155,6 +189,7 @@ fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
             .image
             .last_error()
             .map(|e| format!("pull of {} failed: {e}", s.image.image)),
+        pending_update: c.and_then(|c| c.pending_update.clone()),
         last_log_lines: c.map(|c| c.last_log_lines.clone()).unwrap_or_default(),
     }
 }
@@ -319,6 +354,7 @@ mod tests {
             containers: names.iter().map(|n| (n.clone(), running(n))).collect(),
             firewall: None,
             image: Default::default(),
+            rollout: Default::default(),
             logs: LogsStatus::default(),
             metrics: None,
             config,
@@ -617,6 +653,51 @@ mod tests {
         assert_eq!(
             r.warnings,
             ["volume: /dev/nvme1n1 is not mounted at /mnt/ebs-data"]
+        );
+    }
+
+    #[test]
+    fn a_halted_rollout_warns_and_a_running_one_shows_progress() {
+        let mut s = healthy();
+        assert!(
+            report(&s, memory(), now()).rollout.is_none(),
+            "nothing to roll out"
+        );
+        s.rollout = crate::containers::RolloutStatus {
+            state: "rolling".into(),
+            in_flight: Some("dev2".into()),
+            in_flight_since: Some(now() - Duration::from_secs(12)),
+            done: vec!["dev1".into()],
+            pending: vec!["dev2".into()],
+            halted: None,
+        };
+        let r = report(&s, memory(), now());
+        assert!(
+            r.healthy,
+            "a rollout in progress is no problem: {:?}",
+            r.warnings
+        );
+        let ro = r.rollout.as_ref().expect("rollout section");
+        assert_eq!(
+            (ro.state.as_str(), ro.in_flight_secs),
+            ("rolling", Some(12))
+        );
+        let mut out = Vec::new();
+        r.render(&mut out, false).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains("rollout one-at-a-time — rolling: 1 of 2 done; waiting for dev2 to become healthy (12s)"),
+            "{text}"
+        );
+
+        s.rollout.state = "halted".into();
+        s.rollout.in_flight = None;
+        s.rollout.halted = Some("dev2's new container is unhealthy; …".into());
+        let r = report(&s, memory(), now());
+        assert!(!r.healthy);
+        assert_eq!(
+            r.warnings,
+            ["rollout halted: dev2's new container is unhealthy; …"]
         );
     }
 }

@@ -17,6 +17,7 @@ mod agent;
 mod checks;
 mod containers;
 mod developers;
+mod rollout;
 mod secrets;
 mod telemetry;
 mod volume;
@@ -86,6 +87,7 @@ impl Validator<'_> {
         let containers = self.containers(&f.containers)?;
         let developers = self.developers(&f.developers, f.developer, &f.containers, &containers)?;
         let secrets = self.secrets(f.secrets)?;
+        let rollout = self.rollout(f.rollout)?;
         let metrics = self.metrics(f.metrics)?;
         let logs = self.logs(f.logs, &project)?;
         // Both the agent and each developer write the stream named for the
@@ -116,6 +118,7 @@ impl Validator<'_> {
             containers,
             developers,
             secrets,
+            rollout,
             metrics,
             logs,
             agent,
