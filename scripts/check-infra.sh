@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Lints the CloudFormation that the `infra` crate emits, for 1, 8 and 40 developers:
 #   1. generate it with `cargo run -q -p infra --` (JSON; YAML too for 8 developers; the
-#      8-developer templates with the generation-time option --password-rotation-lambda-arn),
+#      8-developer templates with the generation-time option --password-rotation-lambda-arn
+#      and the schedule and idle stop on by default),
 #   2. cfn-lint: 0 errors and 0 warnings (exit 0),
 #   3. checkov: 0 failed checks; skips only where the template's resource Metadata declares
 #      them (`checkov: skip: [{id, comment}]`), printed with their reasons.
@@ -85,7 +86,9 @@ check_case() { # developers format options
   # Options that add resources at generation time (not Parameters).
   local extra=()
   if [ "$options" = all ]; then
-    extra=(--password-rotation-lambda-arn "arn:aws:lambda:ap-southeast-7:123456789012:function:csagent-ci-rotate")
+    extra=(--password-rotation-lambda-arn "arn:aws:lambda:ap-southeast-7:123456789012:function:csagent-ci-rotate"
+      --schedule-start "cron(0 8 ? * MON-FRI *)" --schedule-stop "cron(0 20 ? * MON-FRI *)"
+      --schedule-timezone Europe/Berlin --idle-stop-hours 2)
   fi
   echo
   echo "=== $label (generation options: $options) ==="

@@ -20,8 +20,10 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use common::*;
 use nix::sys::signal::Signal;
 
@@ -157,6 +159,26 @@ impl Rig {
 
     fn start(&mut self) {
         self.daemon = Some(AgentDaemon::start(&self.config));
+    }
+
+    /// Turns metrics on (every 2 s, in a namespace of this rig's own) before the agent
+    /// starts; returns the namespace.
+    fn enable_metrics(&self) -> String {
+        let namespace = format!("CsagentFaults{}", self.project);
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let text = text.replace(
+            "[metrics]\nenabled = false\n",
+            &format!("[metrics]\nenabled = true\nnamespace = \"{namespace}\"\ninterval = \"2s\"\n"),
+        );
+        std::fs::write(&self.config, text).expect("write config");
+        namespace
+    }
+
+    /// What `systemctl stop csagent` does: SIGTERM, then wait for the agent to exit.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut d = self.daemon.take().expect("the agent runs");
+        d.signal(Signal::SIGTERM);
+        d.child.wait().expect("wait for the agent")
     }
 
     fn daemon(&self) -> &AgentDaemon {
@@ -628,6 +650,152 @@ async fn data_device_missing_at_start_then_attached() {
         dup,
         files_lost,
         0,
+        converged,
+    );
+}
+
+/// (unix second, samples) of the agent's heartbeat since `since`, per second, oldest first.
+async fn heartbeats(namespace: &str, since: SystemTime) -> Vec<(i64, f64)> {
+    let cw = aws_sdk_cloudwatch::Client::new(&aws().await);
+    let metric = Metric::builder()
+        .namespace(namespace)
+        .metric_name(csagent_contract::metrics::AGENT_HEARTBEAT)
+        .dimensions(
+            Dimension::builder()
+                .name(csagent_contract::metrics::DIM_INSTANCE)
+                .value(INSTANCE)
+                .build(),
+        )
+        .build();
+    let query = MetricDataQuery::builder()
+        .id("h")
+        .metric_stat(
+            MetricStat::builder()
+                .metric(metric)
+                .period(1)
+                .stat("SampleCount")
+                .build(),
+        )
+        .build();
+    let out = cw
+        .get_metric_data()
+        .start_time(DateTime::from(since))
+        .end_time(DateTime::from(SystemTime::now() + Duration::from_secs(3)))
+        .metric_data_queries(query)
+        .send()
+        .await
+        .expect("GetMetricData");
+    let r = out.metric_data_results().first().expect("one result");
+    let mut points: Vec<(i64, f64)> = r
+        .timestamps()
+        .iter()
+        .map(|t| t.secs())
+        .zip(r.values().iter().copied())
+        .collect();
+    points.sort_by_key(|p| p.0);
+    points
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// An EC2 stop and start (the schedule's or the idle stop's), emulated: systemd stops the
+/// agent (SIGTERM) while lines printed just before are still on their way, Docker stops the
+/// containers, the volume goes away (unmounted); at boot the agent starts with the volume
+/// unmounted and the containers stopped (`docker stop` marks them stopped by hand, so dockerd
+/// does not start them: the agent must). Every line printed before the stop and after the
+/// start arrives exactly once, the same containers run again on the volume with the files,
+/// and the heartbeat metric resumes (at most one datum per second: nothing sent twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_stopped_and_started_like_ec2() {
+    let mut rig = Rig::new("flt-stop", 2, false).await;
+    let namespace = rig.enable_metrics();
+    let t0 = SystemTime::now();
+    rig.start();
+    rig.daemon().wait_notify("READY=1", Duration::from_secs(90));
+    rig.wait_healthy(Duration::from_secs(60));
+    let files = rig.write_files("before-fault");
+    let before = rig.incarnations();
+    assert!(before.iter().all(Option::is_some), "{before:?}");
+
+    // Printed right before the stop: the agent gets SIGTERM with some of it unshipped.
+    let early = rig.flood("b", 8).join().expect("flood");
+    let exit = rig.stop();
+    let stopped_at = SystemTime::now();
+    assert!(exit.success(), "the agent exits 0 on SIGTERM: {exit:?}");
+    // How much the agent had not shipped when it stopped (the restart must ship it).
+    let (unshipped_at_stop, _) = rig.count("b", &early).await;
+    for dev in &rig.devs {
+        run("docker", &["stop", "-t", "5", &rig.container(dev)]);
+    }
+    let mount = rig.dir.path().join("data");
+    run("umount", &[path_str(&mount)]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // Boot.
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    rig.start();
+    rig.daemon().wait_notify("READY=1", CONVERGE_TIMEOUT);
+    rig.wait_healthy(CONVERGE_TIMEOUT);
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some(path_str(&mount))),
+        "the agent mounted the volume again"
+    );
+    let late = rig.flood("a", 8).join().expect("flood");
+    let (lost_b, dup_b) = rig.settle("b", &early, CONVERGE_TIMEOUT).await;
+    let (lost_a, dup_a) = rig.settle("a", &late, CONVERGE_TIMEOUT).await;
+    let converged = started.elapsed();
+    let files_lost = rig.files_lost("before-fault", &files);
+    // The stopped containers are started again, not recreated: a recreation would be needless.
+    let after = rig.incarnations();
+    let recreated = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b.as_ref().map(|i| &i.id) != a.as_ref().map(|i| &i.id))
+        .count();
+
+    // Metrics resume after the start; nothing is sent twice.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let points = heartbeats(&namespace, t0).await;
+    let (off_from, off_to) = (unix(stopped_at), unix(started_at));
+    let before_stop = points.iter().filter(|p| p.0 < off_from).count();
+    let during = points
+        .iter()
+        .filter(|p| p.0 > off_from && p.0 < off_to)
+        .count();
+    let after_start = points.iter().filter(|p| p.0 >= off_to).count();
+    let doubled: Vec<&(i64, f64)> = points.iter().filter(|p| p.1 > 1.0).collect();
+    eprintln!("lines not yet shipped when the agent stopped: {unshipped_at_stop}");
+    eprintln!(
+        "heartbeats: {before_stop} before the stop, {during} while off, {after_start} after the start; stopped {:?}, converged {converged:?}",
+        stopped_at.duration_since(t0).unwrap_or_default()
+    );
+    assert!(before_stop > 0, "heartbeats before the stop: {points:?}");
+    assert_eq!(during, 0, "no heartbeat while the host is off: {points:?}");
+    assert!(
+        after_start > 0,
+        "heartbeats resume after the start: {points:?}"
+    );
+    assert!(
+        doubled.is_empty(),
+        "a second with two heartbeats: {doubled:?}"
+    );
+
+    let lines = early.iter().chain(&late).map(Vec::len).sum();
+    row(
+        "host stopped and started (EC2 stop/start, scheduled or idle)",
+        lines,
+        lost_b + lost_a,
+        dup_b + dup_a,
+        files_lost,
+        recreated,
         converged,
     );
 }

@@ -3,7 +3,10 @@
 //! has what the agent relies on: one URL output per developer, the load balancer, instance
 //! and data volume outputs, the agent's and every developer's log group, the data volume
 //! attached to the instance as /dev/sdf, and the team image's ECR repository (immutable tags)
-//! with its URI as an output.
+//! with its URI as an output. With every option on, the scheduled start/stop and the idle stop
+//! are on too: moto creates their IAM role (and only with them); it does not model
+//! `AWS::Scheduler::Schedule` or `AWS::CloudWatch::Alarm` and accepts both as placeholders
+//! (infra/tests/template.rs checks their properties).
 //!
 //! Each test deploys into the shared moto (`AWS_ENDPOINT_URL`) under its own project name, so
 //! stacks, secrets and log groups never collide. moto does not enforce the 51,200-byte limit
@@ -39,7 +42,8 @@ enum Optional {
     /// Only the required parameters, an https:// package.
     None,
     /// Every optional branch: password rotation (generation time), key pair, SSH CIDR,
-    /// alarm e-mail, an s3:// package and ALB access logs (parameters).
+    /// alarm e-mail, an s3:// package, ALB access logs, the start/stop schedule and the idle
+    /// stop (parameters).
     All,
 }
 
@@ -86,6 +90,13 @@ fn generate(developers: u32, format: Format, optional: Optional) -> (Value, Stri
     ];
     if optional == Optional::All {
         args.extend(["--password-rotation-lambda-arn", ROTATION_LAMBDA_ARN]);
+        // Defaults from the command line; the deployment passes other values as Parameters.
+        args.extend([
+            "--schedule-start",
+            "cron(0 7 ? * MON-FRI *)",
+            "--schedule-timezone",
+            "Europe/Lisbon",
+        ]);
     }
     let cli =
         Cli::try_parse_from(args.iter().copied()).unwrap_or_else(|e| panic!("infra {args:?}: {e}"));
@@ -168,6 +179,10 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
                 ),
                 ("AccessLogBucket", "csagent-alb-logs".into()),
                 ("TeamImageTag", "4.96.4-team.1".into()),
+                ("ScheduleStart", "cron(0 8 ? * MON-FRI *)".into()),
+                ("ScheduleStop", "cron(0 20 ? * MON-FRI *)".into()),
+                ("ScheduleTimezone", "Europe/Berlin".into()),
+                ("IdleStopHours", "2".into()),
             ]);
         }
         Optional::None => {
@@ -294,6 +309,19 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
 
     let listed = stack_resources(&cfn, &stack_name).await;
     report_placeholders(&label, &template, optional, &listed);
+    // The scheduler's role exists exactly when a schedule is on (moto models IAM roles).
+    let has_role = listed.iter().any(|id| id == "ScheduleRole");
+    if has_role != (optional == Optional::All) {
+        problems.push(format!(
+            "ScheduleRole {} with the schedule {}",
+            if has_role { "created" } else { "not created" },
+            if optional == Optional::All {
+                "on"
+            } else {
+                "off"
+            }
+        ));
+    }
 
     let prefix = format!("/aws/ec2/{project}/");
     let groups: BTreeSet<String> = aws_sdk_cloudwatchlogs::Client::new(&config)

@@ -12,7 +12,7 @@ pub mod names;
 pub mod validate;
 
 /// Most developers one host and one template serve: an ALB listener takes at most 100 rules,
-/// a stack at most 500 resources (64 developers use 481), and a t3.2xlarge has 8 vCPUs and
+/// a stack at most 500 resources (64 developers use 485), and a t3.2xlarge has 8 vCPUs and
 /// 32 GiB.
 pub const MAX_DEVELOPERS: u32 = 64;
 

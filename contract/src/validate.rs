@@ -344,6 +344,112 @@ pub fn is_image_tag(value: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
 }
 
+/// One field of an EventBridge Scheduler cron expression: digits, names (`MON`, `JAN`) and
+/// the wildcards `, - * / L W #`, as a regex class body.
+macro_rules! cron_field {
+    (minute) => {
+        "[0-9*,/-]+"
+    };
+    (day_of_month) => {
+        "[0-9*,/LW-]+"
+    };
+    (month) => {
+        "[0-9A-Za-z*,/-]+"
+    };
+    (day_of_week) => {
+        "[0-9A-Za-z*,/#-]+"
+    };
+}
+
+/// `ScheduleStart`, `ScheduleStop`: empty (no schedule) or an EventBridge Scheduler cron
+/// expression, `cron(minutes hours day-of-month month day-of-week year)`, in which exactly one
+/// of day-of-month and day-of-week is `?` (Scheduler's rule). Only the shape is checked here;
+/// Scheduler checks the values (e.g. hour 0-23) when the stack creates the schedule.
+pub const SCHEDULE_CRON_PATTERN: &str = concat!(
+    "^$|^cron\\(",
+    cron_field!(minute),
+    " ",
+    cron_field!(minute),
+    " (\\? ",
+    cron_field!(month),
+    " ",
+    cron_field!(day_of_week),
+    "|",
+    cron_field!(day_of_month),
+    " ",
+    cron_field!(month),
+    " \\?) ",
+    cron_field!(minute),
+    "\\)$"
+);
+
+/// Longest schedule expression Scheduler accepts (the Parameter's `MaxLength`).
+pub const SCHEDULE_EXPRESSION_MAX_LENGTH: usize = 256;
+
+/// See [`SCHEDULE_CRON_PATTERN`] and [`SCHEDULE_EXPRESSION_MAX_LENGTH`].
+pub fn is_schedule_cron(value: &str) -> bool {
+    if value.is_empty() {
+        return true;
+    }
+    if value.len() > SCHEDULE_EXPRESSION_MAX_LENGTH {
+        return false;
+    }
+    let Some(body) = value
+        .strip_prefix("cron(")
+        .and_then(|v| v.strip_suffix(')'))
+    else {
+        return false;
+    };
+    let fields: Vec<&str> = body.split(' ').collect();
+    let [minute, hour, day_of_month, month, day_of_week, year] = fields[..] else {
+        return false;
+    };
+    let field = |f: &str, extra: &str, letters: bool| {
+        !f.is_empty()
+            && f.chars().all(|c| {
+                c.is_ascii_digit()
+                    || "*,/-".contains(c)
+                    || extra.contains(c)
+                    || (letters && c.is_ascii_alphabetic())
+            })
+    };
+    let days = match (day_of_month, day_of_week) {
+        ("?", dow) => field(dow, "#", true),
+        (dom, "?") => field(dom, "LW", false),
+        _ => false,
+    };
+    field(minute, "", false)
+        && field(hour, "", false)
+        && days
+        && field(month, "", true)
+        && field(year, "", false)
+}
+
+/// `ScheduleTimezone`: an IANA time zone name such as `Europe/Berlin`, `UTC` or
+/// `America/Argentina/Buenos_Aires` (shape only: Scheduler checks the name at deploy).
+pub const TIMEZONE_PATTERN: &str = "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$";
+
+/// Longest time zone name Scheduler accepts (the Parameter's `MaxLength`).
+pub const TIMEZONE_MAX_LENGTH: usize = 50;
+
+/// See [`TIMEZONE_PATTERN`] and [`TIMEZONE_MAX_LENGTH`].
+pub fn is_timezone(value: &str) -> bool {
+    let segment = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+-".contains(c))
+    };
+    let parts: Vec<&str> = value.split('/').collect();
+    value.len() <= TIMEZONE_MAX_LENGTH
+        && parts.len() <= 3
+        && parts.iter().all(|p| segment(p))
+        && value.starts_with(|c: char| c.is_ascii_alphabetic())
+}
+
+/// Longest idle stop, in hours: an alarm's evaluation window of 5-minute periods may span at
+/// most one day (PutMetricAlarm).
+pub const MAX_IDLE_STOP_HOURS: u32 = 24;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,5 +472,49 @@ mod tests {
         assert_eq!(cidr("1.2.3.4/33"), Err(CidrError::Prefix));
         assert_eq!(cidr("0.0.0.0/0"), Err(CidrError::WholeInternet));
         assert_eq!(cidr("10.0.0.1/24"), Err(CidrError::HostBits));
+    }
+
+    #[test]
+    fn schedule_cron_shapes() {
+        for good in [
+            "",
+            "cron(0 8 ? * MON-FRI *)",
+            "cron(0 20 ? * MON-FRI *)",
+            "cron(30 7 ? * 2-6 *)",
+            "cron(0 8 1,15 * ? *)",
+            "cron(0 18 L * ? *)",
+            "cron(0 9 ? * 6#3 *)",
+            "cron(*/30 8-20 ? * MON-FRI 2025-2030)",
+        ] {
+            assert!(is_schedule_cron(good), "{good}");
+        }
+        for bad in [
+            "0 8 ? * MON-FRI *",
+            "cron(0 8 * * MON-FRI *)",
+            "cron(0 8 ? * ? *)",
+            "cron(0 8 ? * MON-FRI)",
+            "cron(0  8 ? * MON-FRI *)",
+            "rate(1 hour)",
+            "cron(0 8 ? * MON-FRI *) ",
+            "cron(0 8 ? * MON;FRI *)",
+        ] {
+            assert!(!is_schedule_cron(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timezone_shapes() {
+        for good in [
+            "UTC",
+            "Europe/Berlin",
+            "America/Argentina/Buenos_Aires",
+            "Etc/GMT+5",
+            "America/Port-au-Prince",
+        ] {
+            assert!(is_timezone(good), "{good}");
+        }
+        for bad in ["", "/Berlin", "Europe/", "Europe Berlin", "a/b/c/d", "1UTC"] {
+            assert!(!is_timezone(bad), "{bad}");
+        }
     }
 }

@@ -81,7 +81,7 @@ pub struct Cli {
 
     /// ARN of a Secrets Manager rotation Lambda for the developers' passwords (e.g. AWS's
     /// generic rotation template; it must allow secretsmanager.amazonaws.com to invoke it);
-    /// at most 58 developers with it. Default none: a password changes only when an admin
+    /// at most 57 developers with it. Default none: a password changes only when an admin
     /// runs put-secret-value. The agent picks a change up by itself either way
     /// [Parameter PasswordRotationLambdaArn].
     #[arg(long, value_name = "ARN")]
@@ -120,6 +120,27 @@ pub struct Cli {
     /// [Parameter TeamImageTag].
     #[arg(long, value_name = "TAG")]
     pub team_image_tag: Option<String>,
+
+    /// When to start the host(s), an EventBridge Scheduler cron expression in
+    /// --schedule-timezone, e.g. "cron(0 8 ? * MON-FRI *)"; default none [Parameter
+    /// ScheduleStart].
+    #[arg(long, value_name = "CRON")]
+    pub schedule_start: Option<String>,
+
+    /// When to stop the host(s), e.g. "cron(0 20 ? * MON-FRI *)"; default none. EBS volumes and
+    /// the ALB keep costing while stopped [Parameter ScheduleStop].
+    #[arg(long, value_name = "CRON")]
+    pub schedule_stop: Option<String>,
+
+    /// IANA time zone of --schedule-start and --schedule-stop, e.g. Europe/Berlin (daylight
+    /// saving time is followed) [Parameter ScheduleTimezone].
+    #[arg(long, value_name = "ZONE", default_value = "UTC")]
+    pub schedule_timezone: String,
+
+    /// Stop a host when no developer has been active on it for this many hours (0..=24;
+    /// 0 = never) [Parameter IdleStopHours].
+    #[arg(long, value_name = "HOURS", default_value_t = 0)]
+    pub idle_stop_hours: u32,
 
     /// SSM parameter that holds the AMI id [Parameter LatestAmiId].
     #[arg(long, value_name = "PATH", default_value = UBUNTU_2204_AMI_PARAMETER)]
@@ -168,6 +189,10 @@ impl Cli {
             ami_ssm_parameter: self.ami_ssm_parameter.clone(),
             certificate_arn: self.certificate_arn.clone().unwrap_or_default(),
             team_image_tag: self.team_image_tag.clone().unwrap_or_default(),
+            schedule_start: self.schedule_start.clone().unwrap_or_default(),
+            schedule_stop: self.schedule_stop.clone().unwrap_or_default(),
+            schedule_timezone: self.schedule_timezone.clone(),
+            idle_stop_hours: self.idle_stop_hours,
         };
         settings.validate()?;
         Ok(settings)

@@ -15,6 +15,9 @@ use crate::network::availability_zone;
 use crate::settings::Settings;
 use serde_json::json;
 
+/// Logical id of the host.
+pub const INSTANCE: &str = "Instance";
+
 /// Adds the instance, the data volume and its attachment.
 pub fn add(res: &mut Resources, s: &Settings) {
     let instance = resource(
@@ -59,7 +62,7 @@ pub fn add(res: &mut Resources, s: &Settings) {
     // The user data downloads the .deb: the default route must exist before the host boots.
     let instance = with(instance, "DependsOn", json!("PublicDefaultRoute"));
     res.add(
-        "Instance",
+        INSTANCE,
         skip_checkov(
             instance,
             &[(

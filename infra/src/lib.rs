@@ -22,6 +22,7 @@ pub mod network;
 pub mod outputs;
 pub mod parameters;
 pub mod registry;
+pub mod schedule;
 pub mod secrets;
 pub mod settings;
 
@@ -52,6 +53,7 @@ pub fn build_template(s: &Settings) -> Value {
     dns::add(&mut res, s);
     monitoring::add(&mut res, s);
     backup::add(&mut res);
+    schedule::add(&mut res, &[compute::INSTANCE]);
     json!({
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": format!(
@@ -67,6 +69,7 @@ pub fn build_template(s: &Settings) -> Value {
             },
         },
         "Parameters": parameters::parameters(s),
+        "Mappings": schedule::mappings(),
         "Conditions": parameters::conditions(s),
         "Resources": res.into_value(),
         "Outputs": outputs::outputs(s),
@@ -93,11 +96,95 @@ pub fn render(template: &Value, format: Format, compact: bool) -> Result<String,
         (Format::Yaml, _) => {
             // serde_yaml_ng: the maintained fork of serde_yaml (archived upstream); it quotes
             // strings that would otherwise read as numbers, booleans or dates, so values such
-            // as "2010-09-09", "true" or "0" stay strings for CloudFormation.
-            return serde_yaml_ng::to_string(template).map_err(|e| RenderError(e.to_string()));
+            // as "2010-09-09", "true" or "0" stay strings for CloudFormation. It follows YAML
+            // 1.2, though, and CloudFormation reads YAML 1.1: see quote_yaml11_booleans.
+            return serde_yaml_ng::to_string(template)
+                .map(|text| quote_yaml11_booleans(&text))
+                .map_err(|e| RenderError(e.to_string()));
         }
     }
     .map_err(|e| RenderError(e.to_string()))?;
     text.push('\n');
     Ok(text)
+}
+
+/// Plain scalars that YAML 1.1 (CloudFormation's and cfn-lint's parsers) reads as booleans but
+/// YAML 1.2 (serde_yaml_ng) writes unquoted: e.g. a Scheduler `Mode: OFF` would reach
+/// CloudFormation as `false`.
+const YAML11_BOOLEANS: [&str; 16] = [
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+    "OFF",
+];
+
+/// Single-quotes every plain scalar value in [`YAML11_BOOLEANS`] in serde_yaml_ng's block-style
+/// output, leaving the content of block scalars (`|`, `|-`: the user-data script) alone.
+fn quote_yaml11_booleans(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // Indentation of the line that opened the block scalar we are in.
+    let mut block_parent: Option<usize> = None;
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let indent = body.len() - body.trim_start().len();
+        if let Some(parent) = block_parent {
+            if body.trim().is_empty() || indent > parent {
+                out.push_str(line);
+                continue;
+            }
+            block_parent = None;
+        }
+        // The value: after the list markers, after the first `: ` of a mapping entry.
+        let mut rest = body.trim_start();
+        while let Some(r) = rest.strip_prefix("- ") {
+            rest = r;
+        }
+        let value = match rest.split_once(": ") {
+            Some((_, v)) => v,
+            None if rest.len() < body.trim_start().len() => rest,
+            None => "",
+        };
+        if value.starts_with(['|', '>']) && value.chars().all(|c| "|>+-0123456789".contains(c)) {
+            block_parent = Some(indent);
+            out.push_str(line);
+        } else if YAML11_BOOLEANS.contains(&value) {
+            out.push_str(&body[..body.len() - value.len()]);
+            out.push_str(&format!("'{value}'"));
+            out.push_str(&line[body.len()..]);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_quotes_what_yaml_1_1_reads_as_a_boolean() {
+        let value = json!({
+            "FlexibleTimeWindow": { "Mode": "OFF" },
+            "List": ["on", "yes", "Off", "offline", "n"],
+            "Nested": [{ "State": "no", "Other": "ENABLED" }],
+            "Script": "#!/bin/sh\nmode: off\n- on\nyes\n",
+            "After": "Y",
+        });
+        let text = render(&value, Format::Yaml, false).unwrap();
+        for quoted in [
+            "Mode: 'OFF'",
+            "- 'on'",
+            "- 'yes'",
+            "- 'Off'",
+            "- offline",
+            "- 'n'",
+            "State: 'no'",
+            "After: 'Y'",
+        ] {
+            assert!(text.contains(quoted), "{quoted} in\n{text}");
+        }
+        // The block scalar's content is untouched.
+        assert!(text.contains("  mode: off\n  - on\n  yes\n"), "{text}");
+        let back: Value = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(back, value);
+    }
 }

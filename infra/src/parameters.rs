@@ -184,6 +184,39 @@ pub fn parameters(s: &Settings) -> Value {
             "empty or an image tag: up to 128 of A-Z a-z 0-9 _ . -, not starting with . or -",
         ),
     );
+    for (name, value, what) in [
+        ("ScheduleStart", &s.schedule_start, "start"),
+        ("ScheduleStop", &s.schedule_stop, "stop"),
+    ] {
+        let mut param = string_param(
+            &format!(
+                "Optional EventBridge Scheduler cron expression, in ScheduleTimezone, at which to {what} the host(s), e.g. cron(0 {} ? * MON-FRI *). Empty: no scheduled {what}.",
+                if what == "start" { 8 } else { 20 }
+            ),
+            value,
+            validate::SCHEDULE_CRON_PATTERN,
+            "empty or cron(minutes hours day-of-month month day-of-week year) with exactly one of day-of-month and day-of-week set to ?",
+        );
+        param["MaxLength"] = json!(validate::SCHEDULE_EXPRESSION_MAX_LENGTH);
+        p.insert(name.into(), param);
+    }
+    let mut timezone = string_param(
+        "IANA time zone of ScheduleStart and ScheduleStop, e.g. Europe/Berlin (daylight saving time is followed).",
+        &s.schedule_timezone,
+        validate::TIMEZONE_PATTERN,
+        "an IANA time zone name such as Europe/Berlin or UTC",
+    );
+    timezone["MaxLength"] = json!(validate::TIMEZONE_MAX_LENGTH);
+    p.insert("ScheduleTimezone".into(), timezone);
+    p.insert(
+        "IdleStopHours".into(),
+        number_param(
+            "Stop a host when no developer has been active on it (agent metric developers_active = 0) for this many hours. 0: never.",
+            s.idle_stop_hours,
+            0,
+            validate::MAX_IDLE_STOP_HOURS,
+        ),
+    );
     let mut deb = json!({
         "Type": "String",
         "Description": "Where the host fetches the csagent .deb: https:// (a presigned S3 URL works), s3://bucket/key (read with the instance role via the AWS CLI), or file:// (a baked image).",
@@ -236,6 +269,9 @@ pub fn conditions(s: &Settings) -> Value {
     if !s.password_rotation_lambda_arn.is_empty() {
         conditions["RotatePasswords"] = not_empty("PasswordRotationLambdaArn");
     }
+    if let Some(c) = conditions.as_object_mut() {
+        c.extend(crate::schedule::conditions());
+    }
     conditions
 }
 
@@ -255,6 +291,8 @@ pub fn interface(s: &Settings) -> Value {
               "Parameters": ["DomainName", "HostedZoneId", "ExistingCertificateArn", "AccessLogBucket"] },
             { "Label": { "default": "Operations" },
               "Parameters": operations },
+            { "Label": { "default": "Pay for used hours only" },
+              "Parameters": ["ScheduleStart", "ScheduleStop", "ScheduleTimezone", "IdleStopHours"] },
         ]
     })
 }

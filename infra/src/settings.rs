@@ -9,8 +9,8 @@ use std::fmt;
 pub use csagent_contract::MAX_DEVELOPERS;
 
 /// Most developers with --password-rotation-lambda-arn: a RotationSchedule each
-/// adds one resource per developer (58 developers use 497 resources).
-pub const MAX_DEVELOPERS_WITH_ROTATION: u32 = 58;
+/// adds one resource per developer (57 developers use 493 resources, 58 would use 501).
+pub const MAX_DEVELOPERS_WITH_ROTATION: u32 = 57;
 
 /// A bad command-line value: which option, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +96,14 @@ pub struct Settings {
     /// Tag of the team image in the stack's ECR repository the agent runs; empty: the agent's
     /// default image.
     pub team_image_tag: String,
+    /// When the schedule starts the host(s), a Scheduler `cron(...)`; empty: never.
+    pub schedule_start: String,
+    /// When the schedule stops the host(s), a Scheduler `cron(...)`; empty: never.
+    pub schedule_stop: String,
+    /// IANA time zone of both schedule expressions.
+    pub schedule_timezone: String,
+    /// Stop a host after this many hours with no developer active; 0: never.
+    pub idle_stop_hours: u32,
 }
 
 /// Canonical's public SSM parameter for the current Ubuntu 22.04 amd64 AMI.
@@ -128,6 +136,10 @@ impl Default for Settings {
             ami_ssm_parameter: UBUNTU_2204_AMI_PARAMETER.into(),
             certificate_arn: String::new(),
             team_image_tag: String::new(),
+            schedule_start: String::new(),
+            schedule_stop: String::new(),
+            schedule_timezone: "UTC".into(),
+            idle_stop_hours: 0,
         }
     }
 }
@@ -272,6 +284,33 @@ impl Settings {
             return Err(bad(
                 "--password-rotation-days",
                 format!("must be 1..=1000 (got {})", self.password_rotation_days),
+            ));
+        }
+        for (option, value) in [
+            ("--schedule-start", &self.schedule_start),
+            ("--schedule-stop", &self.schedule_stop),
+        ] {
+            check(
+                validate::is_schedule_cron(value),
+                option,
+                "must be an EventBridge Scheduler cron expression such as \"cron(0 8 ? * MON-FRI *)\" (six fields; exactly one of day-of-month and day-of-week is ?)",
+                value,
+            )?;
+        }
+        check(
+            validate::is_timezone(&self.schedule_timezone),
+            "--schedule-timezone",
+            "must be an IANA time zone name such as Europe/Berlin or UTC",
+            &self.schedule_timezone,
+        )?;
+        if self.idle_stop_hours > validate::MAX_IDLE_STOP_HOURS {
+            return Err(bad(
+                "--idle-stop-hours",
+                format!(
+                    "must be 0 (off) ..= {} (got {})",
+                    validate::MAX_IDLE_STOP_HOURS,
+                    self.idle_stop_hours
+                ),
             ));
         }
         if !self.ami_ssm_parameter.starts_with('/')
@@ -522,6 +561,36 @@ mod tests {
             option_of(with(|s| s.password_rotation_days = 0)),
             "--password-rotation-days"
         );
+    }
+
+    #[test]
+    fn schedule_options() {
+        assert_eq!(
+            option_of(with(|s| {
+                s.schedule_start = "cron(0 8 ? * MON-FRI *)".into();
+                s.schedule_stop = "cron(0 20 ? * MON-FRI *)".into();
+                s.schedule_timezone = "Europe/Berlin".into();
+                s.idle_stop_hours = 2;
+            })),
+            "ok"
+        );
+        assert_eq!(
+            option_of(with(|s| s.schedule_start = "0 8 * * 1-5".into())),
+            "--schedule-start"
+        );
+        assert_eq!(
+            option_of(with(|s| s.schedule_stop = "cron(0 20 * * MON-FRI *)".into())),
+            "--schedule-stop"
+        );
+        assert_eq!(
+            option_of(with(|s| s.schedule_timezone = "Berlin time".into())),
+            "--schedule-timezone"
+        );
+        assert_eq!(
+            option_of(with(|s| s.idle_stop_hours = 25)),
+            "--idle-stop-hours"
+        );
+        assert_eq!(option_of(with(|s| s.idle_stop_hours = 24)), "ok");
     }
 
     #[test]

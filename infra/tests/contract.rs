@@ -400,12 +400,92 @@ fn access_log_bucket() {
     );
 }
 
+#[test]
+fn schedule_expressions() {
+    let mut samples = strings(&[
+        "",
+        "cron(0 8 ? * MON-FRI *)",
+        "cron(0 20 ? * MON-FRI *)",
+        "cron(30 7 ? * 2-6 *)",
+        "cron(0 8 1,15 * ? *)",
+        "cron(0 18 L * ? *)",
+        "cron(0 18 15W * ? *)",
+        "cron(0 9 ? * 6#3 *)",
+        "cron(*/30 8-20 ? JAN-NOV MON-FRI 2025-2030)",
+        "cron(0 8 ? * mon-fri *)",
+        "0 8 * * 1-5",
+        "cron(0 8 * * MON-FRI *)",
+        "cron(0 8 ? * ? *)",
+        "cron(0 8 ? * MON-FRI)",
+        "cron(0 8 ? * MON-FRI * *)",
+        "cron(0  8 ? * MON-FRI *)",
+        "cron( 0 8 ? * MON-FRI *)",
+        "cron(0 8 ? * MON-FRI *) ",
+        " cron(0 8 ? * MON-FRI *)",
+        "cron(0 8 ? * MON;FRI *)",
+        "cron(0 8 ? * MON-FRI *)\n",
+        "cron(0\t8 ? * MON-FRI *)",
+        "cron(0 8 L? * ? *)",
+        "cron(0 8 ? * L#W *)",
+        "CRON(0 8 ? * MON-FRI *)",
+        "rate(12 hours)",
+        "at(2030-01-01T08:00:00)",
+        "cron()",
+    ]);
+    samples.push(format!("cron(0 8 ? * {} *)", "MON,".repeat(60) + "FRI"));
+    samples.push(format!("cron(0 8 ? * {} *)", "MON,".repeat(70) + "FRI"));
+    check_strings(
+        "ScheduleStart",
+        "--schedule-start",
+        |s, v| s.schedule_start = v,
+        &samples,
+    );
+    check_strings(
+        "ScheduleStop",
+        "--schedule-stop",
+        |s, v| s.schedule_stop = v,
+        &samples,
+    );
+}
+
+#[test]
+fn schedule_timezone() {
+    let mut samples = strings(&[
+        "UTC",
+        "Europe/Berlin",
+        "America/New_York",
+        "America/Argentina/Buenos_Aires",
+        "America/Port-au-Prince",
+        "Etc/GMT+5",
+        "Etc/GMT-14",
+        "EST5EDT",
+        "",
+        "/Berlin",
+        "Europe/",
+        "Europe//Berlin",
+        "Europe Berlin",
+        "Europe/Berlin ",
+        "a/b/c/d",
+        "1UTC",
+        "Europe/Zürich",
+        "Europe/Berlin\n",
+    ]);
+    samples.push(format!("Europe/{}", "A".repeat(43)));
+    samples.push(format!("Europe/{}", "A".repeat(44)));
+    check_strings(
+        "ScheduleTimezone",
+        "--schedule-timezone",
+        |s, v| s.schedule_timezone = v,
+        &samples,
+    );
+}
+
 type NumberSetter = fn(&mut Settings, u32);
 
 #[test]
 fn number_ranges() {
     let params = parameters();
-    let cases: [(&str, &str, NumberSetter); 5] = [
+    let cases: [(&str, &str, NumberSetter); 6] = [
         ("RootVolumeSize", "--root-volume-gb", |s, v| {
             s.root_volume_gb = v
         }),
@@ -422,6 +502,9 @@ fn number_ranges() {
         ),
         ("LogRetentionDays", "--log-retention-days", |s, v| {
             s.log_retention_days = v
+        }),
+        ("IdleStopHours", "--idle-stop-hours", |s, v| {
+            s.idle_stop_hours = v
         }),
     ];
     for (parameter, option, set) in cases {

@@ -510,6 +510,7 @@ fn every_taggable_resource_has_the_four_tags() {
         "AWS::SNS::Subscription",
         "AWS::CloudWatch::Dashboard",
         "AWS::Backup::BackupSelection",
+        "AWS::Scheduler::Schedule",
     ]
     .into_iter()
     .collect();
@@ -642,6 +643,10 @@ fn options_become_parameter_defaults() {
         key_pair: "admin".into(),
         deb_url: "s3://acme-artifacts/csagent_0.1.0_amd64.deb".into(),
         backup_retention_days: 7,
+        schedule_start: "cron(0 8 ? * MON-FRI *)".into(),
+        schedule_stop: "cron(0 20 ? * MON-FRI *)".into(),
+        schedule_timezone: "Europe/Berlin".into(),
+        idle_stop_hours: 2,
         ..Settings::default()
     };
     s.validate().unwrap();
@@ -659,6 +664,10 @@ fn options_become_parameter_defaults() {
     );
     assert_eq!(p["BackupRetentionDays"]["Default"], 7);
     assert_eq!(p["InstanceType"]["Default"], "t3.2xlarge");
+    assert_eq!(p["ScheduleStart"]["Default"], "cron(0 8 ? * MON-FRI *)");
+    assert_eq!(p["ScheduleStop"]["Default"], "cron(0 20 ? * MON-FRI *)");
+    assert_eq!(p["ScheduleTimezone"]["Default"], "Europe/Berlin");
+    assert_eq!(p["IdleStopHours"]["Default"], 2);
     let ports: Vec<u64> = (1..=3)
         .map(|d| {
             resources(&t)[&format!("Dev{d}TargetGroup")]["Properties"]["Port"]
@@ -819,4 +828,202 @@ fn team_image_repository_scans_keeps_tags_and_expires_old_images() {
     let script = sub_text(&resources(&t)["Instance"]["Properties"]["UserData"]["Fn::Base64"]);
     assert!(script.contains("TEAM_IMAGE_TAG='${TeamImageTag}'"));
     assert!(script.contains("'${TeamImageRepository.RepositoryUri}'"));
+}
+
+#[test]
+fn schedule_and_idle_stop_are_off_by_default() {
+    let t = template(8);
+    let p = &t["Parameters"];
+    assert_eq!(p["ScheduleStart"]["Default"], "");
+    assert_eq!(p["ScheduleStop"]["Default"], "");
+    assert_eq!(p["ScheduleTimezone"]["Default"], "UTC");
+    assert_eq!(p["IdleStopHours"]["Default"], 0);
+    let res = resources(&t);
+    for (id, condition) in [
+        ("ScheduleRole", "HasSchedule"),
+        ("StartSchedule", "HasScheduleStart"),
+        ("StopSchedule", "HasScheduleStop"),
+        ("InstanceIdleStopAlarm", "IdleStop"),
+    ] {
+        assert_eq!(res[id]["Condition"], condition, "{id}");
+    }
+    let c = &t["Conditions"];
+    assert_eq!(
+        c["HasScheduleStart"],
+        serde_json::json!({ "Fn::Not": [{ "Fn::Equals": [{ "Ref": "ScheduleStart" }, ""] }] })
+    );
+    assert_eq!(
+        c["HasSchedule"]["Fn::Or"],
+        serde_json::json!([{ "Condition": "HasScheduleStart" }, { "Condition": "HasScheduleStop" }])
+    );
+    assert_eq!(
+        c["IdleStop"],
+        serde_json::json!({ "Fn::Not": [{ "Fn::Equals": [{ "Ref": "IdleStopHours" }, "0"] }] })
+    );
+}
+
+#[test]
+fn schedules_start_and_stop_the_host_in_the_time_zone() {
+    let t = template(8);
+    let res = resources(&t);
+    for (id, expression, target) in [
+        (
+            "StartSchedule",
+            "ScheduleStart",
+            "arn:aws:scheduler:::aws-sdk:ec2:startInstances",
+        ),
+        (
+            "StopSchedule",
+            "ScheduleStop",
+            "arn:aws:scheduler:::aws-sdk:ec2:stopInstances",
+        ),
+    ] {
+        let r = &res[id];
+        assert_eq!(r["Type"], "AWS::Scheduler::Schedule");
+        let p = &r["Properties"];
+        assert_eq!(p["ScheduleExpression"]["Ref"], expression);
+        assert_eq!(p["ScheduleExpressionTimezone"]["Ref"], "ScheduleTimezone");
+        assert_eq!(p["FlexibleTimeWindow"]["Mode"], "OFF");
+        assert_eq!(p["State"], "ENABLED");
+        assert_eq!(p["Target"]["Arn"], target);
+        assert_eq!(
+            p["Target"]["RoleArn"],
+            serde_json::json!({ "Fn::GetAtt": ["ScheduleRole", "Arn"] })
+        );
+        // The input is the API call's JSON once CloudFormation fills in the instance id.
+        let input = sub_text(&p["Target"]["Input"]).replace("${Instance}", "i-0abc");
+        let input: Value = serde_json::from_str(&input).expect("input is JSON");
+        assert_eq!(input, serde_json::json!({ "InstanceIds": ["i-0abc"] }));
+        let retry = &p["Target"]["RetryPolicy"];
+        assert!(retry["MaximumEventAgeInSeconds"].as_u64().unwrap() <= 3600);
+    }
+}
+
+#[test]
+fn schedule_role_is_least_privilege() {
+    let t = template(8);
+    let role = &resources(&t)["ScheduleRole"]["Properties"];
+    let trust = &role["AssumeRolePolicyDocument"]["Statement"];
+    assert_eq!(trust.as_array().unwrap().len(), 1);
+    assert_eq!(trust[0]["Principal"]["Service"], "scheduler.amazonaws.com");
+    assert_eq!(trust[0]["Action"], "sts:AssumeRole");
+    assert_eq!(
+        trust[0]["Condition"]["StringEquals"]["aws:SourceAccount"]["Ref"],
+        "AWS::AccountId"
+    );
+    assert!(
+        sub_text(&trust[0]["Condition"]["ArnEquals"]["aws:SourceArn"])
+            .ends_with(":schedule-group/default")
+    );
+    assert!(role.get("ManagedPolicyArns").is_none());
+    let policies = role["Policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 1);
+    let statements = policies[0]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    let mut granted = Vec::new();
+    for s in statements {
+        // Each action only while its schedule exists.
+        let [condition, statement, otherwise] = s["Fn::If"].as_array().unwrap().as_slice() else {
+            panic!("not a Fn::If: {s}");
+        };
+        assert_eq!(otherwise["Ref"], "AWS::NoValue");
+        assert_eq!(statement["Effect"], "Allow");
+        let resources = statement["Resource"].as_array().unwrap();
+        assert_eq!(resources.len(), 1);
+        assert_eq!(
+            sub_text(&resources[0]),
+            "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/${Instance}"
+        );
+        granted.push((
+            condition.as_str().unwrap().to_string(),
+            statement["Action"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert_eq!(
+        granted,
+        vec![
+            ("HasScheduleStart".into(), "ec2:StartInstances".into()),
+            ("HasScheduleStop".into(), "ec2:StopInstances".into()),
+        ]
+    );
+    assert!(!serde_json::to_string(role).unwrap().contains("\"*\""));
+}
+
+#[test]
+fn idle_stop_alarm_stops_the_host_after_idle_stop_hours() {
+    let t = template(8);
+    let a = &resources(&t)["InstanceIdleStopAlarm"]["Properties"];
+    assert_eq!(a["Namespace"], csagent_contract::metrics::NAMESPACE);
+    assert_eq!(
+        a["MetricName"],
+        csagent_contract::metrics::DEVELOPERS_ACTIVE
+    );
+    assert_eq!(
+        a["Dimensions"],
+        serde_json::json!([{ "Name": "InstanceId", "Value": { "Ref": "Instance" } }])
+    );
+    assert_eq!(a["Statistic"], "Maximum");
+    assert_eq!(a["ComparisonOperator"], "LessThanThreshold");
+    assert_eq!(a["Threshold"], 1);
+    // A stopped host publishes nothing: that must not count as idle.
+    assert_eq!(a["TreatMissingData"], "notBreaching");
+    let periods = serde_json::json!({ "Fn::FindInMap": ["IdleStopPeriods", { "Ref": "IdleStopHours" }, "Periods"] });
+    assert_eq!(a["EvaluationPeriods"], periods);
+    assert_eq!(a["DatapointsToAlarm"], periods);
+    let actions: Vec<String> = a["AlarmActions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    assert!(
+        actions.contains(
+            &r#"{"Fn::Sub":"arn:${AWS::Partition}:automate:${AWS::Region}:ec2:stop"}"#.to_string()
+        ),
+        "{actions:?}"
+    );
+    // Every hour count the parameter allows has a row, within PutMetricAlarm's one-day limit
+    // for periods under an hour.
+    let period = a["Period"].as_u64().unwrap();
+    let rows = t["Mappings"]["IdleStopPeriods"].as_object().unwrap();
+    let hours = &t["Parameters"]["IdleStopHours"];
+    let (min, max) = (
+        hours["MinValue"].as_u64().unwrap(),
+        hours["MaxValue"].as_u64().unwrap(),
+    );
+    assert_eq!((min, max), (0, 24));
+    assert_eq!(rows.len() as u64, max);
+    for h in 1..=max {
+        let n = rows[&h.to_string()]["Periods"].as_u64().unwrap();
+        assert_eq!(n * period, h * 3600, "{h} hours");
+        assert!(n * period <= 86_400);
+    }
+}
+
+#[test]
+fn schedule_and_idle_stop_cover_every_host_given() {
+    let mut res = infra::cfn::Resources::default();
+    infra::schedule::add(&mut res, &["HostA", "HostB"]);
+    let v = res.into_value();
+    let input = sub_text(&v["StartSchedule"]["Properties"]["Target"]["Input"]);
+    assert_eq!(input, r#"{"InstanceIds":["${HostA}","${HostB}"]}"#);
+    assert_eq!(
+        v["StopSchedule"]["Properties"]["Target"]["Input"],
+        v["StartSchedule"]["Properties"]["Target"]["Input"]
+    );
+    let statement = &v["ScheduleRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        [0]["Fn::If"][1];
+    let arns: Vec<&str> = statement["Resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(sub_text)
+        .collect();
+    assert_eq!(arns.len(), 2);
+    assert!(arns[0].ends_with("instance/${HostA}") && arns[1].ends_with("instance/${HostB}"));
+    for host in ["HostA", "HostB"] {
+        let alarm = &v[&format!("{host}IdleStopAlarm")]["Properties"];
+        assert_eq!(alarm["Dimensions"][0]["Value"]["Ref"], host);
+    }
 }

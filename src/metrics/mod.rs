@@ -61,6 +61,16 @@ use publish::Publisher;
 /// How much backlog is kept while CloudWatch is unreachable.
 pub const BUFFER_SPAN: Duration = Duration::from_secs(3600);
 
+/// Logs how one interval's publishing went.
+fn log_interval(r: Result<usize, MetricsError>) {
+    match r {
+        Ok(n) => tracing::debug!(published = n, "metrics: interval done"),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: publishing failed; will retry next interval")
+        }
+    }
+}
+
 /// Longest the final flush on shutdown may take.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
@@ -279,13 +289,27 @@ impl Metrics {
                 _ = ticker.tick() => {}
             }
             let values = readings();
-            tokio::select! {
+            let publish = self.collect_and_publish(&values);
+            tokio::pin!(publish);
+            let stopping = tokio::select! {
                 biased;
-                _ = stopped(&mut shutdown) => break,
-                r = self.collect_and_publish(&values) => match r {
-                    Ok(n) => tracing::debug!(published = n, "metrics: interval done"),
-                    Err(e) => tracing::warn!(error = %e, "metrics: publishing failed; will retry next interval"),
-                },
+                r = &mut publish => {
+                    log_interval(r);
+                    false
+                }
+                _ = stopped(&mut shutdown) => {
+                    // Let the call in flight finish: dropped after CloudWatch accepted the
+                    // batch, it would leave the batch buffered and the final flush would send
+                    // it a second time (seen as two heartbeats in one second after a stop).
+                    match tokio::time::timeout(SHUTDOWN_FLUSH, &mut publish).await {
+                        Ok(r) => log_interval(r),
+                        Err(_) => tracing::warn!("metrics: interval still publishing at shutdown; the final flush may repeat it"),
+                    }
+                    true
+                }
+            };
+            if stopping {
+                break;
             }
         }
         if !self.publisher.buffer().is_empty() {
