@@ -97,7 +97,7 @@ pub enum RestoreError {
     },
 
     #[error(
-        "copying {developer}'s files failed at {path}: {message}; the incomplete copy is left in \
+        "copying {developer}'s files failed at {path} (in the snapshot): {message}; the incomplete copy is left in \
          {target} (owned by the developer; remove it or keep what is there)"
     )]
     Copy {

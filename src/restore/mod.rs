@@ -368,7 +368,7 @@ async fn steps(
         } else {
             RestoreError::Copy {
                 developer: developer.to_string(),
-                path: f.path,
+                path: in_snapshot(&dir, &f.path),
                 message: f.message,
                 target: target.clone(),
             }
@@ -377,8 +377,15 @@ async fn steps(
     Ok(Outcome {
         target,
         counts,
-        skipped,
+        skipped: skipped.iter().map(|p| in_snapshot(&dir, p)).collect(),
     })
+}
+
+/// A path under the temporary mount as the snapshot names it (`dev3/home/x`):
+/// the mount is gone by the time the admin reads the message.
+fn in_snapshot(mount: &Path, path: &Path) -> PathBuf {
+    path.strip_prefix(mount)
+        .map_or_else(|_| path.to_path_buf(), Path::to_path_buf)
 }
 
 /// Refuses a copy that cannot fit, before writing anything (bytes only; a
