@@ -336,7 +336,10 @@ fn restore_statement_is_scoped(st: &Value, actions: &[&str], resource: &str) {
     let project = serde_json::json!({ "Ref": "ProjectName" });
     if resource.contains(":volume/*") {
         let key = if actions.contains(&"ec2:CreateTags") {
-            assert_eq!(cond["ec2:CreateAction"], "CreateVolume", "tags only at creation");
+            assert_eq!(
+                cond["ec2:CreateAction"], "CreateVolume",
+                "tags only at creation"
+            );
             return;
         } else if actions == ["ec2:CreateVolume"] {
             "aws:RequestTag/csagent-restore"

@@ -15,7 +15,7 @@ pub enum RestoreError {
     Usage(String),
 
     #[error("{0}")]
-    Identity(#[from] crate::aws::IdentityError),
+    Identity(Box<crate::aws::IdentityError>),
 
     #[error("{developer}'s home {path} cannot be restored into: {reason}")]
     LiveHome {
@@ -66,7 +66,7 @@ pub enum RestoreError {
     },
 
     #[error("{0}")]
-    Volume(#[from] crate::volume::VolumeError),
+    Volume(Box<crate::volume::VolumeError>),
 
     #[error("refusing {device} (volume {volume}): {reason}")]
     WrongDevice {
@@ -119,4 +119,16 @@ pub enum RestoreError {
 
     #[error("interrupted {during}")]
     Interrupted { during: String },
+}
+
+impl From<crate::aws::IdentityError> for RestoreError {
+    fn from(e: crate::aws::IdentityError) -> Self {
+        RestoreError::Identity(Box::new(e))
+    }
+}
+
+impl From<crate::volume::VolumeError> for RestoreError {
+    fn from(e: crate::volume::VolumeError) -> Self {
+        RestoreError::Volume(Box::new(e))
+    }
 }
