@@ -78,7 +78,7 @@ Run it as root on the host. The developer's container keeps running; they see th
 const RESTORE_AFTER: &str = "Examples:
   sudo csagent restore dev3 --snapshot snap-0123456789abcdef0
   sudo csagent restore dev3 --recovery-point arn:aws:ec2:eu-west-1::snapshot/snap-0123456789abcdef0 --name before-the-rebase
-Find snapshots: aws backup list-recovery-points-by-backup-vault --backup-vault-name <project>-vault
+Find snapshots: aws backup list-recovery-points-by-backup-vault --backup-vault-name <the stack's BackupVault>
   (RecoveryPointArn), or aws ec2 describe-snapshots --owner-ids self --filters Name=volume-id,Values=<data volume id>.
 Exit codes: 0 restored and cleaned up; 1 failed (what was left, if anything, is printed); 2 bad config.
 More: docs/operations.md, \"Restore a developer's files\".";
