@@ -1,8 +1,10 @@
-//! Command line: `csagent run | status | reload | check-config | version`.
+//! Command line: `csagent run | status | reload | refresh-secrets | check-config | restore |
+//! version`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::config::DEFAULT_CONFIG_PATH;
 
@@ -53,8 +55,57 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy one developer's files from a snapshot of the data volume into their home.
+    #[command(long_about = RESTORE_ABOUT, after_help = RESTORE_AFTER)]
+    Restore(RestoreArgs),
     /// Print the version.
     Version,
+}
+
+const RESTORE_ABOUT: &str = "Copy one developer's files from an EBS snapshot of the data volume \
+(or an AWS Backup recovery point) into restored-<date>/ in their home, next to their live files.
+
+It creates a temporary volume from the snapshot in this host's availability zone (tagged \
+csagent-restore=<project>), attaches it, mounts it read-only without replaying its journal, \
+copies <dev>/home (or, from before the home migration, <dev>/workspace and <dev>/config) and \
+then unmounts, detaches and deletes the volume - also after a failure or Ctrl-C. Nothing is \
+ever written over live files: the target directory must not exist. Symlinks are copied as \
+symlinks, never followed. Everything copied belongs to the developer (containers.uid:gid).
+
+Run it as root on the host. The developer's container keeps running; they see the files at \
+~/restored-<date>/ in code-server.";
+
+const RESTORE_AFTER: &str = "Examples:
+  sudo csagent restore dev3 --snapshot snap-0123456789abcdef0
+  sudo csagent restore dev3 --recovery-point arn:aws:ec2:eu-west-1::snapshot/snap-0123456789abcdef0 --name before-the-rebase
+Find snapshots: aws backup list-recovery-points-by-backup-vault --backup-vault-name <the stack's BackupVault>
+  (RecoveryPointArn), or aws ec2 describe-snapshots --owner-ids self --filters Name=volume-id,Values=<data volume id>.
+Exit codes: 0 restored and cleaned up; 1 failed (what was left, if anything, is printed); 2 bad config.
+More: docs/operations.md, \"Restore a developer's files\".";
+
+/// `csagent restore`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("from").required(true).args(["snapshot", "recovery_point"])))]
+pub struct RestoreArgs {
+    /// The developer whose files to restore, as named in the config (e.g. dev3).
+    pub developer: String,
+    /// EBS snapshot of the data volume to restore from.
+    #[arg(long, value_name = "SNAPSHOT_ID")]
+    pub snapshot: Option<String>,
+    /// AWS Backup recovery point to restore from: for the data volume, its snapshot's ARN
+    /// (arn:aws:ec2:REGION::snapshot/snap-...).
+    #[arg(long, value_name = "ARN")]
+    pub recovery_point: Option<String>,
+    /// Directory to create in the developer's home; it must not exist
+    /// [default: restored-YYYY-MM-DD, today in UTC].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// How long to wait for the attached volume's device to appear.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub device_timeout: Duration,
+    /// How long to wait for EC2 to create, attach or detach the volume.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub aws_timeout: Duration,
 }
 
 #[cfg(test)]
@@ -81,5 +132,19 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{sub}: {e}"));
             assert_eq!(cli.global.config, PathBuf::from("/tmp/x.toml"));
         }
+    }
+
+    #[test]
+    fn restore_needs_exactly_one_source() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["csagent", "restore"], args].concat());
+        assert!(parse(&["dev1"]).is_err());
+        assert!(parse(&["dev1", "--snapshot", "snap-1", "--recovery-point", "arn:x"]).is_err());
+        let cli = parse(&["dev1", "--snapshot", "snap-1", "--device-timeout", "5s"]).unwrap();
+        let Command::Restore(a) = cli.command else {
+            panic!("not restore")
+        };
+        assert_eq!(a.developer, "dev1");
+        assert_eq!(a.device_timeout, Duration::from_secs(5));
+        assert_eq!(a.aws_timeout, Duration::from_secs(600));
     }
 }

@@ -24,6 +24,17 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Reload => runtime()
             .map(|rt| rt.block_on(simple_request(&cli.global.config, "reload")))
             .unwrap_or(exit::FAILED),
+        Command::Restore(args) => crate::restore::command(
+            &cli.global.config,
+            crate::restore::Request {
+                developer: args.developer,
+                snapshot: args.snapshot,
+                recovery_point: args.recovery_point,
+                name: args.name,
+                device_timeout: args.device_timeout,
+                aws_timeout: args.aws_timeout,
+            },
+        ),
         Command::RefreshSecrets => runtime()
             .map(|rt| rt.block_on(simple_request(&cli.global.config, "refresh-secrets")))
             .unwrap_or(exit::FAILED),

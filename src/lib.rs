@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod logs;
 pub mod metrics;
 pub mod observe;
+pub mod restore;
 pub mod retry;
 pub mod secrets;
 pub mod status;

@@ -29,6 +29,11 @@ pub const DEFAULT_LOG_RETENTION_DAYS: u32 = 30;
 /// key in; the agent treats it as "no key". Not a credential.
 pub const CLAUDE_KEY_PLACEHOLDER: &str = "REPLACE_WITH_ACTUAL_KEY";
 
+/// Tag key on the temporary volumes `csagent restore` creates, with the project name as its
+/// value: the instance role may create a volume only with this tag, and attach, detach and
+/// delete only volumes that carry it.
+pub const RESTORE_TAG: &str = "csagent-restore";
+
 /// Where the agent mounts the data volume: the `path` dimension of the data disk metrics.
 pub const DATA_MOUNT: &str = "/mnt/ebs-data";
 

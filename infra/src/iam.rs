@@ -9,12 +9,14 @@
 //! - ECR: pull (BatchGetImage, GetDownloadUrlForLayer, BatchCheckLayerAvailability) from the
 //!   team image repository only; GetAuthorizationToken has no resource-level permissions
 //!   (AWS requires `"*"`), and the token it returns reaches only what the pull actions allow.
+//! - `csagent restore` (see [`restore_statements`]): EC2 volumes from snapshots, scoped by the
+//!   `csagent-restore` tag; the Describe calls it needs have no resource-level permissions.
 //! - s3:GetObject on the .deb only when DebUrl is an s3:// URL.
 //! - AmazonSSMManagedInstanceCore for Session Manager (instead of SSH).
 
 use crate::cfn::{Resources, get_att, if_, name_tag, no_value, r#ref, resource, sub, tags};
 use crate::registry;
-use csagent_contract::metrics;
+use csagent_contract::{RESTORE_TAG, metrics};
 use serde_json::{Value, json};
 
 fn assume_role(service: &str) -> Value {
@@ -42,6 +44,7 @@ pub fn agent_policy_document() -> Value {
             { "ObjectPath": { "Fn::Select": [1, { "Fn::Split": ["://", r#ref("DebUrl")] }] } }
         ]
     });
+    let [r0, r1, r2, r3, r4, r5] = restore_statements();
     json!({
         "Version": "2012-10-17",
         "Statement": [
@@ -94,6 +97,12 @@ pub fn agent_policy_document() -> Value {
                 "Resource": "*",
                 "Condition": { "StringEquals": { "cloudwatch:namespace": metrics::NAMESPACE } },
             },
+            r0,
+            r1,
+            r2,
+            r3,
+            r4,
+            r5,
             if_("DebUrlIsS3", json!({
                 "Sid": "ReadAgentPackage",
                 "Effect": "Allow",
@@ -102,6 +111,65 @@ pub fn agent_policy_document() -> Value {
             }), no_value()),
         ]
     })
+}
+
+/// What `csagent restore` calls: a temporary volume from a snapshot, attached to a host of
+/// this project, then detached and deleted. The volume can be created only carrying the tag
+/// `csagent-restore=<project>` (tags only at creation), and only volumes with that tag can be
+/// attached, detached or deleted — never the data volume. Attach and detach also need the
+/// instance: only instances tagged `Project=<project>`. DescribeInstances (the host's zone and
+/// device names), DescribeSnapshots and DescribeVolumes have no resource-level permissions.
+/// CreateVolume also authorizes the snapshot: any snapshot in the region this account can read.
+pub fn restore_statements() -> [Value; 6] {
+    let volumes = sub("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:volume/*");
+    let instances = sub("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*");
+    let restore_tag = |key: &str| {
+        let mut cond = serde_json::Map::new();
+        cond.insert(format!("{key}/{RESTORE_TAG}"), r#ref("ProjectName"));
+        json!({ "StringEquals": cond })
+    };
+    [
+        json!({
+            "Sid": "RestoreDescribeNoResourceLevel",
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeInstances", "ec2:DescribeSnapshots", "ec2:DescribeVolumes"],
+            "Resource": "*",
+        }),
+        json!({
+            "Sid": "RestoreVolumeFromSnapshot",
+            "Effect": "Allow",
+            "Action": "ec2:CreateVolume",
+            "Resource": sub("arn:${AWS::Partition}:ec2:${AWS::Region}::snapshot/*"),
+        }),
+        json!({
+            "Sid": "RestoreCreateTaggedVolume",
+            "Effect": "Allow",
+            "Action": "ec2:CreateVolume",
+            "Resource": volumes.clone(),
+            "Condition": restore_tag("aws:RequestTag"),
+        }),
+        json!({
+            "Sid": "RestoreTagOnCreate",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": volumes.clone(),
+            "Condition": { "StringEquals": { "ec2:CreateAction": "CreateVolume" } },
+        }),
+        json!({
+            "Sid": "RestoreUseTaggedVolume",
+            "Effect": "Allow",
+            "Action": ["ec2:AttachVolume", "ec2:DetachVolume", "ec2:DeleteVolume"],
+            "Resource": volumes,
+            "Condition": restore_tag("aws:ResourceTag"),
+        }),
+        json!({
+            "Sid": "RestoreOnProjectHosts",
+            "Effect": "Allow",
+            "Action": ["ec2:AttachVolume", "ec2:DetachVolume"],
+            "Resource": instances,
+            "Condition": { "StringEquals": { "aws:ResourceTag/Project": r#ref("ProjectName") } },
+        }),
+    ]
 }
 
 /// Adds the instance role and profile, and the AWS Backup service role.

@@ -299,6 +299,9 @@ fn instance_policy_is_least_privilege() {
                         "pulls only from the team image repository"
                     );
                 }
+                if actions.iter().any(|a| a.starts_with("ec2:")) {
+                    restore_statement_is_scoped(st, &actions, &text);
+                }
                 if actions.contains(&"logs:PutLogEvents") {
                     assert!(
                         text.contains(":log-group:/aws/ec2/${ProjectName}/*"),
@@ -310,6 +313,9 @@ fn instance_policy_is_least_privilege() {
     }
     let expected: BTreeSet<String> = [
         "cloudwatch:PutMetricData",
+        "ec2:DescribeInstances",
+        "ec2:DescribeSnapshots",
+        "ec2:DescribeVolumes",
         "ecr:GetAuthorizationToken",
         "secretsmanager:BatchGetSecretValue",
     ]
@@ -320,6 +326,34 @@ fn instance_policy_is_least_privilege() {
         star_actions, expected,
         "only actions without resource-level permissions use *"
     );
+}
+
+/// `csagent restore`'s EC2 grants: every volume action is tied to the restore tag (so the data
+/// volume can never be detached or deleted), instances to the project's tag, and the only
+/// unconditioned grant is CreateVolume's snapshot side.
+fn restore_statement_is_scoped(st: &Value, actions: &[&str], resource: &str) {
+    let cond = &st["Condition"]["StringEquals"];
+    let project = serde_json::json!({ "Ref": "ProjectName" });
+    if resource.contains(":volume/*") {
+        let key = if actions.contains(&"ec2:CreateTags") {
+            assert_eq!(
+                cond["ec2:CreateAction"], "CreateVolume",
+                "tags only at creation"
+            );
+            return;
+        } else if actions == ["ec2:CreateVolume"] {
+            "aws:RequestTag/csagent-restore"
+        } else {
+            "aws:ResourceTag/csagent-restore"
+        };
+        assert_eq!(cond[key], project, "{actions:?} on volumes needs {key}");
+    } else if resource.contains(":instance/*") {
+        assert_eq!(actions, ["ec2:AttachVolume", "ec2:DetachVolume"]);
+        assert_eq!(cond["aws:ResourceTag/Project"], project);
+    } else {
+        assert!(resource.contains("::snapshot/*"), "{resource}");
+        assert_eq!(actions, ["ec2:CreateVolume"]);
+    }
 }
 
 #[test]
@@ -700,6 +734,15 @@ fn role_grants_every_call_the_agent_makes() {
         "ecr:BatchGetImage",
         "ecr:GetDownloadUrlForLayer",
         "ecr:BatchCheckLayerAvailability",
+        // csagent restore (src/restore/ec2.rs)
+        "ec2:DescribeSnapshots",
+        "ec2:DescribeInstances",
+        "ec2:DescribeVolumes",
+        "ec2:CreateVolume",
+        "ec2:CreateTags",
+        "ec2:AttachVolume",
+        "ec2:DetachVolume",
+        "ec2:DeleteVolume",
     ] {
         assert!(
             policies.contains(&format!("\"{action}\"")),

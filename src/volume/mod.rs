@@ -313,6 +313,26 @@ pub fn mounted_device(config: &Config) -> Option<u64> {
     mount::is_mount_of(&device, &config.volume.mount_point).then_some(device.rdev)
 }
 
+/// The block device of another EBS volume attached to this instance, found by
+/// its stable NVMe name under `volume.by_id_dir` like the data volume: `None`
+/// while nothing (or a 0-byte device) is there. For `restore`'s temporary
+/// volume. Returns the canonical path and the device number. Never waits.
+pub fn attached_device(
+    config: &Config,
+    volume_id: &str,
+) -> Result<Option<(PathBuf, u64)>, VolumeError> {
+    let mut v = config.volume.clone();
+    v.source = crate::config::VolumeSource::VolumeId(volume_id.to_string());
+    Ok(discover::find_now(&v)?.ok().map(|d| (d.path, d.rdev)))
+}
+
+/// Where [`attached_device`] looks for `volume_id`.
+pub fn attached_device_path(config: &Config, volume_id: &str) -> PathBuf {
+    let mut v = config.volume.clone();
+    v.source = crate::config::VolumeSource::VolumeId(volume_id.to_string());
+    discover::wanted_path(&v)
+}
+
 /// Moves stray root-disk content hidden under the mounted volume into
 /// quarantine (see [`stray`]); nothing to do when the volume is not mounted.
 /// Blocking.
