@@ -12,8 +12,9 @@
 //! - s3:GetObject on the .deb only when DebUrl is an s3:// URL.
 //! - AmazonSSMManagedInstanceCore for Session Manager (instead of SSH).
 
-use crate::cfn::{Resources, get_att, if_, name_tag, no_value, r#ref, resource, sub, tags};
+use crate::cfn::{Resources, if_, name_tag, no_value, r#ref, resource, sub, tags, with};
 use crate::registry;
+use crate::settings::Settings;
 use csagent_contract::metrics;
 use serde_json::{Value, json};
 
@@ -85,7 +86,7 @@ pub fn agent_policy_document() -> Value {
                     "ecr:GetDownloadUrlForLayer",
                     "ecr:BatchCheckLayerAvailability",
                 ],
-                "Resource": get_att(registry::REPOSITORY, "Arn"),
+                "Resource": registry::repository_arn(),
             },
             {
                 "Sid": "PutMetricsInOurNamespace",
@@ -105,10 +106,16 @@ pub fn agent_policy_document() -> Value {
 }
 
 /// Adds the instance role and profile, and the AWS Backup service role.
-pub fn add(res: &mut Resources) {
+pub fn add(res: &mut Resources, s: &Settings) {
+    // The role depends on the log groups, so a stack deletion removes the log groups only
+    // after the instance (which depends on the role's profile) is terminated. The agent creates
+    // a log group it finds missing; were the groups deleted first, a still-running agent would
+    // create them again outside the stack, and re-creating the stack would then fail on
+    // "already exists".
+    let depends_on = crate::monitoring::log_group_ids(s);
     res.add(
         "InstanceRole",
-        resource(
+        with(resource(
             "AWS::IAM::Role",
             json!({
                 "Description": sub("csagent host of ${ProjectName}: project secrets, logs, metrics and team image pulls"),
@@ -122,7 +129,7 @@ pub fn add(res: &mut Resources) {
                 }],
                 "Tags": tags(&[name_tag("host")]),
             }),
-        ),
+        ), "DependsOn", json!(depends_on)),
     );
     res.add(
         "InstanceProfile",

@@ -24,6 +24,7 @@ pub mod parameters;
 pub mod registry;
 pub mod secrets;
 pub mod settings;
+pub mod sso;
 
 pub use agent_config::{agent_config_toml, sample_agent_config, sample_user_data};
 pub use settings::{MAX_DEVELOPERS, MAX_DEVELOPERS_WITH_ROTATION, OptionError, Settings};
@@ -44,7 +45,7 @@ pub enum Format {
 pub fn build_template(s: &Settings) -> Value {
     let mut res = cfn::Resources::default();
     network::add(&mut res, s);
-    iam::add(&mut res);
+    iam::add(&mut res, s);
     registry::add(&mut res);
     secrets::add(&mut res, s);
     compute::add(&mut res, s);
@@ -52,6 +53,7 @@ pub fn build_template(s: &Settings) -> Value {
     dns::add(&mut res, s);
     monitoring::add(&mut res, s);
     backup::add(&mut res);
+    sso::add(&mut res, s);
     json!({
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": format!(
@@ -68,6 +70,7 @@ pub fn build_template(s: &Settings) -> Value {
         },
         "Parameters": parameters::parameters(s),
         "Conditions": parameters::conditions(s),
+        "Rules": sso::rules(),
         "Resources": res.into_value(),
         "Outputs": outputs::outputs(s),
     })

@@ -9,6 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 const COUNTS: [u32; 3] = [1, 8, 40];
 
+/// The SSO conditions with SsoProvider `none` (the default).
+const SSO_OFF: &[(&str, bool)] = &[("SsoOidc", false), ("SsoCognito", false), ("UseSso", false)];
+
 fn template(developers: u32) -> Value {
     let s = Settings {
         developers,
@@ -29,10 +32,39 @@ fn of_type<'a>(t: &'a Value, kind: &str) -> Vec<(&'a String, &'a Value)> {
         .collect()
 }
 
+/// The text of a `Fn::Sub`, in its short form or the `[text, variables]` form.
 fn sub_text(v: &Value) -> &str {
-    v["Fn::Sub"]
-        .as_str()
+    let sub = &v["Fn::Sub"];
+    sub.as_str()
+        .or_else(|| sub[0].as_str())
         .unwrap_or_else(|| panic!("not a Fn::Sub: {v}"))
+}
+
+/// `v` as CloudFormation sees it when each condition in `conditions` has the given value:
+/// `Fn::If` replaced by its branch, `AWS::NoValue` dropped. Panics on a condition not given.
+fn resolve(v: &Value, conditions: &[(&str, bool)]) -> Option<Value> {
+    match v {
+        Value::Object(map) if map.len() == 1 && map.contains_key("Fn::If") => {
+            let args = map["Fn::If"].as_array().unwrap();
+            let name = args[0].as_str().unwrap();
+            let value = conditions
+                .iter()
+                .find(|(c, _)| *c == name)
+                .unwrap_or_else(|| panic!("condition {name} not given"))
+                .1;
+            resolve(&args[if value { 1 } else { 2 }], conditions)
+        }
+        Value::Object(map) if map.get("Ref") == Some(&Value::from("AWS::NoValue")) => None,
+        Value::Object(map) => Some(Value::Object(
+            map.iter()
+                .filter_map(|(k, x)| Some((k.clone(), resolve(x, conditions)?)))
+                .collect(),
+        )),
+        Value::Array(list) => Some(Value::Array(
+            list.iter().filter_map(|x| resolve(x, conditions)).collect(),
+        )),
+        other => Some(other.clone()),
+    }
 }
 
 #[test]
@@ -58,9 +90,10 @@ fn every_developer_has_target_group_rule_record_secrets_logs_alarm_and_url() {
                 sub_text(&rule["Conditions"][0]["HostHeaderConfig"]["Values"][0]),
                 format!("dev{d}.${{DomainName}}")
             );
-            assert_eq!(rule["Actions"][0]["Type"], "forward");
+            let actions = resolve(&rule["Actions"], SSO_OFF).unwrap();
+            assert_eq!(actions[0]["Type"], "forward");
             assert_eq!(
-                rule["Actions"][0]["TargetGroupArn"]["Ref"],
+                actions[0]["TargetGroupArn"]["Ref"],
                 format!("Dev{d}TargetGroup")
             );
 
@@ -295,7 +328,11 @@ fn instance_policy_is_least_privilege() {
                 if actions.iter().any(|a| a.starts_with("ecr:")) {
                     assert_eq!(
                         r,
-                        &serde_json::json!({ "Fn::GetAtt": ["TeamImageRepository", "Arn"] }),
+                        &serde_json::json!({ "Fn::If": [
+                            "CreateTeamImageRepository",
+                            { "Fn::GetAtt": ["TeamImageRepository", "Arn"] },
+                            { "Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/${ExistingTeamImageRepository}" },
+                        ] }),
                         "pulls only from the team image repository"
                     );
                 }
@@ -510,6 +547,8 @@ fn every_taggable_resource_has_the_four_tags() {
         "AWS::SNS::Subscription",
         "AWS::CloudWatch::Dashboard",
         "AWS::Backup::BackupSelection",
+        "AWS::Cognito::UserPoolClient",
+        "AWS::Cognito::UserPoolDomain",
     ]
     .into_iter()
     .collect();
@@ -527,6 +566,7 @@ fn every_taggable_resource_has_the_four_tags() {
         } else if let Some(map) = p
             .get("BackupVaultTags")
             .or_else(|| p.get("BackupPlanTags"))
+            .or_else(|| p.get("UserPoolTags"))
             .and_then(|m| m.as_object())
         {
             map.keys().cloned().collect()
@@ -548,7 +588,12 @@ fn backup_selects_the_data_volume_with_the_parameter_retention() {
         rule["Lifecycle"]["DeleteAfterDays"]["Ref"],
         "BackupRetentionDays"
     );
-    assert_eq!(rule["TargetBackupVault"]["Ref"], "BackupVault");
+    assert_eq!(
+        rule["TargetBackupVault"],
+        serde_json::json!({ "Fn::If": [
+            "CreateBackupVault", { "Ref": "BackupVault" }, { "Ref": "ExistingBackupVaultName" },
+        ] })
+    );
     let sel = &res["BackupSelection"]["Properties"]["BackupSelection"];
     assert!(sub_text(&sel["Resources"][0]).ends_with(":volume/${DataVolume}"));
     assert_eq!(sel["IamRoleArn"]["Fn::GetAtt"][0], "BackupRole");
@@ -789,7 +834,11 @@ fn team_image_repository_scans_keeps_tags_and_expires_old_images() {
     assert_eq!(repo["Type"], "AWS::ECR::Repository");
     assert_eq!(repo["DeletionPolicy"], "Retain");
     let p = &repo["Properties"];
-    assert_eq!(sub_text(&p["RepositoryName"]), "${ProjectName}/code-server");
+    assert_eq!(
+        sub_text(&p["RepositoryName"]),
+        "${ProjectName}/code-server-${StackSuffix}"
+    );
+    assert_eq!(repo["Condition"], "CreateTeamImageRepository");
     assert_eq!(p["ImageScanningConfiguration"]["ScanOnPush"], true);
     assert_eq!(p["ImageTagMutability"], "IMMUTABLE");
     let policy: Value = serde_json::from_str(
@@ -812,11 +861,16 @@ fn team_image_repository_scans_keeps_tags_and_expires_old_images() {
     assert!(priorities.windows(2).all(|w| w[0] < w[1]), "{priorities:?}");
 
     assert_eq!(
-        t["Outputs"]["TeamImageRepositoryUri"]["Value"],
+        t["Outputs"]["TeamImageRepositoryUri"]["Value"]["Fn::If"][1],
         serde_json::json!({ "Fn::GetAtt": ["TeamImageRepository", "RepositoryUri"] })
     );
     assert_eq!(t["Parameters"]["TeamImageTag"]["Default"], "");
     let script = sub_text(&resources(&t)["Instance"]["Properties"]["UserData"]["Fn::Base64"]);
     assert!(script.contains("TEAM_IMAGE_TAG='${TeamImageTag}'"));
-    assert!(script.contains("'${TeamImageRepository.RepositoryUri}'"));
+    assert!(script.contains("'${TeamImageRepositoryUri}'"));
+    let variables = &resources(&t)["Instance"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"][1];
+    assert_eq!(
+        variables["TeamImageRepositoryUri"],
+        t["Outputs"]["TeamImageRepositoryUri"]["Value"]
+    );
 }
