@@ -131,14 +131,29 @@ async fn delete_and_create_again_under_the_same_project() {
     let groups = log_groups(&config, &project).await;
     assert!(groups.is_empty(), "log groups left behind: {groups:?}");
     // The name the first stack used stays taken: a fixed name would collide here.
-    let again = ecr.create_repository().repository_name(&first_repo).send().await;
-    let code = again.as_ref().err().and_then(|e| e.as_service_error()).map(|e| e.is_repository_already_exists_exception());
+    let again = ecr
+        .create_repository()
+        .repository_name(&first_repo)
+        .send()
+        .await;
+    let code = again
+        .as_ref()
+        .err()
+        .and_then(|e| e.as_service_error())
+        .map(|e| e.is_repository_already_exists_exception());
     assert_eq!(code, Some(true), "ECR refuses a second {first_repo}");
 
     let second = create_stack(&cfn, "second", &stack_name, &body, &params).await;
     let second_repo = repository_of(&outputs_of(&second));
-    assert_ne!(second_repo, first_repo, "the re-created stack has a repository of its own");
-    assert_eq!(log_groups(&config, &project).await.len(), 3, "agent and 2 developer log groups");
+    assert_ne!(
+        second_repo, first_repo,
+        "the re-created stack has a repository of its own"
+    );
+    assert_eq!(
+        log_groups(&config, &project).await.len(),
+        3,
+        "agent and 2 developer log groups"
+    );
     delete_stack(&config, &cfn, &stack_name).await;
 
     // Adopting what a deleted stack kept.
@@ -150,12 +165,19 @@ async fn delete_and_create_again_under_the_same_project() {
     assert_eq!(repository_of(&third_out), first_repo);
     let listed = stack_resources(&cfn, &stack_name).await;
     assert!(
-        !listed.iter().any(|id| id == "TeamImageRepository" || id == "BackupVault"),
+        !listed
+            .iter()
+            .any(|id| id == "TeamImageRepository" || id == "BackupVault"),
         "nothing created in place of what is adopted: {listed:?}"
     );
     delete_stack(&config, &cfn, &stack_name).await;
     for repo in [&first_repo, &second_repo] {
-        let _ = ecr.delete_repository().repository_name(repo).force(true).send().await;
+        let _ = ecr
+            .delete_repository()
+            .repository_name(repo)
+            .force(true)
+            .send()
+            .await;
     }
     println!(
         "create, delete, create, delete, create (adopting), delete under {stack_name}: {:.1} s",
@@ -241,16 +263,16 @@ async fn delete_stack(
         let status = match cfn.describe_stacks().stack_name(stack_name).send().await {
             // By name, a deleted stack no longer exists.
             Err(_) => return,
-            Ok(out) => out
-                .stacks()
-                .first()
-                .and_then(|s| s.stack_status().cloned()),
+            Ok(out) => out.stacks().first().and_then(|s| s.stack_status().cloned()),
         };
         match status {
             None | Some(StackStatus::DeleteComplete) => return,
             Some(StackStatus::DeleteFailed) => panic!("stack {stack_name}: DELETE_FAILED"),
             Some(s) if start.elapsed() > STACK_TIMEOUT => {
-                panic!("stack {stack_name} still {} after {STACK_TIMEOUT:?}", s.as_str())
+                panic!(
+                    "stack {stack_name} still {} after {STACK_TIMEOUT:?}",
+                    s.as_str()
+                )
             }
             Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
@@ -460,7 +482,10 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
             params.extend([
                 ("SsoProvider", "oidc".to_string()),
                 ("OidcIssuer", OIDC_ISSUER.to_string()),
-                ("OidcAuthorizationEndpoint", format!("{OIDC_ISSUER}/v1/authorize")),
+                (
+                    "OidcAuthorizationEndpoint",
+                    format!("{OIDC_ISSUER}/v1/authorize"),
+                ),
                 ("OidcTokenEndpoint", format!("{OIDC_ISSUER}/v1/token")),
                 ("OidcUserInfoEndpoint", format!("{OIDC_ISSUER}/v1/userinfo")),
                 ("OidcClientId", "0oa1example2client3".to_string()),
@@ -663,10 +688,7 @@ async fn check_sso(
         if kinds != want {
             problems.push(format!("dev{n}: rule actions {kinds:?}, want {want:?}"));
         }
-        if let Some(oidc) = actions
-            .first()
-            .and_then(|a| a.authenticate_oidc_config())
-        {
+        if let Some(oidc) = actions.first().and_then(|a| a.authenticate_oidc_config()) {
             // moto keeps the dynamic reference as text; CloudFormation resolves it in AWS.
             let secret = oidc.client_secret().unwrap_or_default();
             let ok = oidc.issuer() == Some(OIDC_ISSUER)
@@ -685,8 +707,7 @@ async fn check_sso(
             let ok = cognito.user_pool_arn() == Some(COGNITO_POOL_ARN)
                 && cognito.user_pool_client_id() == Some(COGNITO_CLIENT_ID)
                 && cognito.user_pool_domain() == Some(COGNITO_DOMAIN)
-                && cognito.on_unauthenticated_request().map(|o| o.as_str())
-                    == Some("authenticate");
+                && cognito.on_unauthenticated_request().map(|o| o.as_str()) == Some("authenticate");
             if !ok {
                 problems.push(format!("dev{n}: authenticate-cognito config {cognito:?}"));
             }

@@ -314,7 +314,8 @@ fn arn_resource<'a>(value: &'a str, service: &str) -> Option<&'a str> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && parts[4].len() == 12
         && parts[4].chars().all(|c| c.is_ascii_digit());
-    ok.then_some(parts[5])
+    // Lazily: parts[5] does not exist when the value has fewer than six fields.
+    ok.then(|| parts[5])
 }
 
 /// `AccessLogBucket`: empty or an S3 bucket name.
@@ -347,11 +348,7 @@ pub fn is_image_tag(value: &str) -> bool {
 /// `OidcIssuer` and the OIDC endpoints: empty or an `https://` URL without whitespace, quotes
 /// or braces (the ALB wants the full URL of each; nothing here is put in a script, but a
 /// brace would end the `{{resolve:...}}` text next to it in the template).
-pub const HTTPS_URL_PATTERN: &str = concat!(
-    "^$|^https://[^'\"{}\\s",
-    unicode_space!(),
-    "]+$"
-);
+pub const HTTPS_URL_PATTERN: &str = concat!("^$|^https://[^'\"{}\\s", unicode_space!(), "]+$");
 
 /// See [`HTTPS_URL_PATTERN`].
 pub fn is_https_url(value: &str) -> bool {
@@ -375,7 +372,8 @@ pub fn is_oidc_client_id(value: &str) -> bool {
 /// `OidcClientSecretId`: empty, a Secrets Manager secret name (1-512 of `A-Za-z0-9/_+=.@-`),
 /// or a secret's full ARN. It goes into a `{{resolve:secretsmanager:ID:SecretString}}` dynamic
 /// reference, so a name must not hold the `:` that separates the reference's fields.
-pub const SECRET_ID_PATTERN: &str = "^$|^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$";
+pub const SECRET_ID_PATTERN: &str =
+    "^$|^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$";
 
 /// See [`SECRET_ID_PATTERN`].
 pub fn is_secret_id(value: &str) -> bool {

@@ -234,10 +234,7 @@ pub fn sample_user_data(s: &Settings) -> String {
             ("AWS::Region", SAMPLE_REGION),
             ("DataVolume", SAMPLE_VOLUME_ID),
             ("TeamImageTag", &s.team_image_tag),
-            (
-                "TeamImageRepositoryUri",
-                &sample_repository_uri(s),
-            ),
+            ("TeamImageRepositoryUri", &sample_repository_uri(s)),
         ],
     )
 }

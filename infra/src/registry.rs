@@ -58,7 +58,9 @@ pub fn repository_uri() -> Value {
     if_(
         "CreateTeamImageRepository",
         get_att(REPOSITORY, "RepositoryUri"),
-        sub("${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}/${ExistingTeamImageRepository}"),
+        sub(
+            "${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}/${ExistingTeamImageRepository}",
+        ),
     )
 }
 
@@ -67,7 +69,9 @@ pub fn repository_arn() -> Value {
     if_(
         "CreateTeamImageRepository",
         get_att(REPOSITORY, "Arn"),
-        sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/${ExistingTeamImageRepository}"),
+        sub(
+            "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/${ExistingTeamImageRepository}",
+        ),
     )
 }
 

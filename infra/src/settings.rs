@@ -38,7 +38,12 @@ fn bad(option: &'static str, message: impl Into<String>) -> OptionError {
 }
 
 /// `Ok` when `ok`, else "`option`: `rule` (got `value`)".
-pub(crate) fn check(ok: bool, option: &'static str, rule: &str, value: &str) -> Result<(), OptionError> {
+pub(crate) fn check(
+    ok: bool,
+    option: &'static str,
+    rule: &str,
+    value: &str,
+) -> Result<(), OptionError> {
     if ok {
         Ok(())
     } else {

@@ -3,6 +3,9 @@
 //! unique; no plaintext secret; IMDS options; least-privilege policy; no dependency cycle; every
 //! reference resolves; tags everywhere.
 
+mod common;
+
+use common::resolve;
 use infra::{Format, Settings, build_template, render};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -38,33 +41,6 @@ fn sub_text(v: &Value) -> &str {
     sub.as_str()
         .or_else(|| sub[0].as_str())
         .unwrap_or_else(|| panic!("not a Fn::Sub: {v}"))
-}
-
-/// `v` as CloudFormation sees it when each condition in `conditions` has the given value:
-/// `Fn::If` replaced by its branch, `AWS::NoValue` dropped. Panics on a condition not given.
-fn resolve(v: &Value, conditions: &[(&str, bool)]) -> Option<Value> {
-    match v {
-        Value::Object(map) if map.len() == 1 && map.contains_key("Fn::If") => {
-            let args = map["Fn::If"].as_array().unwrap();
-            let name = args[0].as_str().unwrap();
-            let value = conditions
-                .iter()
-                .find(|(c, _)| *c == name)
-                .unwrap_or_else(|| panic!("condition {name} not given"))
-                .1;
-            resolve(&args[if value { 1 } else { 2 }], conditions)
-        }
-        Value::Object(map) if map.get("Ref") == Some(&Value::from("AWS::NoValue")) => None,
-        Value::Object(map) => Some(Value::Object(
-            map.iter()
-                .filter_map(|(k, x)| Some((k.clone(), resolve(x, conditions)?)))
-                .collect(),
-        )),
-        Value::Array(list) => Some(Value::Array(
-            list.iter().filter_map(|x| resolve(x, conditions)).collect(),
-        )),
-        other => Some(other.clone()),
-    }
 }
 
 #[test]
@@ -868,7 +844,8 @@ fn team_image_repository_scans_keeps_tags_and_expires_old_images() {
     let script = sub_text(&resources(&t)["Instance"]["Properties"]["UserData"]["Fn::Base64"]);
     assert!(script.contains("TEAM_IMAGE_TAG='${TeamImageTag}'"));
     assert!(script.contains("'${TeamImageRepositoryUri}'"));
-    let variables = &resources(&t)["Instance"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"][1];
+    let variables =
+        &resources(&t)["Instance"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"][1];
     assert_eq!(
         variables["TeamImageRepositoryUri"],
         t["Outputs"]["TeamImageRepositoryUri"]["Value"]
