@@ -15,7 +15,6 @@
 //! each workspace to its developer (docs/security.md).
 
 use crate::cfn::{Resources, get_att, if_, r#ref, resource, sub, tag_map, with};
-use crate::naming::developer_host;
 use crate::settings::{OptionError, Settings, check};
 use csagent_contract::validate;
 use serde_json::{Map, Value, json};
@@ -389,15 +388,12 @@ pub fn rules() -> Value {
     })
 }
 
-/// `https://devN.<domain>/oauth2/idpresponse` for every developer, as `Fn::Sub` values.
+/// `https://devN.<domain>/oauth2/idpresponse` for every developer, as `Fn::Sub` values (the
+/// host is `naming::developer_host`'s).
 pub fn callback_urls(s: &Settings) -> Vec<Value> {
     s.developer_list()
         .iter()
-        .map(|dev| {
-            let host = developer_host(dev);
-            let text = host["Fn::Sub"].as_str().unwrap_or_default();
-            sub(format!("https://{text}{CALLBACK_PATH}"))
-        })
+        .map(|dev| sub(format!("https://{}.${{DomainName}}{CALLBACK_PATH}", dev.name)))
         .collect()
 }
 
