@@ -113,24 +113,22 @@ pub fn add(res: &mut Resources, s: &Settings) {
     // create them again outside the stack, and re-creating the stack would then fail on
     // "already exists".
     let depends_on = crate::monitoring::log_group_ids(s);
-    res.add(
-        "InstanceRole",
-        with(resource(
-            "AWS::IAM::Role",
-            json!({
-                "Description": sub("csagent host of ${ProjectName}: project secrets, logs, metrics and team image pulls"),
-                "AssumeRolePolicyDocument": assume_role("ec2.amazonaws.com"),
-                "ManagedPolicyArns": [
-                    sub("arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"),
-                ],
-                "Policies": [{
-                    "PolicyName": "csagent",
-                    "PolicyDocument": agent_policy_document(),
-                }],
-                "Tags": tags(&[name_tag("host")]),
-            }),
-        ), "DependsOn", json!(depends_on)),
+    let role = resource(
+        "AWS::IAM::Role",
+        json!({
+            "Description": sub("csagent host of ${ProjectName}: project secrets, logs, metrics and team image pulls"),
+            "AssumeRolePolicyDocument": assume_role("ec2.amazonaws.com"),
+            "ManagedPolicyArns": [
+                sub("arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"),
+            ],
+            "Policies": [{
+                "PolicyName": "csagent",
+                "PolicyDocument": agent_policy_document(),
+            }],
+            "Tags": tags(&[name_tag("host")]),
+        }),
     );
+    res.add("InstanceRole", with(role, "DependsOn", json!(depends_on)));
     res.add(
         "InstanceProfile",
         resource(
