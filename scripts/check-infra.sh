@@ -2,7 +2,8 @@
 # Lints the CloudFormation that the `infra` crate emits, for 1, 8 and 40 developers:
 #   1. generate it with `cargo run -q -p infra --` (JSON; YAML too for 8 developers; the
 #      8-developer templates with the generation-time option --password-rotation-lambda-arn
-#      and the schedule and idle stop on by default),
+#      and the schedule and idle stop on, and with SSO on: --sso oidc (JSON) and --sso
+#      cognito (YAML)),
 #   2. cfn-lint: 0 errors and 0 warnings (exit 0),
 #   3. checkov: 0 failed checks; skips only where the template's resource Metadata declares
 #      them (`checkov: skip: [{id, comment}]`), printed with their reasons.
@@ -45,7 +46,7 @@ infra() {
 SUMMARY=()
 FAILED=0
 record() { # name result
-  SUMMARY+=("$(printf '%-16s %s' "$1" "$2")")
+  SUMMARY+=("$(printf '%-24s %s' "$1" "$2")")
 }
 
 # Runs checkov; prints the declared skips with their reasons, every failed check and the
@@ -81,15 +82,27 @@ run_checkov() {
 
 check_case() { # developers format options
   local developers=$1 format=$2 options=$3
-  local label="dev=$developers $format"
-  local file="$WORK/env-$developers.$format"
+  local label="dev=$developers $format $options"
+  local file="$WORK/env-$developers-$options.$format"
   # Options that add resources at generation time (not Parameters).
   local extra=()
-  if [ "$options" = all ]; then
-    extra=(--password-rotation-lambda-arn "arn:aws:lambda:ap-southeast-7:123456789012:function:csagent-ci-rotate"
-      --schedule-start "cron(0 8 ? * MON-FRI *)" --schedule-stop "cron(0 20 ? * MON-FRI *)"
-      --schedule-timezone Europe/Berlin --idle-stop-hours 2)
-  fi
+  case "$options" in
+    all)
+      extra=(--password-rotation-lambda-arn "arn:aws:lambda:ap-southeast-7:123456789012:function:csagent-ci-rotate"
+        --schedule-start "cron(0 8 ? * MON-FRI *)" --schedule-stop "cron(0 20 ? * MON-FRI *)"
+        --schedule-timezone Europe/Berlin --idle-stop-hours 2)
+      ;;
+    sso-oidc) # SSO is a Parameter; these set its defaults, so the linters see it on
+      extra=(--sso oidc --oidc-issuer https://idp.example.com
+        --oidc-authorization-endpoint https://idp.example.com/authorize
+        --oidc-token-endpoint https://idp.example.com/token
+        --oidc-user-info-endpoint https://idp.example.com/userinfo
+        --oidc-client-id csagent-ci --oidc-client-secret-id csagent-ci-sso/oidc-client-secret)
+      ;;
+    sso-cognito)
+      extra=(--sso cognito)
+      ;;
+  esac
   echo
   echo "=== $label (generation options: $options) ==="
   if ! infra --developers "$developers" --domain "$DOMAIN" --hosted-zone-id "$ZONE_PLACEHOLDER" \
@@ -127,6 +140,8 @@ check_case 1 json none
 check_case 8 json all
 check_case 8 yaml all
 check_case 40 json none
+check_case 8 json sso-oidc
+check_case 8 yaml sso-cognito
 
 echo
 echo "=== check-infra summary ==="

@@ -75,6 +75,9 @@ fn infra_team_image_is_pulled_with_ecr_credentials() {
         "{}",
         c.containers.image
     );
-    assert_eq!(image.repository(), "code-server-multi-dev/code-server");
+    assert_eq!(
+        image.repository(),
+        "code-server-multi-dev/code-server-0a1b2c3d"
+    );
     assert_eq!(image.tag, "4.96.4-team.1");
 }

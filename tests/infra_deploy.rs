@@ -8,6 +8,18 @@
 //! `AWS::Scheduler::Schedule` or `AWS::CloudWatch::Alarm` and accepts both as placeholders
 //! (infra/tests/template.rs checks their properties).
 //!
+//! SSO (issue 19.5): the same template with SsoProvider `oidc`, and `cognito` with a given
+//! pool, deploys, and each developer's listener rule then authenticates (Order 1) before it
+//! forwards (Order 2); without SSO each rule has its single forward action. moto does not
+//! model `AWS::Cognito::*` in CloudFormation (a GetAtt on the pool fails), does not resolve
+//! the `{{resolve:secretsmanager:...}}` reference (it keeps the text), and ignores a
+//! template's SecurityGroupEgress: the pool the stack creates and the ALB's egress to the IdP
+//! are checked in infra/tests/sso.rs only.
+//!
+//! Teardown (issue 19.6): create, delete and create again under the same project and stack
+//! name reaches CREATE_COMPLETE; the kept repository survives the deletion, and a third stack
+//! adopts it (and the kept vault) through the Existing* parameters.
+//!
 //! Each test deploys into the shared moto (`AWS_ENDPOINT_URL`) under its own project name, so
 //! stacks, secrets and log groups never collide. moto does not enforce the 51,200-byte limit
 //! on `TemplateBody`, so even the 40-developer template goes in the request itself (real AWS
@@ -45,7 +57,18 @@ enum Optional {
     /// alarm e-mail, an s3:// package, ALB access logs, the start/stop schedule and the idle
     /// stop (parameters).
     All,
+    /// As `None`, with SsoProvider `oidc` and its parameters (deploy time).
+    Oidc,
+    /// As `None`, with SsoProvider `cognito` and an existing pool's parameters (deploy time).
+    Cognito,
 }
+
+/// The existing Cognito pool the `Cognito` deployment names (moto checks no ARN).
+const COGNITO_POOL_ARN: &str =
+    "arn:aws:cognito-idp:ap-southeast-7:123456789012:userpool/ap-southeast-7_AbCdEf123";
+const COGNITO_CLIENT_ID: &str = "1example23456789abcdefghij";
+const COGNITO_DOMAIN: &str = "csagent-ci-team";
+const OIDC_ISSUER: &str = "https://idp.example.com/oauth2/default";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_developer_json_deploys() {
@@ -65,6 +88,199 @@ async fn eight_developers_yaml_with_every_option_deploy() {
 #[tokio::test(flavor = "multi_thread")]
 async fn forty_developers_json_deploy() {
     deploy(40, Format::Json, Optional::None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_developers_behind_oidc_deploy() {
+    deploy(2, Format::Json, Optional::Oidc).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_developers_behind_a_given_cognito_pool_deploy() {
+    deploy(2, Format::Yaml, Optional::Cognito).await;
+}
+
+/// Create, delete, create again with the same project and stack name: CREATE_COMPLETE both
+/// times. The deletion keeps the team image repository (Retain) and removes the log groups;
+/// the second stack gets a repository of its own (the kept one's name is taken: moto refuses
+/// it as ECR does); a third stack adopts the kept repository and a kept vault through
+/// ExistingTeamImageRepository and ExistingBackupVaultName. What moto does not model
+/// (secrets, the vault, the final snapshot) is reasoned about in docs/operations.md.
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_and_create_again_under_the_same_project() {
+    let (_, body) = generate(2, Format::Json, Optional::None);
+    let config = aws().await;
+    let cfn = aws_sdk_cloudformation::Client::new(&config);
+    let ecr = aws_sdk_ecr::Client::new(&config);
+    let project = unique("ci-again");
+    let stack_name = format!("csagent-{project}");
+    let params = prerequisites(&config, &project).await;
+
+    let started = Instant::now();
+    let first = create_stack(&cfn, "first", &stack_name, &body, &params).await;
+    let first_repo = repository_of(&outputs_of(&first));
+    delete_stack(&config, &cfn, &stack_name).await;
+
+    // Kept: the repository. Removed: the log groups.
+    let kept = ecr
+        .describe_repositories()
+        .repository_names(&first_repo)
+        .send()
+        .await;
+    assert!(
+        kept.is_ok(),
+        "the deleted stack's repository {first_repo} is kept: {:?}",
+        kept.err().map(|e| error_text(&e))
+    );
+    let groups = log_groups(&config, &project).await;
+    assert!(groups.is_empty(), "log groups left behind: {groups:?}");
+    // The name the first stack used stays taken: a fixed name would collide here.
+    let again = ecr
+        .create_repository()
+        .repository_name(&first_repo)
+        .send()
+        .await;
+    let code = again
+        .as_ref()
+        .err()
+        .and_then(|e| e.as_service_error())
+        .map(|e| e.is_repository_already_exists_exception());
+    assert_eq!(code, Some(true), "ECR refuses a second {first_repo}");
+
+    let second = create_stack(&cfn, "second", &stack_name, &body, &params).await;
+    let second_repo = repository_of(&outputs_of(&second));
+    assert_ne!(
+        second_repo, first_repo,
+        "the re-created stack has a repository of its own"
+    );
+    assert_eq!(
+        log_groups(&config, &project).await.len(),
+        3,
+        "agent and 2 developer log groups"
+    );
+    delete_stack(&config, &cfn, &stack_name).await;
+
+    // Adopting what a deleted stack kept.
+    let mut adopt = params.clone();
+    adopt.insert("ExistingTeamImageRepository", first_repo.clone());
+    adopt.insert("ExistingBackupVaultName", format!("{project}-vault-kept"));
+    let third = create_stack(&cfn, "third (adopting)", &stack_name, &body, &adopt).await;
+    let third_out = outputs_of(&third);
+    assert_eq!(repository_of(&third_out), first_repo);
+    let listed = stack_resources(&cfn, &stack_name).await;
+    assert!(
+        !listed
+            .iter()
+            .any(|id| id == "TeamImageRepository" || id == "BackupVault"),
+        "nothing created in place of what is adopted: {listed:?}"
+    );
+    delete_stack(&config, &cfn, &stack_name).await;
+    for repo in [&first_repo, &second_repo] {
+        let _ = ecr
+            .delete_repository()
+            .repository_name(repo)
+            .force(true)
+            .send()
+            .await;
+    }
+    println!(
+        "create, delete, create, delete, create (adopting), delete under {stack_name}: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The repository name in the TeamImageRepositoryUri output.
+fn repository_of(outputs: &BTreeMap<String, String>) -> String {
+    let uri = outputs
+        .get("TeamImageRepositoryUri")
+        .expect("output TeamImageRepositoryUri");
+    uri.split_once(".amazonaws.com/")
+        .map(|(_, name)| name.to_string())
+        .unwrap_or_else(|| panic!("not an ECR URI: {uri}"))
+}
+
+/// The log groups under `/aws/ec2/<project>/`.
+async fn log_groups(config: &aws_config::SdkConfig, project: &str) -> BTreeSet<String> {
+    aws_sdk_cloudwatchlogs::Client::new(config)
+        .describe_log_groups()
+        .log_group_name_prefix(format!("/aws/ec2/{project}/"))
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .expect("moto logs DescribeLogGroups")
+        .into_iter()
+        .filter_map(|g| g.log_group_name().map(str::to_string))
+        .collect()
+}
+
+/// DeleteStack and wait until the stack is gone. moto deletes neither the
+/// AWS::EC2::VPCGatewayAttachment nor the route table it created from the template, and its
+/// DeleteStack then fails on the VPC ("has dependencies"); so first do by hand what
+/// CloudFormation does in AWS: detach the gateway, drop the route table's associations and
+/// the table.
+async fn delete_stack(
+    config: &aws_config::SdkConfig,
+    cfn: &aws_sdk_cloudformation::Client,
+    stack_name: &str,
+) {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let ids = physical_ids(cfn, stack_name).await;
+    if let (Some(vpc), Some(igw)) = (ids.get("Vpc"), ids.get("InternetGateway")) {
+        ec2.detach_internet_gateway()
+            .internet_gateway_id(igw)
+            .vpc_id(vpc)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("moto ec2 DetachInternetGateway: {}", error_text(&e)));
+    }
+    if let Some(table) = ids.get("PublicRouteTable") {
+        let tables = ec2
+            .describe_route_tables()
+            .route_table_ids(table)
+            .send()
+            .await
+            .expect("moto ec2 DescribeRouteTables");
+        for association in tables.route_tables().iter().flat_map(|t| t.associations()) {
+            if let Some(id) = association.route_table_association_id() {
+                ec2.disassociate_route_table()
+                    .association_id(id)
+                    .send()
+                    .await
+                    .expect("moto ec2 DisassociateRouteTable");
+            }
+        }
+        ec2.delete_route_table()
+            .route_table_id(table)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("moto ec2 DeleteRouteTable: {}", error_text(&e)));
+    }
+    cfn.delete_stack()
+        .stack_name(stack_name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("DeleteStack {stack_name}: {}", error_text(&e)));
+    let start = Instant::now();
+    loop {
+        let status = match cfn.describe_stacks().stack_name(stack_name).send().await {
+            // By name, a deleted stack no longer exists.
+            Err(_) => return,
+            Ok(out) => out.stacks().first().and_then(|s| s.stack_status().cloned()),
+        };
+        match status {
+            None | Some(StackStatus::DeleteComplete) => return,
+            Some(StackStatus::DeleteFailed) => panic!("stack {stack_name}: DELETE_FAILED"),
+            Some(s) if start.elapsed() > STACK_TIMEOUT => {
+                panic!(
+                    "stack {stack_name} still {} after {STACK_TIMEOUT:?}",
+                    s.as_str()
+                )
+            }
+            Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
 }
 
 /// The template as `infra --developers N --domain .. --hosted-zone-id .. --format F
@@ -108,20 +324,16 @@ fn generate(developers: u32, format: Format, optional: Optional) -> (Value, Stri
     (template, text)
 }
 
-/// Creates the stack in moto, waits for it, and checks what the agent relies on. Prints one
-/// line per finding; panics with every problem at once.
-async fn deploy(developers: u32, format: Format, optional: Optional) {
-    let label = format!("dev={developers} {format:?} (optional: {optional:?})");
-    let (template, body) = generate(developers, format, optional);
-    let config = aws().await;
-    let cfn = aws_sdk_cloudformation::Client::new(&config);
-    let ec2 = aws_sdk_ec2::Client::new(&config);
-
-    // What the real account would already have: the hosted zone, the AMI parameter and, when
-    // used, the key pair. moto does not model AWS::CertificateManager::Certificate (its
-    // placeholder has no ARN for the listener), so the stack uses a certificate moto issued,
-    // through the ExistingCertificateArn parameter.
-    let zone_id = hosted_zone(&config).await;
+/// What a real account would already have, made in moto: the hosted zone, the AMI parameter
+/// and a certificate. moto does not model AWS::CertificateManager::Certificate (its
+/// placeholder has no ARN for the listener), so the stack uses a certificate moto issued,
+/// through the ExistingCertificateArn parameter. The parameters every stack gets.
+async fn prerequisites(
+    config: &aws_config::SdkConfig,
+    project: &str,
+) -> BTreeMap<&'static str, String> {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let zone_id = hosted_zone(config).await;
     let images = ec2
         .describe_images()
         .send()
@@ -132,7 +344,7 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
         .first()
         .and_then(|i| i.image_id())
         .expect("moto lists an AMI");
-    aws_sdk_ssm::Client::new(&config)
+    aws_sdk_ssm::Client::new(config)
         .put_parameter()
         .name(MOTO_AMI_PARAMETER)
         .value(image_id)
@@ -141,7 +353,7 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
         .send()
         .await
         .expect("moto ssm PutParameter");
-    let certificate = aws_sdk_acm::Client::new(&config)
+    let certificate = aws_sdk_acm::Client::new(config)
         .request_certificate()
         .domain_name(format!("*.{DOMAIN}"))
         .validation_method(aws_sdk_acm::types::ValidationMethod::Dns)
@@ -151,51 +363,30 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
         .certificate_arn()
         .expect("a certificate ARN")
         .to_string();
-
-    // A project per stack, so stacks in the same moto share no secret or log group name.
-    let project = unique(&format!("ci{developers}"));
-    let stack_name = format!("csagent-{project}");
-    let mut params = BTreeMap::from([
-        ("ProjectName", project.clone()),
+    BTreeMap::from([
+        ("ProjectName", project.to_string()),
         ("HostedZoneId", zone_id),
         ("DomainName", DOMAIN.to_string()),
         ("ExistingCertificateArn", certificate),
-    ]);
-    match optional {
-        Optional::All => {
-            let key = unique("csagent-ci");
-            ec2.create_key_pair()
-                .key_name(&key)
-                .send()
-                .await
-                .expect("moto ec2 CreateKeyPair");
-            params.extend([
-                ("KeyPairName", key),
-                ("AdminSshCidr", "203.0.113.0/24".into()),
-                ("AlarmEmail", "ops@example.com".into()),
-                (
-                    "DebUrl",
-                    "s3://csagent-artifacts/csagent_0.1.0_amd64.deb".into(),
-                ),
-                ("AccessLogBucket", "csagent-alb-logs".into()),
-                ("TeamImageTag", "4.96.4-team.1".into()),
-                ("ScheduleStart", "cron(0 8 ? * MON-FRI *)".into()),
-                ("ScheduleStop", "cron(0 20 ? * MON-FRI *)".into()),
-                ("ScheduleTimezone", "Europe/Berlin".into()),
-                ("IdleStopHours", "2".into()),
-            ]);
-        }
-        Optional::None => {
-            params.insert(
-                "DebUrl",
-                "https://example.invalid/csagent_0.1.0_amd64.deb".into(),
-            );
-        }
-    }
+        (
+            "DebUrl",
+            "https://example.invalid/csagent_0.1.0_amd64.deb".to_string(),
+        ),
+    ])
+}
 
+/// CreateStack, then waits; panics with the failed resources' reasons unless it reaches
+/// CREATE_COMPLETE.
+async fn create_stack(
+    cfn: &aws_sdk_cloudformation::Client,
+    label: &str,
+    stack_name: &str,
+    body: &str,
+    params: &BTreeMap<&str, String>,
+) -> aws_sdk_cloudformation::types::Stack {
     cfn.create_stack()
-        .stack_name(&stack_name)
-        .template_body(&body)
+        .stack_name(stack_name)
+        .template_body(body)
         .set_parameters(Some(
             params
                 .iter()
@@ -211,13 +402,13 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
         .send()
         .await
         .unwrap_or_else(|e| panic!("{label}: CreateStack: {}", error_text(&e)));
-    let stack = wait_for_stack(&cfn, &stack_name).await;
+    let stack = wait_for_stack(cfn, stack_name).await;
     let status = stack.stack_status().map(StackStatus::as_str).unwrap_or("?");
     println!("{label}: moto stack {stack_name}: {status}");
     if stack.stack_status() != Some(&StackStatus::CreateComplete) {
         let events = cfn
             .describe_stack_events()
-            .stack_name(&stack_name)
+            .stack_name(stack_name)
             .send()
             .await
             .map(|o| o.stack_events().to_vec())
@@ -243,13 +434,98 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
             failed.join("\n")
         );
     }
+    stack
+}
+
+/// The stack's outputs by key.
+fn outputs_of(stack: &aws_sdk_cloudformation::types::Stack) -> BTreeMap<String, String> {
+    stack
+        .outputs()
+        .iter()
+        .filter_map(|o| Some((o.output_key()?.to_string(), o.output_value()?.to_string())))
+        .collect()
+}
+
+/// Creates the stack in moto, waits for it, and checks what the agent relies on. Prints one
+/// line per finding; panics with every problem at once.
+async fn deploy(developers: u32, format: Format, optional: Optional) {
+    let label = format!("dev={developers} {format:?} (optional: {optional:?})");
+    let (template, body) = generate(developers, format, optional);
+    let config = aws().await;
+    let cfn = aws_sdk_cloudformation::Client::new(&config);
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+
+    // A project per stack, so stacks in the same moto share no secret or log group name.
+    let project = unique(&format!("ci{developers}"));
+    let stack_name = format!("csagent-{project}");
+    let mut params = prerequisites(&config, &project).await;
+    match optional {
+        Optional::All => {
+            let key = unique("csagent-ci");
+            ec2.create_key_pair()
+                .key_name(&key)
+                .send()
+                .await
+                .expect("moto ec2 CreateKeyPair");
+            params.extend([
+                ("KeyPairName", key),
+                ("AdminSshCidr", "203.0.113.0/24".into()),
+                ("AlarmEmail", "ops@example.com".into()),
+                (
+                    "DebUrl",
+                    "s3://csagent-artifacts/csagent_0.1.0_amd64.deb".into(),
+                ),
+                ("AccessLogBucket", "csagent-alb-logs".into()),
+                ("TeamImageTag", "4.96.4-team.1".into()),
+                ("ScheduleStart", "cron(0 8 ? * MON-FRI *)".into()),
+                ("ScheduleStop", "cron(0 20 ? * MON-FRI *)".into()),
+                ("ScheduleTimezone", "Europe/Berlin".into()),
+                ("IdleStopHours", "2".into()),
+            ]);
+        }
+        Optional::Oidc => {
+            // The client secret lives in Secrets Manager, outside <project>/; the stack only
+            // names it.
+            let secret = format!("{}/oidc-client-secret", unique("csagent-ci-sso"));
+            aws_sdk_secretsmanager::Client::new(&config)
+                .create_secret()
+                .name(&secret)
+                .secret_string("not-a-real-client-secret")
+                .send()
+                .await
+                .expect("moto secretsmanager CreateSecret");
+            params.extend([
+                ("SsoProvider", "oidc".to_string()),
+                ("OidcIssuer", OIDC_ISSUER.to_string()),
+                (
+                    "OidcAuthorizationEndpoint",
+                    format!("{OIDC_ISSUER}/v1/authorize"),
+                ),
+                ("OidcTokenEndpoint", format!("{OIDC_ISSUER}/v1/token")),
+                ("OidcUserInfoEndpoint", format!("{OIDC_ISSUER}/v1/userinfo")),
+                ("OidcClientId", "0oa1example2client3".to_string()),
+                ("OidcClientSecretId", secret),
+            ]);
+        }
+        Optional::Cognito => {
+            params.extend([
+                ("SsoProvider", "cognito".to_string()),
+                ("CognitoUserPoolArn", COGNITO_POOL_ARN.to_string()),
+                ("CognitoUserPoolClientId", COGNITO_CLIENT_ID.to_string()),
+                ("CognitoUserPoolDomain", COGNITO_DOMAIN.to_string()),
+            ]);
+        }
+        Optional::None => {}
+    }
+
+    let stack = create_stack(&cfn, &label, &stack_name, &body, &params).await;
 
     // The stack has what the agent relies on.
     let mut problems = Vec::new();
-    let outputs: BTreeMap<&str, &str> = stack
-        .outputs()
+    let outputs = outputs_of(&stack);
+    let outputs: BTreeMap<&str, &str> = outputs
         .iter()
-        .filter_map(|o| Some((o.output_key()?, o.output_value()?)))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     for n in 1..=developers {
         let key = format!("Dev{n}Url");
@@ -272,13 +548,20 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
         }
     }
 
-    // The team image repository: where the agent's image is pushed, as the output says.
-    let repository = format!("{project}/code-server");
-    match outputs.get("TeamImageRepositoryUri") {
-        Some(uri) if uri.ends_with(&format!("/{repository}")) => {}
-        other => problems.push(format!(
-            "output TeamImageRepositoryUri is {other:?}, want .../{repository}"
-        )),
+    // The team image repository: where the agent's image is pushed, as the output says;
+    // `<project>/code-server-<8 hex digits of the stack id>`.
+    let repository = outputs
+        .get("TeamImageRepositoryUri")
+        .and_then(|uri| uri.split_once(".amazonaws.com/"))
+        .map(|(_, name)| name.to_string())
+        .unwrap_or_default();
+    let suffix = repository
+        .strip_prefix(&format!("{project}/code-server-"))
+        .unwrap_or_default();
+    if suffix.len() != 8 || !suffix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        problems.push(format!(
+            "output TeamImageRepositoryUri names {repository:?}, want {project}/code-server-<stack suffix>"
+        ));
     }
     match aws_sdk_ecr::Client::new(&config)
         .describe_repositories()
@@ -369,6 +652,8 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
         }
     }
 
+    problems.extend(check_sso(&config, &cfn, &stack_name, developers, optional, &outputs).await);
+
     println!(
         "{label}: moto: {} resources, {} outputs, {} log groups",
         listed.len(),
@@ -380,6 +665,114 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
         "{label}: stack {stack_name}:\n  {}",
         problems.join("\n  ")
     );
+}
+
+/// Each developer's listener rule authenticates (Order 1) before it forwards (Order 2) with
+/// SSO, and only forwards without; the SsoCallbackUrls output exists only with SSO. The
+/// problems found.
+async fn check_sso(
+    config: &aws_config::SdkConfig,
+    cfn: &aws_sdk_cloudformation::Client,
+    stack_name: &str,
+    developers: u32,
+    optional: Optional,
+    outputs: &BTreeMap<&str, &str>,
+) -> Vec<String> {
+    use aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum;
+    let mut problems = Vec::new();
+    let ids = physical_ids(cfn, stack_name).await;
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
+    let sso = matches!(optional, Optional::Oidc | Optional::Cognito);
+    for n in 1..=developers {
+        let Some(arn) = ids.get(&format!("Dev{n}ListenerRule")) else {
+            problems.push(format!("Dev{n}ListenerRule not listed"));
+            continue;
+        };
+        let rules = elb
+            .describe_rules()
+            .rule_arns(arn)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("DescribeRules {arn}: {}", error_text(&e)));
+        let mut actions = rules
+            .rules()
+            .first()
+            .map(|r| r.actions().to_vec())
+            .unwrap_or_default();
+        actions.sort_by_key(|a| a.order());
+        let kinds: Vec<(Option<i32>, Option<&ActionTypeEnum>)> =
+            actions.iter().map(|a| (a.order(), a.r#type())).collect();
+        let want: Vec<(Option<i32>, Option<&ActionTypeEnum>)> = match optional {
+            Optional::Oidc => vec![
+                (Some(1), Some(&ActionTypeEnum::AuthenticateOidc)),
+                (Some(2), Some(&ActionTypeEnum::Forward)),
+            ],
+            Optional::Cognito => vec![
+                (Some(1), Some(&ActionTypeEnum::AuthenticateCognito)),
+                (Some(2), Some(&ActionTypeEnum::Forward)),
+            ],
+            Optional::None | Optional::All => vec![(None, Some(&ActionTypeEnum::Forward))],
+        };
+        if kinds != want {
+            problems.push(format!("dev{n}: rule actions {kinds:?}, want {want:?}"));
+        }
+        if let Some(oidc) = actions.first().and_then(|a| a.authenticate_oidc_config()) {
+            // moto keeps the dynamic reference as text; CloudFormation resolves it in AWS.
+            let secret = oidc.client_secret().unwrap_or_default();
+            let ok = oidc.issuer() == Some(OIDC_ISSUER)
+                && oidc.on_unauthenticated_request().map(|o| o.as_str()) == Some("authenticate")
+                && oidc.session_timeout() == Some(i64::from(infra::sso::DEFAULT_SESSION_SECONDS))
+                && secret.starts_with("{{resolve:secretsmanager:csagent-ci-sso-")
+                && secret.ends_with("/oidc-client-secret:SecretString}}");
+            if !ok {
+                problems.push(format!("dev{n}: authenticate-oidc config {oidc:?}"));
+            }
+        }
+        if let Some(cognito) = actions
+            .first()
+            .and_then(|a| a.authenticate_cognito_config())
+        {
+            let ok = cognito.user_pool_arn() == Some(COGNITO_POOL_ARN)
+                && cognito.user_pool_client_id() == Some(COGNITO_CLIENT_ID)
+                && cognito.user_pool_domain() == Some(COGNITO_DOMAIN)
+                && cognito.on_unauthenticated_request().map(|o| o.as_str()) == Some("authenticate");
+            if !ok {
+                problems.push(format!("dev{n}: authenticate-cognito config {cognito:?}"));
+            }
+        }
+    }
+    // Not the ALB's egress to the IdP: moto ignores a template's SecurityGroupEgress (every
+    // group keeps its default allow-all egress); infra/tests/sso.rs checks it.
+    if outputs.contains_key("SsoCallbackUrls") != sso {
+        problems.push(format!(
+            "output SsoCallbackUrls: present {}, want {sso}",
+            !sso
+        ));
+    }
+    problems
+}
+
+/// Physical ids of the stack's resources by logical id.
+async fn physical_ids(
+    cfn: &aws_sdk_cloudformation::Client,
+    name: &str,
+) -> BTreeMap<String, String> {
+    cfn.list_stack_resources()
+        .stack_name(name)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .unwrap_or_else(|e| panic!("ListStackResources {name}: {}", error_text(&e)))
+        .into_iter()
+        .filter_map(|r| {
+            Some((
+                r.logical_resource_id()?.to_string(),
+                r.physical_resource_id()?.to_string(),
+            ))
+        })
+        .collect()
 }
 
 /// A fresh hosted zone for `DOMAIN`; its id without the `/hostedzone/` prefix.
@@ -440,8 +833,9 @@ async fn stack_resources(cfn: &aws_sdk_cloudformation::Client, name: &str) -> Ve
 
 /// moto lists only the resource types it models; the others (alarms, secrets, backup, ...) it
 /// accepts as placeholders. Prints them by type; they are not a failure. Expected: every
-/// unconditional resource and, with every option on, every conditional one except the
-/// certificate (each deployment here brings its own through ExistingCertificateArn).
+/// unconditional resource, the vault and repository (created unless adopted) and, with every
+/// option on, every other conditional one except the certificate (each deployment here brings
+/// its own through ExistingCertificateArn) and the Cognito pool.
 fn report_placeholders(label: &str, template: &Value, optional: Optional, listed: &[String]) {
     let listed: BTreeSet<&str> = listed.iter().map(String::as_str).collect();
     let resources = template["Resources"]
@@ -449,9 +843,13 @@ fn report_placeholders(label: &str, template: &Value, optional: Optional, listed
         .expect("the template has Resources");
     let mut by_type: BTreeMap<&str, usize> = BTreeMap::new();
     for (id, r) in resources {
-        let expected = match r.get("Condition") {
+        let expected = match r.get("Condition").and_then(Value::as_str) {
             None => true,
-            Some(c) => optional == Optional::All && c != "CreateCertificate",
+            // True unless an Existing* parameter is set (none of these deployments sets one).
+            Some("CreateBackupVault" | "CreateTeamImageRepository") => true,
+            // Each deployment brings its certificate; none has the stack create a pool.
+            Some("CreateCertificate" | "CreateCognitoPool") => false,
+            Some(_) => optional == Optional::All,
         };
         if expected && !listed.contains(id.as_str()) {
             *by_type

@@ -314,7 +314,8 @@ fn arn_resource<'a>(value: &'a str, service: &str) -> Option<&'a str> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && parts[4].len() == 12
         && parts[4].chars().all(|c| c.is_ascii_digit());
-    ok.then_some(parts[5])
+    // Lazily: parts[5] does not exist when the value has fewer than six fields.
+    ok.then(|| parts[5])
 }
 
 /// `AccessLogBucket`: empty or an S3 bucket name.
@@ -449,6 +450,153 @@ pub fn is_timezone(value: &str) -> bool {
 /// Longest idle stop, in hours: an alarm's evaluation window of 5-minute periods may span at
 /// most one day (PutMetricAlarm).
 pub const MAX_IDLE_STOP_HOURS: u32 = 24;
+
+/// `OidcIssuer` and the OIDC endpoints: empty or an `https://` URL without whitespace, quotes
+/// or braces (the ALB wants the full URL of each; nothing here is put in a script, but a
+/// brace would end the `{{resolve:...}}` text next to it in the template).
+pub const HTTPS_URL_PATTERN: &str = concat!("^$|^https://[^'\"{}\\s", unicode_space!(), "]+$");
+
+/// See [`HTTPS_URL_PATTERN`].
+pub fn is_https_url(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() > "https://".len()
+            && value.starts_with("https://")
+            && !value
+                .chars()
+                .any(|c| matches!(c, '\'' | '"' | '{' | '}') || c.is_whitespace()))
+}
+
+/// `OidcClientId`: empty or 1-255 printable ASCII characters without spaces (IdPs issue
+/// opaque ids; the ALB takes any string).
+pub const OIDC_CLIENT_ID_PATTERN: &str = "^[!-~]{0,255}$";
+
+/// See [`OIDC_CLIENT_ID_PATTERN`].
+pub fn is_oidc_client_id(value: &str) -> bool {
+    value.len() <= 255 && value.chars().all(|c| ('!'..='~').contains(&c))
+}
+
+/// `OidcClientSecretId`: empty, a Secrets Manager secret name (1-512 of `A-Za-z0-9/_+=.@-`),
+/// or a secret's full ARN. It goes into a `{{resolve:secretsmanager:ID:SecretString}}` dynamic
+/// reference, so a name must not hold the `:` that separates the reference's fields.
+pub const SECRET_ID_PATTERN: &str =
+    "^$|^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$";
+
+/// See [`SECRET_ID_PATTERN`].
+pub fn is_secret_id(value: &str) -> bool {
+    let name_ok = |n: &str| {
+        (1..=512).contains(&n.len())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c))
+    };
+    value.is_empty()
+        || name_ok(value)
+        || arn_resource(value, "secretsmanager")
+            .and_then(|r| r.strip_prefix("secret:"))
+            .is_some_and(name_ok)
+}
+
+/// `CognitoUserPoolArn`: empty (the stack creates the pool) or a user pool's ARN.
+pub const USER_POOL_ARN_PATTERN: &str =
+    "^$|^arn:aws[a-z-]*:cognito-idp:[a-z0-9-]+:[0-9]{12}:userpool/[a-z0-9-]+_[0-9A-Za-z]+$";
+
+/// See [`USER_POOL_ARN_PATTERN`].
+pub fn is_user_pool_arn(value: &str) -> bool {
+    value.is_empty()
+        || arn_resource(value, "cognito-idp")
+            .and_then(|r| r.strip_prefix("userpool/"))
+            .and_then(|id| id.split_once('_'))
+            .is_some_and(|(region, suffix)| {
+                !region.is_empty()
+                    && region
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !suffix.is_empty()
+                    && suffix.chars().all(|c| c.is_ascii_alphanumeric())
+            })
+}
+
+/// `CognitoUserPoolClientId`: empty or an app client id (1-128 of `A-Za-z0-9+]`).
+pub const USER_POOL_CLIENT_ID_PATTERN: &str = "^[A-Za-z0-9+]{0,128}$";
+
+/// See [`USER_POOL_CLIENT_ID_PATTERN`].
+pub fn is_user_pool_client_id(value: &str) -> bool {
+    value.len() <= 128 && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '+')
+}
+
+/// `CognitoUserPoolDomain`: empty, a prefix domain (`my-team`, the part before
+/// `.auth.<region>.amazoncognito.com`), or a custom domain of an existing pool
+/// (`auth.example.com`): lower-case DNS labels.
+pub const USER_POOL_DOMAIN_PATTERN: &str =
+    "^$|^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$";
+
+/// Longest `CognitoUserPoolDomain` (a DNS name).
+pub const USER_POOL_DOMAIN_MAX_LENGTH: usize = 253;
+
+/// See [`USER_POOL_DOMAIN_PATTERN`] and [`USER_POOL_DOMAIN_MAX_LENGTH`].
+pub fn is_user_pool_domain(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= USER_POOL_DOMAIN_MAX_LENGTH
+            && value.split('.').all(|label| {
+                (1..=63).contains(&label.len())
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            }))
+}
+
+/// `ExistingBackupVaultName`: empty (the stack creates its vault) or an AWS Backup vault name,
+/// 2-50 of `A-Za-z0-9_-`.
+pub const BACKUP_VAULT_PATTERN: &str = "^$|^[A-Za-z0-9_-]{2,50}$";
+
+/// See [`BACKUP_VAULT_PATTERN`].
+pub fn is_backup_vault(value: &str) -> bool {
+    value.is_empty()
+        || ((2..=50).contains(&value.len())
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+}
+
+/// `ExistingTeamImageRepository`: empty (the stack creates its repository) or an ECR
+/// repository name: `/`-separated components of `a-z0-9` runs joined by one of `._-`, at most
+/// 256 characters.
+pub const ECR_REPOSITORY_PATTERN: &str =
+    "^$|^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$";
+
+/// Longest `ExistingTeamImageRepository`.
+pub const ECR_REPOSITORY_MAX_LENGTH: usize = 256;
+
+/// See [`ECR_REPOSITORY_PATTERN`] and [`ECR_REPOSITORY_MAX_LENGTH`].
+pub fn is_ecr_repository(value: &str) -> bool {
+    let component_ok = |c: &str| {
+        // a-z0-9 runs joined by single separators, no separator at either end.
+        !c.is_empty()
+            && c.split(['.', '_', '-']).all(|run| {
+                !run.is_empty()
+                    && run
+                        .chars()
+                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            })
+    };
+    value.is_empty()
+        || (value.len() <= ECR_REPOSITORY_MAX_LENGTH && value.split('/').all(component_ok))
+}
+
+/// `DataVolumeSnapshotId`: empty (a blank volume) or an EBS snapshot id.
+pub const SNAPSHOT_ID_PATTERN: &str = "^$|^snap-([0-9a-f]{8}|[0-9a-f]{17})$";
+
+/// See [`SNAPSHOT_ID_PATTERN`].
+pub fn is_snapshot_id(value: &str) -> bool {
+    value.is_empty()
+        || value.strip_prefix("snap-").is_some_and(|hex| {
+            (hex.len() == 8 || hex.len() == 17)
+                && hex
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        })
+}
 
 #[cfg(test)]
 mod tests {

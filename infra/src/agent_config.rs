@@ -23,12 +23,22 @@ pub fn team_image_line(repository_uri: &str, tag: &str) -> String {
     )
 }
 
-/// The sample ECR repository URI of `project`'s team image.
-pub fn sample_repository_uri(project: &str) -> String {
-    format!(
-        "{SAMPLE_ACCOUNT_ID}.dkr.ecr.{SAMPLE_REGION}.amazonaws.com/{project}/{}",
-        crate::registry::REPOSITORY_SUFFIX
-    )
+/// Sample stack suffix in the sample repository name (the real one comes from the stack id).
+pub const SAMPLE_STACK_SUFFIX: &str = "0a1b2c3d";
+
+/// The sample ECR repository URI of the team image: `--existing-team-image-repository`, or
+/// the repository the stack would create, `<project>/code-server-<stack suffix>`.
+pub fn sample_repository_uri(s: &Settings) -> String {
+    let repository = if s.existing_team_image_repository.is_empty() {
+        format!(
+            "{}/{}-{SAMPLE_STACK_SUFFIX}",
+            s.project,
+            crate::registry::REPOSITORY_SUFFIX
+        )
+    } else {
+        s.existing_team_image_repository.clone()
+    };
+    format!("{SAMPLE_ACCOUNT_ID}.dkr.ecr.{SAMPLE_REGION}.amazonaws.com/{repository}")
 }
 
 /// Quotes `value` as a TOML basic string.
@@ -82,7 +92,7 @@ pub fn sample_agent_config(s: &Settings) -> String {
     );
     if !s.team_image_tag.is_empty() {
         config.push_str(&team_image_line(
-            &sample_repository_uri(&s.project),
+            &sample_repository_uri(s),
             &s.team_image_tag,
         ));
     }
@@ -91,7 +101,7 @@ pub fn sample_agent_config(s: &Settings) -> String {
 
 /// The user-data script as a `Fn::Sub` template: `${DebUrl}`, `${ProjectName}`,
 /// `${AWS::Region}`, `${DataVolume}`, `${TeamImageTag}` and
-/// `${TeamImageRepository.RepositoryUri}` are filled in by CloudFormation. The script itself
+/// `${TeamImageRepositoryUri}` are filled in by CloudFormation. The script itself
 /// uses no `${...}` so nothing else is taken for a placeholder.
 pub fn user_data_template(s: &Settings) -> String {
     let config = agent_config_toml(
@@ -148,7 +158,7 @@ cat > /etc/csagent/config.toml.new <<'CSAGENT_CONFIG'
 #    default image); the agent pulls it with the instance role's ECR token.
 TEAM_IMAGE_TAG='${{TeamImageTag}}'
 if [ -n "$TEAM_IMAGE_TAG" ]; then
-  printf 'image = "%s:%s"\n' '${{TeamImageRepository.RepositoryUri}}' "$TEAM_IMAGE_TAG" >> /etc/csagent/config.toml.new
+  printf 'image = "%s:%s"\n' '${{TeamImageRepositoryUri}}' "$TEAM_IMAGE_TAG" >> /etc/csagent/config.toml.new
 fi
 chmod 0640 /etc/csagent/config.toml.new
 mv -f /etc/csagent/config.toml.new /etc/csagent/config.toml
@@ -224,10 +234,7 @@ pub fn sample_user_data(s: &Settings) -> String {
             ("AWS::Region", SAMPLE_REGION),
             ("DataVolume", SAMPLE_VOLUME_ID),
             ("TeamImageTag", &s.team_image_tag),
-            (
-                "TeamImageRepository.RepositoryUri",
-                &sample_repository_uri(&s.project),
-            ),
+            ("TeamImageRepositoryUri", &sample_repository_uri(s)),
         ],
     )
 }
@@ -294,7 +301,7 @@ mod tests {
                 "DataVolume",
                 "DebUrl",
                 "ProjectName",
-                "TeamImageRepository.RepositoryUri",
+                "TeamImageRepositoryUri",
                 "TeamImageTag"
             ]
         );
@@ -328,7 +335,7 @@ mod tests {
         assert_eq!(
             parsed["containers"]["image"].as_str(),
             Some(
-                "123456789012.dkr.ecr.ap-southeast-7.amazonaws.com/code-server-multi-dev/code-server:4.96.4-team.1"
+                "123456789012.dkr.ecr.ap-southeast-7.amazonaws.com/code-server-multi-dev/code-server-0a1b2c3d:4.96.4-team.1"
             )
         );
         assert_eq!(parsed["containers"]["base_port"].as_integer(), Some(8443));

@@ -1,8 +1,17 @@
-//! AWS Backup of the data volume: a vault (kept when the stack is deleted, with its recovery
-//! points), a daily plan whose retention is the BackupRetentionDays parameter, and a selection of
-//! the data volume by ARN using the backup service role (see `iam`).
+//! AWS Backup of the data volume: a vault, a daily plan whose retention is the
+//! BackupRetentionDays parameter, and a selection of the data volume by ARN using the backup
+//! service role (see `iam`).
+//!
+//! The vault is kept when the stack is deleted: it holds the recovery points (AWS refuses to
+//! delete a vault that is not empty anyway), which still expire on their own lifecycle. So its
+//! name carries the stack id, `<project>-vault-<stack id>`, and a stack re-created under the
+//! same project creates a new vault instead of colliding with the kept one; or it keeps using
+//! the old one through the ExistingBackupVaultName Parameter.
 
-use crate::cfn::{Resources, get_att, r#ref, resource, skip_checkov, sub, tag_map, with};
+use crate::cfn::{
+    Resources, get_att, if_, r#ref, resource, skip_checkov, sub, sub_with_stack_suffix, tag_map,
+    with,
+};
 use serde_json::{Value, json};
 
 /// Daily at 02:00 UTC.
@@ -13,10 +22,12 @@ pub fn add(res: &mut Resources) {
     let vault = resource(
         "AWS::Backup::BackupVault",
         json!({
-            "BackupVaultName": sub("${ProjectName}-vault"),
+            // At most 32 + 7 + 8 = 47 of the 50 characters a vault name may have.
+            "BackupVaultName": sub_with_stack_suffix("${ProjectName}-vault-${StackSuffix}"),
             "BackupVaultTags": tag_map(&[("Name", sub("${ProjectName}-vault"))]),
         }),
     );
+    let vault = with(vault, "Condition", json!("CreateBackupVault"));
     let vault = with(vault, "DeletionPolicy", json!("Retain"));
     let vault = with(vault, "UpdateReplacePolicy", json!("Retain"));
     res.add(
@@ -38,7 +49,7 @@ pub fn add(res: &mut Resources) {
                     "BackupPlanName": sub("${ProjectName}-daily"),
                     "BackupPlanRule": [{
                         "RuleName": "DailyDataVolume",
-                        "TargetBackupVault": r#ref("BackupVault"),
+                        "TargetBackupVault": vault_name(),
                         "ScheduleExpression": SCHEDULE,
                         "StartWindowMinutes": 60,
                         "CompletionWindowMinutes": 480,
@@ -64,6 +75,15 @@ pub fn add(res: &mut Resources) {
             }),
         ),
     );
+}
+
+/// Name of the vault the plan writes to: the stack's, or ExistingBackupVaultName.
+pub fn vault_name() -> Value {
+    if_(
+        "CreateBackupVault",
+        r#ref("BackupVault"),
+        r#ref("ExistingBackupVaultName"),
+    )
 }
 
 /// ARN of the data volume.

@@ -26,6 +26,14 @@ pub fn if_(condition: &str, then: Value, otherwise: Value) -> Value {
     json!({ "Fn::If": [condition, then, otherwise] })
 }
 
+/// `Fn::Sub` of `text` in which `${StackSuffix}` is the first 8 hex digits of the stack id's
+/// UUID: the same for the life of a stack (updates keep it), different for a stack re-created
+/// under the same name. For names that must not collide with what a deleted stack kept.
+pub fn sub_with_stack_suffix(text: &str) -> Value {
+    let uuid = json!({ "Fn::Select": [2, { "Fn::Split": ["/", r#ref("AWS::StackId")] }] });
+    json!({ "Fn::Sub": [text, { "StackSuffix": { "Fn::Select": [0, { "Fn::Split": ["-", uuid] }] } }] })
+}
+
 /// `{"Ref": "AWS::NoValue"}`: drops the property (or list item) it stands for.
 pub fn no_value() -> Value {
     r#ref("AWS::NoValue")

@@ -3,6 +3,7 @@
 
 use crate::Format;
 use crate::settings::{OptionError, Settings, UBUNTU_2204_AMI_PARAMETER};
+use crate::sso::{DEFAULT_SESSION_SECONDS, SsoProvider, SsoSettings};
 use clap::Parser;
 
 /// Prints the CloudFormation template of the csagent environment to stdout.
@@ -141,6 +142,72 @@ pub struct Cli {
     /// 0 = never) [Parameter IdleStopHours].
     #[arg(long, value_name = "HOURS", default_value_t = 0)]
     pub idle_stop_hours: u32,
+    /// An AWS Backup vault to keep using instead of creating one, e.g. the vault a deleted stack
+    /// of this project kept (with its recovery points); default none: the stack creates
+    /// `<project>-vault-<stack id>` [Parameter ExistingBackupVaultName].
+    #[arg(long, value_name = "NAME")]
+    pub existing_backup_vault: Option<String>,
+
+    /// An ECR repository to keep using for the team image instead of creating one, e.g. the
+    /// one a deleted stack kept, or `<project>/code-server` of a stack made before repositories
+    /// had a stack suffix; default none: the stack creates `<project>/code-server-<stack id>`
+    /// [Parameter ExistingTeamImageRepository].
+    #[arg(long, value_name = "NAME")]
+    pub existing_team_image_repository: Option<String>,
+
+    /// EBS snapshot to create the data volume from, e.g. the final snapshot a deleted stack
+    /// left; default none: a blank volume [Parameter DataVolumeSnapshotId].
+    #[arg(long, value_name = "SNAPSHOT_ID")]
+    pub data_volume_snapshot_id: Option<String>,
+
+    /// Single sign-on at the ALB before code-server's password page: none, oidc (needs the
+    /// --oidc-* options) or cognito (a user pool the stack creates, or --cognito-user-pool-*)
+    /// [Parameter SsoProvider].
+    #[arg(long, value_enum, default_value_t = SsoProvider::None)]
+    pub sso: SsoProvider,
+
+    /// OIDC issuer URL (https://) [Parameter OidcIssuer].
+    #[arg(long, value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+
+    /// OIDC authorization endpoint URL [Parameter OidcAuthorizationEndpoint].
+    #[arg(long, value_name = "URL")]
+    pub oidc_authorization_endpoint: Option<String>,
+
+    /// OIDC token endpoint URL [Parameter OidcTokenEndpoint].
+    #[arg(long, value_name = "URL")]
+    pub oidc_token_endpoint: Option<String>,
+
+    /// OIDC user info endpoint URL [Parameter OidcUserInfoEndpoint].
+    #[arg(long, value_name = "URL")]
+    pub oidc_user_info_endpoint: Option<String>,
+
+    /// OIDC client id of the ALB [Parameter OidcClientId].
+    #[arg(long, value_name = "ID")]
+    pub oidc_client_id: Option<String>,
+
+    /// Name or ARN of the Secrets Manager secret holding the OIDC client secret (the value is
+    /// never in the template) [Parameter OidcClientSecretId].
+    #[arg(long, value_name = "SECRET")]
+    pub oidc_client_secret_id: Option<String>,
+
+    /// ARN of an existing Cognito user pool; default none: the stack creates one
+    /// [Parameter CognitoUserPoolArn].
+    #[arg(long, value_name = "ARN")]
+    pub cognito_user_pool_arn: Option<String>,
+
+    /// App client id in the existing Cognito pool [Parameter CognitoUserPoolClientId].
+    #[arg(long, value_name = "ID")]
+    pub cognito_user_pool_client_id: Option<String>,
+
+    /// Domain of the existing Cognito pool, or the prefix of the domain the stack creates
+    /// (default `<project>-<account id>`) [Parameter CognitoUserPoolDomain].
+    #[arg(long, value_name = "DOMAIN")]
+    pub cognito_user_pool_domain: Option<String>,
+
+    /// Lifetime of the ALB's SSO session in seconds [Parameter SsoSessionSeconds].
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SESSION_SECONDS)]
+    pub sso_session_seconds: u32,
 
     /// SSM parameter that holds the AMI id [Parameter LatestAmiId].
     #[arg(long, value_name = "PATH", default_value = UBUNTU_2204_AMI_PARAMETER)]
@@ -193,6 +260,31 @@ impl Cli {
             schedule_stop: self.schedule_stop.clone().unwrap_or_default(),
             schedule_timezone: self.schedule_timezone.clone(),
             idle_stop_hours: self.idle_stop_hours,
+            existing_backup_vault: self.existing_backup_vault.clone().unwrap_or_default(),
+            existing_team_image_repository: self
+                .existing_team_image_repository
+                .clone()
+                .unwrap_or_default(),
+            data_volume_snapshot_id: self.data_volume_snapshot_id.clone().unwrap_or_default(),
+            sso: SsoSettings {
+                provider: self.sso,
+                oidc_issuer: self.oidc_issuer.clone().unwrap_or_default(),
+                oidc_authorization_endpoint: self
+                    .oidc_authorization_endpoint
+                    .clone()
+                    .unwrap_or_default(),
+                oidc_token_endpoint: self.oidc_token_endpoint.clone().unwrap_or_default(),
+                oidc_user_info_endpoint: self.oidc_user_info_endpoint.clone().unwrap_or_default(),
+                oidc_client_id: self.oidc_client_id.clone().unwrap_or_default(),
+                oidc_client_secret_id: self.oidc_client_secret_id.clone().unwrap_or_default(),
+                cognito_user_pool_arn: self.cognito_user_pool_arn.clone().unwrap_or_default(),
+                cognito_user_pool_client_id: self
+                    .cognito_user_pool_client_id
+                    .clone()
+                    .unwrap_or_default(),
+                cognito_user_pool_domain: self.cognito_user_pool_domain.clone().unwrap_or_default(),
+                session_seconds: self.sso_session_seconds,
+            },
         };
         settings.validate()?;
         Ok(settings)

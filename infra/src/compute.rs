@@ -8,7 +8,7 @@
 
 use crate::agent_config::user_data_template;
 use crate::cfn::{
-    Resources, get_att, if_, name_tag, no_value, r#ref, resource, skip_checkov, sub, tags, with,
+    Resources, get_att, if_, name_tag, no_value, r#ref, resource, skip_checkov, tags, with,
 };
 use crate::naming::DATA_DEVICE;
 use crate::network::availability_zone;
@@ -55,7 +55,11 @@ pub fn add(res: &mut Resources, s: &Settings) {
             "EbsOptimized": true,
             "Monitoring": true,
             "PropagateTagsToVolumeOnCreation": true,
-            "UserData": { "Fn::Base64": sub(user_data_template(s)) },
+            // TeamImageRepositoryUri: the stack's repository or ExistingTeamImageRepository.
+            "UserData": { "Fn::Base64": { "Fn::Sub": [
+                user_data_template(s),
+                { "TeamImageRepositoryUri": crate::registry::repository_uri() },
+            ] } },
             "Tags": tags(&[name_tag("host")]),
         }),
     );
@@ -77,6 +81,9 @@ pub fn add(res: &mut Resources, s: &Settings) {
         json!({
             "AvailabilityZone": availability_zone(0),
             "Size": r#ref("DataVolumeSize"),
+            // Re-creating a deleted stack: start from its final snapshot (the agent mounts a
+            // volume that has a filesystem; it formats only a blank one).
+            "SnapshotId": if_("HasDataVolumeSnapshot", r#ref("DataVolumeSnapshotId"), no_value()),
             "VolumeType": "gp3",
             "Encrypted": true,
             "Tags": tags(&[name_tag("data")]),

@@ -14,8 +14,9 @@
 //! - s3:GetObject on the .deb only when DebUrl is an s3:// URL.
 //! - AmazonSSMManagedInstanceCore for Session Manager (instead of SSH).
 
-use crate::cfn::{Resources, get_att, if_, name_tag, no_value, r#ref, resource, sub, tags};
+use crate::cfn::{Resources, if_, name_tag, no_value, r#ref, resource, sub, tags, with};
 use crate::registry;
+use crate::settings::Settings;
 use csagent_contract::{RESTORE_TAG, metrics};
 use serde_json::{Value, json};
 
@@ -88,7 +89,7 @@ pub fn agent_policy_document() -> Value {
                     "ecr:GetDownloadUrlForLayer",
                     "ecr:BatchCheckLayerAvailability",
                 ],
-                "Resource": get_att(registry::REPOSITORY, "Arn"),
+                "Resource": registry::repository_arn(),
             },
             {
                 "Sid": "PutMetricsInOurNamespace",
@@ -173,25 +174,29 @@ pub fn restore_statements() -> [Value; 6] {
 }
 
 /// Adds the instance role and profile, and the AWS Backup service role.
-pub fn add(res: &mut Resources) {
-    res.add(
-        "InstanceRole",
-        resource(
-            "AWS::IAM::Role",
-            json!({
-                "Description": sub("csagent host of ${ProjectName}: project secrets, logs, metrics and team image pulls"),
-                "AssumeRolePolicyDocument": assume_role("ec2.amazonaws.com"),
-                "ManagedPolicyArns": [
-                    sub("arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"),
-                ],
-                "Policies": [{
-                    "PolicyName": "csagent",
-                    "PolicyDocument": agent_policy_document(),
-                }],
-                "Tags": tags(&[name_tag("host")]),
-            }),
-        ),
+pub fn add(res: &mut Resources, s: &Settings) {
+    // The role depends on the log groups, so a stack deletion removes the log groups only
+    // after the instance (which depends on the role's profile) is terminated. The agent creates
+    // a log group it finds missing; were the groups deleted first, a still-running agent would
+    // create them again outside the stack, and re-creating the stack would then fail on
+    // "already exists".
+    let depends_on = crate::monitoring::log_group_ids(s);
+    let role = resource(
+        "AWS::IAM::Role",
+        json!({
+            "Description": sub("csagent host of ${ProjectName}: project secrets, logs, metrics and team image pulls"),
+            "AssumeRolePolicyDocument": assume_role("ec2.amazonaws.com"),
+            "ManagedPolicyArns": [
+                sub("arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"),
+            ],
+            "Policies": [{
+                "PolicyName": "csagent",
+                "PolicyDocument": agent_policy_document(),
+            }],
+            "Tags": tags(&[name_tag("host")]),
+        }),
     );
+    res.add("InstanceRole", with(role, "DependsOn", json!(depends_on)));
     res.add(
         "InstanceProfile",
         resource(

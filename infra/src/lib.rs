@@ -25,6 +25,7 @@ pub mod registry;
 pub mod schedule;
 pub mod secrets;
 pub mod settings;
+pub mod sso;
 
 pub use agent_config::{agent_config_toml, sample_agent_config, sample_user_data};
 pub use settings::{MAX_DEVELOPERS, MAX_DEVELOPERS_WITH_ROTATION, OptionError, Settings};
@@ -45,7 +46,7 @@ pub enum Format {
 pub fn build_template(s: &Settings) -> Value {
     let mut res = cfn::Resources::default();
     network::add(&mut res, s);
-    iam::add(&mut res);
+    iam::add(&mut res, s);
     registry::add(&mut res);
     secrets::add(&mut res, s);
     compute::add(&mut res, s);
@@ -54,6 +55,7 @@ pub fn build_template(s: &Settings) -> Value {
     monitoring::add(&mut res, s);
     backup::add(&mut res);
     schedule::add(&mut res, &[compute::INSTANCE]);
+    sso::add(&mut res, s);
     json!({
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": format!(
@@ -71,6 +73,7 @@ pub fn build_template(s: &Settings) -> Value {
         "Parameters": parameters::parameters(s),
         "Mappings": schedule::mappings(),
         "Conditions": parameters::conditions(s),
+        "Rules": sso::rules(),
         "Resources": res.into_value(),
         "Outputs": outputs::outputs(s),
     })

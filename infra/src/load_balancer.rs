@@ -145,7 +145,10 @@ pub fn add(res: &mut Resources, s: &Settings) {
                         "Field": "host-header",
                         "HostHeaderConfig": { "Values": [developer_host(&dev)] },
                     }],
-                    "Actions": [{ "Type": "forward", "TargetGroupArn": r#ref(&tg) }],
+                    // With SSO: authenticate (Order 1), then forward (Order 2).
+                    "Actions": crate::sso::rule_actions(
+                        json!({ "Type": "forward", "TargetGroupArn": r#ref(&tg) }),
+                    ),
                 }),
             ),
         );

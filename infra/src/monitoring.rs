@@ -7,7 +7,7 @@
 
 use crate::cfn::{Resources, name_tag, r#ref, resource, skip_checkov, sub, tags, with};
 use crate::naming::{agent_log_group, container_log_group};
-use crate::settings::Settings;
+use crate::settings::{Developer, Settings};
 use csagent_contract::DATA_MOUNT;
 use csagent_contract::metrics::{
     ACTIVE, AGENT_HEARTBEAT, CONTAINER_HEALTHY, CONTAINER_RUNNING, DEVELOPER_METRICS,
@@ -59,6 +59,21 @@ fn alarm(spec: AlarmSpec<'_>) -> Value {
     )
 }
 
+/// Logical id of the agent's log group.
+pub const AGENT_LOG_GROUP_ID: &str = "AgentLogGroup";
+
+/// Logical id of a developer's container log group.
+pub fn developer_log_group_id(dev: &Developer) -> String {
+    format!("{}LogGroup", dev.id())
+}
+
+/// Logical ids of every log group the stack creates.
+pub fn log_group_ids(s: &Settings) -> Vec<String> {
+    std::iter::once(AGENT_LOG_GROUP_ID.to_string())
+        .chain(s.developer_list().iter().map(developer_log_group_id))
+        .collect()
+}
+
 /// Adds log groups, the alarm topic, alarms and the dashboard.
 pub fn add(res: &mut Resources, s: &Settings) {
     // Log groups are deleted with the stack, explicitly (a kept group would block re-creating
@@ -76,10 +91,10 @@ pub fn add(res: &mut Resources, s: &Settings) {
         let group = with(group, "UpdateReplacePolicy", json!("Delete"));
         skip_checkov(group, &[("CKV_AWS_158", LOG_KMS_REASON)])
     };
-    res.add("AgentLogGroup", log_group(agent_log_group(), &[]));
+    res.add(AGENT_LOG_GROUP_ID, log_group(agent_log_group(), &[]));
     for dev in s.developer_list() {
         res.add(
-            format!("{}LogGroup", dev.id()),
+            developer_log_group_id(&dev),
             log_group(
                 container_log_group(&dev),
                 &[("Developer", Value::from(dev.name.clone()))],

@@ -114,10 +114,10 @@ pub fn add(res: &mut Resources, s: &Settings) {
                 { "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "CidrIp": "0.0.0.0/0",
                   "Description": "HTTP from anywhere, only redirected to HTTPS" },
             ],
-            "SecurityGroupEgress": [
+            "SecurityGroupEgress": crate::sso::alb_egress(json!(
                 { "IpProtocol": "tcp", "FromPort": first, "ToPort": last, "CidrIp": VPC_CIDR,
-                  "Description": format!("To the developer containers ({ports}) inside the VPC") },
-            ],
+                  "Description": format!("To the developer containers ({ports}) inside the VPC") }
+            )),
             "Tags": tags(&[name_tag("alb")]),
         }),
     );

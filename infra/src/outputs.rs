@@ -34,9 +34,17 @@ pub fn outputs(s: &Settings) -> Value {
         "TeamImageRepositoryUri".into(),
         json!({
             "Description": "ECR repository of the team image: push <uri>:<tag> there (images/README.md)",
-            "Value": get_att(registry::REPOSITORY, "RepositoryUri"),
+            "Value": registry::repository_uri(),
         }),
     );
+    o.insert(
+        "BackupVaultName".into(),
+        json!({
+            "Description": "AWS Backup vault of the daily recovery points (kept when the stack is deleted)",
+            "Value": crate::backup::vault_name(),
+        }),
+    );
+    crate::sso::outputs(s, &mut o);
     o.insert(
         "AlarmTopicArn".into(),
         json!({ "Description": "SNS topic every alarm notifies", "Value": r#ref("AlarmTopic") }),

@@ -239,6 +239,33 @@ pub fn parameters(s: &Settings) -> Value {
         ),
     );
     p.insert(
+        "ExistingBackupVaultName".into(),
+        string_param(
+            "Optional AWS Backup vault to keep using, e.g. the one a deleted stack of this project kept with its recovery points. Empty: the stack creates <ProjectName>-vault-<stack id> (kept when the stack is deleted).",
+            &s.existing_backup_vault,
+            validate::BACKUP_VAULT_PATTERN,
+            "empty or a backup vault name: 2-50 of A-Z a-z 0-9 _ -",
+        ),
+    );
+    let mut repository = string_param(
+        "Optional ECR repository to keep using for the team image, e.g. the one a deleted stack kept, or <ProjectName>/code-server of a stack made before names had a stack suffix. Empty: the stack creates <ProjectName>/code-server-<stack id> (kept when the stack is deleted).",
+        &s.existing_team_image_repository,
+        validate::ECR_REPOSITORY_PATTERN,
+        "empty or an ECR repository name (lower case)",
+    );
+    repository["MaxLength"] = json!(validate::ECR_REPOSITORY_MAX_LENGTH);
+    p.insert("ExistingTeamImageRepository".into(), repository);
+    p.insert(
+        "DataVolumeSnapshotId".into(),
+        string_param(
+            "Optional EBS snapshot to create the data volume from, e.g. the final snapshot of a deleted stack (DataVolumeSize must be at least its size). Empty: a blank volume, which the agent formats.",
+            &s.data_volume_snapshot_id,
+            validate::SNAPSHOT_ID_PATTERN,
+            "empty or an EBS snapshot id (snap-...)",
+        ),
+    );
+    crate::sso::parameters(&s.sso, &mut p);
+    p.insert(
         "AccessLogBucket".into(),
         string_param(
             "Optional S3 bucket for ALB access logs (its policy must allow ELB log delivery). Empty: access logs off.",
@@ -269,15 +296,26 @@ pub fn conditions(s: &Settings) -> Value {
     if !s.password_rotation_lambda_arn.is_empty() {
         conditions["RotatePasswords"] = not_empty("PasswordRotationLambdaArn");
     }
-    if let Some(c) = conditions.as_object_mut() {
-        c.extend(crate::schedule::conditions());
+    conditions["CreateBackupVault"] =
+        json!({ "Fn::Equals": [r#ref("ExistingBackupVaultName"), ""] });
+    conditions["CreateTeamImageRepository"] =
+        json!({ "Fn::Equals": [r#ref("ExistingTeamImageRepository"), ""] });
+    conditions["HasDataVolumeSnapshot"] = not_empty("DataVolumeSnapshotId");
+    if let Some(map) = conditions.as_object_mut() {
+        map.extend(crate::schedule::conditions());
+        crate::sso::conditions(map);
     }
     conditions
 }
 
 /// `AWS::CloudFormation::Interface`: how the console groups the Parameters.
 pub fn interface(s: &Settings) -> Value {
-    let mut operations = vec!["AlarmEmail", "LogRetentionDays", "BackupRetentionDays"];
+    let mut operations = vec![
+        "AlarmEmail",
+        "LogRetentionDays",
+        "BackupRetentionDays",
+        "ExistingBackupVaultName",
+    ];
     if !s.password_rotation_lambda_arn.is_empty() {
         operations.extend(["PasswordRotationLambdaArn", "PasswordRotationDays"]);
     }
@@ -286,13 +324,15 @@ pub fn interface(s: &Settings) -> Value {
             { "Label": { "default": "Project and tags" },
               "Parameters": ["ProjectName", "Environment", "CostCenter"] },
             { "Label": { "default": "Host" },
-              "Parameters": ["InstanceType", "LatestAmiId", "RootVolumeSize", "DataVolumeSize", "DebUrl", "TeamImageTag", "KeyPairName", "AdminSshCidr"] },
+              "Parameters": ["InstanceType", "LatestAmiId", "RootVolumeSize", "DataVolumeSize", "DataVolumeSnapshotId", "DebUrl", "TeamImageTag", "ExistingTeamImageRepository", "KeyPairName", "AdminSshCidr"] },
             { "Label": { "default": "DNS and TLS" },
               "Parameters": ["DomainName", "HostedZoneId", "ExistingCertificateArn", "AccessLogBucket"] },
             { "Label": { "default": "Operations" },
               "Parameters": operations },
             { "Label": { "default": "Pay for used hours only" },
               "Parameters": ["ScheduleStart", "ScheduleStop", "ScheduleTimezone", "IdleStopHours"] },
+            { "Label": { "default": "Single sign-on at the ALB" },
+              "Parameters": crate::sso::PARAMETER_NAMES },
         ]
     })
 }

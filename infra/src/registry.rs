@@ -1,11 +1,18 @@
-//! The team image's ECR repository, `<project>/code-server`: scan on push, immutable tags (a
-//! tag the agent runs never changes under it), and a lifecycle policy that expires untagged
-//! images after [`UNTAGGED_DAYS`] days and keeps the newest [`KEEP_IMAGES`] images. The
-//! instance role may pull from it (`iam.rs`); the agent's config names an image in it when
-//! the TeamImageTag Parameter is set (`agent_config.rs`). Kept when the stack is deleted: the
-//! images in it are the team's.
+//! The team image's ECR repository, `<project>/code-server-<stack id>`: scan on push, immutable
+//! tags (a tag the agent runs never changes under it), and a lifecycle policy that expires
+//! untagged images after [`UNTAGGED_DAYS`] days and keeps the newest [`KEEP_IMAGES`] images.
+//! The instance role may pull from it (`iam.rs`); the agent's config names an image in it when
+//! the TeamImageTag Parameter is set (`agent_config.rs`).
+//!
+//! Kept when the stack is deleted: the images in it are the team's. So its name carries the
+//! stack id (a stack re-created under the same project creates a new repository instead of
+//! colliding with the kept one), and the ExistingTeamImageRepository Parameter uses a kept (or
+//! any other) repository instead of creating one.
 
-use crate::cfn::{Resources, name_tag, resource, skip_checkov, sub, tags, with};
+use crate::cfn::{
+    Resources, get_att, if_, name_tag, resource, skip_checkov, sub, sub_with_stack_suffix, tags,
+    with,
+};
 use serde_json::{Value, json};
 
 /// Logical id of the repository.
@@ -46,12 +53,34 @@ pub fn lifecycle_policy() -> Value {
     })
 }
 
-/// Adds the repository.
+/// URI of the team image repository, the stack's or ExistingTeamImageRepository.
+pub fn repository_uri() -> Value {
+    if_(
+        "CreateTeamImageRepository",
+        get_att(REPOSITORY, "RepositoryUri"),
+        sub(
+            "${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}/${ExistingTeamImageRepository}",
+        ),
+    )
+}
+
+/// ARN of the team image repository, the stack's or ExistingTeamImageRepository.
+pub fn repository_arn() -> Value {
+    if_(
+        "CreateTeamImageRepository",
+        get_att(REPOSITORY, "Arn"),
+        sub(
+            "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/${ExistingTeamImageRepository}",
+        ),
+    )
+}
+
+/// Adds the repository (unless ExistingTeamImageRepository is set).
 pub fn add(res: &mut Resources) {
     let repository = resource(
         "AWS::ECR::Repository",
         json!({
-            "RepositoryName": sub(format!("${{ProjectName}}/{REPOSITORY_SUFFIX}")),
+            "RepositoryName": sub_with_stack_suffix(&format!("${{ProjectName}}/{REPOSITORY_SUFFIX}-${{StackSuffix}}")),
             "ImageScanningConfiguration": { "ScanOnPush": true },
             "ImageTagMutability": "IMMUTABLE",
             "EncryptionConfiguration": { "EncryptionType": "AES256" },
@@ -59,6 +88,7 @@ pub fn add(res: &mut Resources) {
             "Tags": tags(&[name_tag("team-image")]),
         }),
     );
+    let repository = with(repository, "Condition", json!("CreateTeamImageRepository"));
     let repository = with(repository, "DeletionPolicy", json!("Retain"));
     let repository = with(repository, "UpdateReplacePolicy", json!("Retain"));
     res.add(

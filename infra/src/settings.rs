@@ -9,7 +9,8 @@ use std::fmt;
 pub use csagent_contract::MAX_DEVELOPERS;
 
 /// Most developers with --password-rotation-lambda-arn: a RotationSchedule each
-/// adds one resource per developer (57 developers use 493 resources, 58 would use 501).
+/// adds one resource per developer (57 developers use 493 resources with the schedule's and
+/// the optional SSO's conditional resources counted).
 pub const MAX_DEVELOPERS_WITH_ROTATION: u32 = 57;
 
 /// A bad command-line value: which option, and what is wrong with it.
@@ -37,7 +38,12 @@ fn bad(option: &'static str, message: impl Into<String>) -> OptionError {
 }
 
 /// `Ok` when `ok`, else "`option`: `rule` (got `value`)".
-fn check(ok: bool, option: &'static str, rule: &str, value: &str) -> Result<(), OptionError> {
+pub(crate) fn check(
+    ok: bool,
+    option: &'static str,
+    rule: &str,
+    value: &str,
+) -> Result<(), OptionError> {
     if ok {
         Ok(())
     } else {
@@ -104,6 +110,18 @@ pub struct Settings {
     pub schedule_timezone: String,
     /// Stop a host after this many hours with no developer active; 0: never.
     pub idle_stop_hours: u32,
+    /// Single sign-on at the ALB (off by default).
+    pub sso: crate::sso::SsoSettings,
+    /// An AWS Backup vault to use instead of creating one (e.g. the vault a deleted stack of the
+    /// same project kept); empty: the stack creates `<project>-vault-<stack id>`.
+    pub existing_backup_vault: String,
+    /// An ECR repository to use for the team image instead of creating one (e.g. the
+    /// repository a deleted stack kept); empty: the stack creates
+    /// `<project>/code-server-<stack id>`.
+    pub existing_team_image_repository: String,
+    /// EBS snapshot to create the data volume from (e.g. the final snapshot of a deleted
+    /// stack); empty: a blank volume.
+    pub data_volume_snapshot_id: String,
 }
 
 /// Canonical's public SSM parameter for the current Ubuntu 22.04 amd64 AMI.
@@ -140,6 +158,10 @@ impl Default for Settings {
             schedule_stop: String::new(),
             schedule_timezone: "UTC".into(),
             idle_stop_hours: 0,
+            sso: crate::sso::SsoSettings::default(),
+            existing_backup_vault: String::new(),
+            existing_team_image_repository: String::new(),
+            data_volume_snapshot_id: String::new(),
         }
     }
 }
@@ -313,6 +335,25 @@ impl Settings {
                 ),
             ));
         }
+        check(
+            validate::is_backup_vault(&self.existing_backup_vault),
+            "--existing-backup-vault",
+            "must be an AWS Backup vault name: 2..=50 of A-Z a-z 0-9 _ -",
+            &self.existing_backup_vault,
+        )?;
+        check(
+            validate::is_ecr_repository(&self.existing_team_image_repository),
+            "--existing-team-image-repository",
+            "must be an ECR repository name such as my-project/code-server (lower case, up to 256)",
+            &self.existing_team_image_repository,
+        )?;
+        check(
+            validate::is_snapshot_id(&self.data_volume_snapshot_id),
+            "--data-volume-snapshot-id",
+            "must be an EBS snapshot id, snap- and 8 or 17 hex digits",
+            &self.data_volume_snapshot_id,
+        )?;
+        self.sso.validate()?;
         if !self.ami_ssm_parameter.starts_with('/')
             || self.ami_ssm_parameter.len() > 2048
             || !self

@@ -139,6 +139,30 @@ fn bad_options_are_named() {
             "--certificate-arn:",
         ),
         ("--format=xml", "--format"),
+        // Fewer than six ARN fields once panicked instead of being refused.
+        ("--certificate-arn=foo", "--certificate-arn:"),
+        (
+            "--password-rotation-lambda-arn=x",
+            "--password-rotation-lambda-arn:",
+        ),
+        ("--sso=oidc", "--oidc-issuer: is required with --sso oidc"),
+        ("--sso=saml", "--sso"),
+        ("--oidc-issuer=http://idp.example.com", "--oidc-issuer:"),
+        ("--cognito-user-pool-arn=x", "--cognito-user-pool-arn:"),
+        (
+            "--cognito-user-pool-client-id=a_b",
+            "--cognito-user-pool-client-id:",
+        ),
+        ("--sso-session-seconds=0", "--sso-session-seconds:"),
+        ("--existing-backup-vault=a b", "--existing-backup-vault:"),
+        (
+            "--existing-team-image-repository=Upper/x",
+            "--existing-team-image-repository:",
+        ),
+        (
+            "--data-volume-snapshot-id=vol-1",
+            "--data-volume-snapshot-id:",
+        ),
     ];
     for (arg, want) in more {
         let o = infra(&with_base(&[arg]));

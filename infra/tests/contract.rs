@@ -449,6 +449,84 @@ fn schedule_expressions() {
 }
 
 #[test]
+fn oidc_urls() {
+    let mut samples = strings(&[
+        "",
+        "https://idp.example.com",
+        "https://login.microsoftonline.com/0000-1111/v2.0",
+        "https://idp.example.com/oauth2/v1/authorize?x=1",
+        "https://",
+        "http://idp.example.com",
+        "HTTPS://idp.example.com",
+        "https://idp.example.com/a b",
+        "https://idp.example.com/a\tb",
+        "https://idp.example.com/'",
+        "https://idp.example.com/\"",
+        "https://idp.example.com/}}",
+        "https://idp.example.com/{",
+        "https://idp.example.com/\u{a0}",
+        "https://idp.example.com/\u{3000}",
+        " https://idp.example.com",
+        "https://idp.example.com\n",
+    ]);
+    samples.push(format!("https://{}", "a".repeat(2000)));
+    let setters: [(&str, &str, Setter); 4] = [
+        ("OidcIssuer", "--oidc-issuer", |s, v| s.sso.oidc_issuer = v),
+        (
+            "OidcAuthorizationEndpoint",
+            "--oidc-authorization-endpoint",
+            |s, v| s.sso.oidc_authorization_endpoint = v,
+        ),
+        ("OidcTokenEndpoint", "--oidc-token-endpoint", |s, v| {
+            s.sso.oidc_token_endpoint = v
+        }),
+        (
+            "OidcUserInfoEndpoint",
+            "--oidc-user-info-endpoint",
+            |s, v| s.sso.oidc_user_info_endpoint = v,
+        ),
+    ];
+    for (parameter, option, set) in setters {
+        check_strings(parameter, option, set, &samples);
+    }
+}
+
+#[test]
+fn oidc_client() {
+    let mut ids = strings(&["", "0oa1client", "a:b/c@d", "a b", "é", "a\u{7f}", "\t"]);
+    ids.push("c".repeat(255));
+    ids.push("c".repeat(256));
+    check_strings(
+        "OidcClientId",
+        "--oidc-client-id",
+        |s, v| s.sso.oidc_client_id = v,
+        &ids,
+    );
+    let mut secrets = strings(&[
+        "",
+        "code-server-multi-dev-sso/oidc-client-secret",
+        "a+b=c.d@e_f-g/h",
+        "arn:aws:secretsmanager:ap-southeast-7:123456789012:secret:sso/oidc-AbCdEf",
+        "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:x",
+        "arn:aws:secretsmanager:ap-southeast-7:12345678901:secret:x",
+        "arn:aws:ssm:ap-southeast-7:123456789012:secret:x",
+        "arn:aws:secretsmanager:ap-southeast-7:123456789012:secret:",
+        "name:with:colons",
+        "a b",
+        "a}}",
+        "é",
+    ]);
+    secrets.push("s".repeat(512));
+    secrets.push("s".repeat(513));
+    check_strings(
+        "OidcClientSecretId",
+        "--oidc-client-secret-id",
+        |s, v| s.sso.oidc_client_secret_id = v,
+        &secrets,
+    );
+}
+
+#[test]
 fn schedule_timezone() {
     let mut samples = strings(&[
         "UTC",
@@ -480,12 +558,126 @@ fn schedule_timezone() {
     );
 }
 
+#[test]
+fn cognito_pool() {
+    let arns = strings(&[
+        "",
+        "arn:aws:cognito-idp:ap-southeast-7:123456789012:userpool/ap-southeast-7_AbC123",
+        "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_x",
+        "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1",
+        "arn:aws:cognito-idp:us-east-1:123456789012:userpool/_abc",
+        "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_a-b",
+        "arn:aws:cognito-idp:us-east-1:123456789012:pool/us-east-1_ab",
+        "arn:aws:cognito-identity:us-east-1:123456789012:userpool/us-east-1_ab",
+        "us-east-1_AbC123",
+    ]);
+    check_strings(
+        "CognitoUserPoolArn",
+        "--cognito-user-pool-arn",
+        |s, v| s.sso.cognito_user_pool_arn = v,
+        &arns,
+    );
+    let mut clients = strings(&["", "1example23456789", "a+b", "a-b", "a b", "a_b"]);
+    clients.push("c".repeat(128));
+    clients.push("c".repeat(129));
+    check_strings(
+        "CognitoUserPoolClientId",
+        "--cognito-user-pool-client-id",
+        |s, v| s.sso.cognito_user_pool_client_id = v,
+        &clients,
+    );
+    let mut domains = strings(&[
+        "",
+        "my-team",
+        "auth.example.com",
+        "a",
+        "-team",
+        "team-",
+        "Team",
+        "a..b",
+        "a.",
+        ".a",
+        "a_b",
+    ]);
+    domains.push("d".repeat(63));
+    domains.push("d".repeat(64));
+    domains.push(vec!["d".repeat(63); 4].join("."));
+    domains.push(format!("{}.dd", vec!["d".repeat(62); 4].join(".")));
+    check_strings(
+        "CognitoUserPoolDomain",
+        "--cognito-user-pool-domain",
+        |s, v| s.sso.cognito_user_pool_domain = v,
+        &domains,
+    );
+}
+
+#[test]
+fn kept_resources_to_adopt() {
+    let mut vaults = strings(&[
+        "",
+        "code-server-multi-dev-vault",
+        "a_b",
+        "ab",
+        "a",
+        "a b",
+        "a.b",
+    ]);
+    vaults.push("v".repeat(50));
+    vaults.push("v".repeat(51));
+    check_strings(
+        "ExistingBackupVaultName",
+        "--existing-backup-vault",
+        |s, v| s.existing_backup_vault = v,
+        &vaults,
+    );
+    let mut repos = strings(&[
+        "",
+        "code-server-multi-dev/code-server",
+        "code-server-multi-dev/code-server-0a1b2c3d",
+        "a/b/c",
+        "a.b_c-d",
+        "a__b",
+        "a--b",
+        "A/b",
+        "a//b",
+        "/a",
+        "a/",
+        "-a",
+        "a-",
+        "a b",
+    ]);
+    repos.push("r".repeat(256));
+    repos.push("r".repeat(257));
+    check_strings(
+        "ExistingTeamImageRepository",
+        "--existing-team-image-repository",
+        |s, v| s.existing_team_image_repository = v,
+        &repos,
+    );
+    let snapshots = strings(&[
+        "",
+        "snap-0123456789abcdef0",
+        "snap-01234567",
+        "snap-0123456789ABCDEF0",
+        "snap-0123456789abcdef",
+        "snap-",
+        "vol-0123456789abcdef0",
+        "snap-0123456g",
+    ]);
+    check_strings(
+        "DataVolumeSnapshotId",
+        "--data-volume-snapshot-id",
+        |s, v| s.data_volume_snapshot_id = v,
+        &snapshots,
+    );
+}
+
 type NumberSetter = fn(&mut Settings, u32);
 
 #[test]
 fn number_ranges() {
     let params = parameters();
-    let cases: [(&str, &str, NumberSetter); 6] = [
+    let cases: [(&str, &str, NumberSetter); 7] = [
         ("RootVolumeSize", "--root-volume-gb", |s, v| {
             s.root_volume_gb = v
         }),
@@ -506,13 +698,16 @@ fn number_ranges() {
         ("IdleStopHours", "--idle-stop-hours", |s, v| {
             s.idle_stop_hours = v
         }),
+        ("SsoSessionSeconds", "--sso-session-seconds", |s, v| {
+            s.sso.session_seconds = v
+        }),
     ];
     for (parameter, option, set) in cases {
         let p = &params[parameter];
         let allowed: Option<Vec<u64>> = p["AllowedValues"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_u64).collect());
-        for value in 0..=40_000u32 {
+        for value in (0..=40_000u32).chain([604_799, 604_800, 604_801, u32::MAX]) {
             let cfn = match &allowed {
                 Some(list) => list.contains(&u64::from(value)),
                 None => {

@@ -3,11 +3,17 @@
 //! unique; no plaintext secret; IMDS options; least-privilege policy; no dependency cycle; every
 //! reference resolves; tags everywhere.
 
+mod common;
+
+use common::resolve;
 use infra::{Format, Settings, build_template, render};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 const COUNTS: [u32; 3] = [1, 8, 40];
+
+/// The SSO conditions with SsoProvider `none` (the default).
+const SSO_OFF: &[(&str, bool)] = &[("SsoOidc", false), ("SsoCognito", false), ("UseSso", false)];
 
 fn template(developers: u32) -> Value {
     let s = Settings {
@@ -29,9 +35,11 @@ fn of_type<'a>(t: &'a Value, kind: &str) -> Vec<(&'a String, &'a Value)> {
         .collect()
 }
 
+/// The text of a `Fn::Sub`, in its short form or the `[text, variables]` form.
 fn sub_text(v: &Value) -> &str {
-    v["Fn::Sub"]
-        .as_str()
+    let sub = &v["Fn::Sub"];
+    sub.as_str()
+        .or_else(|| sub[0].as_str())
         .unwrap_or_else(|| panic!("not a Fn::Sub: {v}"))
 }
 
@@ -58,9 +66,10 @@ fn every_developer_has_target_group_rule_record_secrets_logs_alarm_and_url() {
                 sub_text(&rule["Conditions"][0]["HostHeaderConfig"]["Values"][0]),
                 format!("dev{d}.${{DomainName}}")
             );
-            assert_eq!(rule["Actions"][0]["Type"], "forward");
+            let actions = resolve(&rule["Actions"], SSO_OFF).unwrap();
+            assert_eq!(actions[0]["Type"], "forward");
             assert_eq!(
-                rule["Actions"][0]["TargetGroupArn"]["Ref"],
+                actions[0]["TargetGroupArn"]["Ref"],
                 format!("Dev{d}TargetGroup")
             );
 
@@ -295,7 +304,11 @@ fn instance_policy_is_least_privilege() {
                 if actions.iter().any(|a| a.starts_with("ecr:")) {
                     assert_eq!(
                         r,
-                        &serde_json::json!({ "Fn::GetAtt": ["TeamImageRepository", "Arn"] }),
+                        &serde_json::json!({ "Fn::If": [
+                            "CreateTeamImageRepository",
+                            { "Fn::GetAtt": ["TeamImageRepository", "Arn"] },
+                            { "Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/${ExistingTeamImageRepository}" },
+                        ] }),
                         "pulls only from the team image repository"
                     );
                 }
@@ -545,6 +558,8 @@ fn every_taggable_resource_has_the_four_tags() {
         "AWS::CloudWatch::Dashboard",
         "AWS::Backup::BackupSelection",
         "AWS::Scheduler::Schedule",
+        "AWS::Cognito::UserPoolClient",
+        "AWS::Cognito::UserPoolDomain",
     ]
     .into_iter()
     .collect();
@@ -562,6 +577,7 @@ fn every_taggable_resource_has_the_four_tags() {
         } else if let Some(map) = p
             .get("BackupVaultTags")
             .or_else(|| p.get("BackupPlanTags"))
+            .or_else(|| p.get("UserPoolTags"))
             .and_then(|m| m.as_object())
         {
             map.keys().cloned().collect()
@@ -583,7 +599,12 @@ fn backup_selects_the_data_volume_with_the_parameter_retention() {
         rule["Lifecycle"]["DeleteAfterDays"]["Ref"],
         "BackupRetentionDays"
     );
-    assert_eq!(rule["TargetBackupVault"]["Ref"], "BackupVault");
+    assert_eq!(
+        rule["TargetBackupVault"],
+        serde_json::json!({ "Fn::If": [
+            "CreateBackupVault", { "Ref": "BackupVault" }, { "Ref": "ExistingBackupVaultName" },
+        ] })
+    );
     let sel = &res["BackupSelection"]["Properties"]["BackupSelection"];
     assert!(sub_text(&sel["Resources"][0]).ends_with(":volume/${DataVolume}"));
     assert_eq!(sel["IamRoleArn"]["Fn::GetAtt"][0], "BackupRole");
@@ -841,7 +862,11 @@ fn team_image_repository_scans_keeps_tags_and_expires_old_images() {
     assert_eq!(repo["Type"], "AWS::ECR::Repository");
     assert_eq!(repo["DeletionPolicy"], "Retain");
     let p = &repo["Properties"];
-    assert_eq!(sub_text(&p["RepositoryName"]), "${ProjectName}/code-server");
+    assert_eq!(
+        sub_text(&p["RepositoryName"]),
+        "${ProjectName}/code-server-${StackSuffix}"
+    );
+    assert_eq!(repo["Condition"], "CreateTeamImageRepository");
     assert_eq!(p["ImageScanningConfiguration"]["ScanOnPush"], true);
     assert_eq!(p["ImageTagMutability"], "IMMUTABLE");
     let policy: Value = serde_json::from_str(
@@ -864,13 +889,19 @@ fn team_image_repository_scans_keeps_tags_and_expires_old_images() {
     assert!(priorities.windows(2).all(|w| w[0] < w[1]), "{priorities:?}");
 
     assert_eq!(
-        t["Outputs"]["TeamImageRepositoryUri"]["Value"],
+        t["Outputs"]["TeamImageRepositoryUri"]["Value"]["Fn::If"][1],
         serde_json::json!({ "Fn::GetAtt": ["TeamImageRepository", "RepositoryUri"] })
     );
     assert_eq!(t["Parameters"]["TeamImageTag"]["Default"], "");
     let script = sub_text(&resources(&t)["Instance"]["Properties"]["UserData"]["Fn::Base64"]);
     assert!(script.contains("TEAM_IMAGE_TAG='${TeamImageTag}'"));
-    assert!(script.contains("'${TeamImageRepository.RepositoryUri}'"));
+    assert!(script.contains("'${TeamImageRepositoryUri}'"));
+    let variables =
+        &resources(&t)["Instance"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"][1];
+    assert_eq!(
+        variables["TeamImageRepositoryUri"],
+        t["Outputs"]["TeamImageRepositoryUri"]["Value"]
+    );
 }
 
 #[test]
