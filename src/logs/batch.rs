@@ -194,7 +194,12 @@ impl<P> Batcher<P> {
     /// Adds one event (costing `cost` of the buffer budget), judged against the
     /// clock `now_ms`. Returns the batch that had to be closed first when the
     /// event would have broken a limit.
-    pub fn push(&mut self, event: Event<P>, cost: usize, now_ms: i64) -> (Pushed, Option<Batch<P>>) {
+    pub fn push(
+        &mut self,
+        event: Event<P>,
+        cost: usize,
+        now_ms: i64,
+    ) -> (Pushed, Option<Batch<P>>) {
         match self.in_window(event.timestamp_ms, now_ms) {
             Some(Pushed::TooOld) => {
                 self.current.too_old += 1;

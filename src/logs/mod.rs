@@ -95,9 +95,9 @@ pub use batch::{
 };
 pub use checkpoint::{Checkpoint, CheckpointError, Inflight, Store, Tail};
 pub use follow::Position;
+pub use host::HostShipper;
 use sink::Sink;
 pub use sink::SinkError;
-pub use host::HostShipper;
 pub use status::{DeveloperLogs, Drain, DrainMark, HostLogs, LogsStatus, LogsStatusHandle};
 
 /// Why the shipper could not run at all (everything else is retried).

@@ -204,7 +204,9 @@ impl LogsStatusHandle {
                     let mut h = h.clone();
                     h.lag_seconds = match (h.buffered_events, h.last_shipped_ms) {
                         (0, _) => 0.0,
-                        (_, since) => (now - since.or(h.cursor_ms).unwrap_or(now)).max(0) as f64 / 1000.0,
+                        (_, since) => {
+                            (now - since.or(h.cursor_ms).unwrap_or(now)).max(0) as f64 / 1000.0
+                        }
                     };
                     (name.clone(), h)
                 })
@@ -218,7 +220,13 @@ impl LogsStatusHandle {
     }
 
     /// A host-log source starts (again), reading into `group` / `stream`.
-    pub(crate) fn host_source(&self, source: &str, group: &str, stream: &str, cursor_ms: Option<i64>) {
+    pub(crate) fn host_source(
+        &self,
+        source: &str,
+        group: &str,
+        stream: &str,
+        cursor_ms: Option<i64>,
+    ) {
         self.with_host(source, |h| {
             h.group = group.to_string();
             h.stream = stream.to_string();

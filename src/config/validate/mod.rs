@@ -188,10 +188,15 @@ mod tests {
             "logs.docker_group"
         );
         assert_eq!(
-            key_of("[logs]\ngroup = \"/{project}/{developer}\"\ndocker_group = \"/{project}/dev1\"\n"),
+            key_of(
+                "[logs]\ngroup = \"/{project}/{developer}\"\ndocker_group = \"/{project}/dev1\"\n"
+            ),
             "logs.docker_group"
         );
-        assert_eq!(key_of("[logs]\njournal = \"rel/x.journal\"\n"), "logs.journal");
+        assert_eq!(
+            key_of("[logs]\njournal = \"rel/x.journal\"\n"),
+            "logs.journal"
+        );
         assert_eq!(key_of("[agent]\nsocket = \"rel.sock\"\n"), "agent.socket");
         assert_eq!(key_of("[volume]\nfilesystem = \"xfs\"\n"), "line 4");
     }

@@ -2,8 +2,9 @@
 
 use super::Validator;
 use crate::config::defaults::{
-    DEFAULT_AGENT_LOG_GROUP, DEFAULT_DOCKER_LOG_GROUP, DEFAULT_HOST_LOGS, DEFAULT_LOG_GROUP, DEFAULT_LOGS_ENABLED, DEFAULT_METRICS_ENABLED,
-    DEFAULT_METRICS_INTERVAL, DEFAULT_METRICS_NAMESPACE, DEFAULT_RETENTION_DAYS, DEFAULT_SYSTEM_LOG_GROUP,
+    DEFAULT_AGENT_LOG_GROUP, DEFAULT_DOCKER_LOG_GROUP, DEFAULT_HOST_LOGS, DEFAULT_LOG_GROUP,
+    DEFAULT_LOGS_ENABLED, DEFAULT_METRICS_ENABLED, DEFAULT_METRICS_INTERVAL,
+    DEFAULT_METRICS_NAMESPACE, DEFAULT_RETENTION_DAYS, DEFAULT_SYSTEM_LOG_GROUP,
 };
 use crate::config::file::{FileLogs, FileMetrics};
 use crate::config::{ConfigError, LogsConfig, MetricsConfig};
@@ -53,12 +54,16 @@ impl Validator<'_> {
         )?;
         let system_group = self.project_group(
             "logs.system_group",
-            l.system_group.as_deref().unwrap_or(DEFAULT_SYSTEM_LOG_GROUP),
+            l.system_group
+                .as_deref()
+                .unwrap_or(DEFAULT_SYSTEM_LOG_GROUP),
             project,
         )?;
         let docker_group = self.project_group(
             "logs.docker_group",
-            l.docker_group.as_deref().unwrap_or(DEFAULT_DOCKER_LOG_GROUP),
+            l.docker_group
+                .as_deref()
+                .unwrap_or(DEFAULT_DOCKER_LOG_GROUP),
             project,
         )?;
         // Each of these writes the stream named for the instance, and a batch of

@@ -193,7 +193,9 @@ impl Reader {
         }
         let mut child = cmd.spawn().map_err(ReadError::Spawn)?;
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            return Err(ReadError::Spawn(std::io::Error::other("no stdout/stderr pipe")));
+            return Err(ReadError::Spawn(std::io::Error::other(
+                "no stdout/stderr pipe",
+            )));
         };
         let kept = Arc::new(Mutex::new(VecDeque::new()));
         {
@@ -287,7 +289,10 @@ mod tests {
         let a = args(&q, false);
         assert!(a.contains(&"--after-cursor=s=1;i=2".to_string()));
         assert!(a.contains(&"--file=/t/x.journal".to_string()));
-        assert!(!a.iter().any(|x| x.starts_with("--since") || x == "--system"));
+        assert!(
+            !a.iter()
+                .any(|x| x.starts_with("--since") || x == "--system")
+        );
         assert!(args(&q, true).contains(&"--directory=/t/x.journal".to_string()));
     }
 

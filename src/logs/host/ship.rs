@@ -266,7 +266,12 @@ async fn ship_batch(
         }
     }
     if rejected.0 + rejected.1 > 0 {
-        tracing::warn!(source = name, too_old = rejected.0, too_new = rejected.1, "journal entries outside CloudWatch's accepted time window were not shipped");
+        tracing::warn!(
+            source = name,
+            too_old = rejected.0,
+            too_new = rejected.1,
+            "journal entries outside CloudWatch's accepted time window were not shipped"
+        );
         ctx.status.host_rejected(name, rejected.0, rejected.1);
     }
     if let Some(end) = &batch.end {
@@ -318,7 +323,12 @@ async fn settle_inflight(
             }
         }
     };
-    tracing::info!(source = name, landed, events = inflight.events, "host logs: settled the batch in flight at the last stop");
+    tracing::info!(
+        source = name,
+        landed,
+        events = inflight.events,
+        "host logs: settled the batch in flight at the last stop"
+    );
     if landed {
         if inflight.end.is_some() {
             cp.cursor = inflight.end.clone();
