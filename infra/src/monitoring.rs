@@ -6,7 +6,7 @@
 //! breaching, so a dead agent or a stopped host alarms).
 
 use crate::cfn::{Resources, name_tag, r#ref, resource, skip_checkov, sub, tags, with};
-use crate::naming::{agent_log_group, container_log_group};
+use crate::naming::{agent_log_group, container_log_group, docker_log_group, system_log_group};
 use crate::settings::Settings;
 use csagent_contract::DATA_MOUNT;
 use csagent_contract::metrics::{
@@ -77,6 +77,9 @@ pub fn add(res: &mut Resources, s: &Settings) {
         skip_checkov(group, &[("CKV_AWS_158", LOG_KMS_REASON)])
     };
     res.add("AgentLogGroup", log_group(agent_log_group(), &[]));
+    // The agent's host-log shipper writes these (the role's logs statement covers them).
+    res.add("SystemLogGroup", log_group(system_log_group(), &[]));
+    res.add("DockerLogGroup", log_group(docker_log_group(), &[]));
     for dev in s.developer_list() {
         res.add(
             format!("{}LogGroup", dev.id()),
