@@ -623,6 +623,8 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
         .map(|n| format!("{prefix}containers/dev{n}"))
         .collect();
     want_groups.insert(format!("{prefix}agent"));
+    want_groups.insert(format!("{prefix}system"));
+    want_groups.insert(format!("{prefix}docker"));
     let missing_groups: Vec<&String> = want_groups.difference(&groups).collect();
     if !missing_groups.is_empty() {
         problems.push(format!("log groups missing: {missing_groups:?}"));

@@ -10,6 +10,10 @@ pub const CLAUDE_KEY_SECRET: &str = "{project}/{developer}/claude-api-key";
 pub const CONTAINER_LOG_GROUP: &str = "/aws/ec2/{project}/containers/{developer}";
 /// The agent's own log group (no `{developer}`).
 pub const AGENT_LOG_GROUP: &str = "/aws/ec2/{project}/agent";
+/// The host's journal: kernel OOM kills and systemd's record of the agent's unit.
+pub const SYSTEM_LOG_GROUP: &str = "/aws/ec2/{project}/system";
+/// The host's journal: docker.service and containerd.service.
+pub const DOCKER_LOG_GROUP: &str = "/aws/ec2/{project}/docker";
 
 /// `template` with `{project}` and `{developer}` filled in.
 pub fn render(template: &str, project: &str, developer: &str) -> String {
@@ -30,5 +34,7 @@ mod tests {
             "/aws/ec2/${ProjectName}/containers/dev1"
         );
         assert_eq!(render(AGENT_LOG_GROUP, "p", "dev1"), "/aws/ec2/p/agent");
+        assert_eq!(render(SYSTEM_LOG_GROUP, "p", ""), "/aws/ec2/p/system");
+        assert_eq!(render(DOCKER_LOG_GROUP, "p", ""), "/aws/ec2/p/docker");
     }
 }

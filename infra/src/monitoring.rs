@@ -6,7 +6,7 @@
 //! breaching, so a dead agent or a stopped host alarms).
 
 use crate::cfn::{Resources, name_tag, r#ref, resource, skip_checkov, sub, tags, with};
-use crate::naming::{agent_log_group, container_log_group};
+use crate::naming::{agent_log_group, container_log_group, docker_log_group, system_log_group};
 use crate::settings::{Developer, Settings};
 use csagent_contract::DATA_MOUNT;
 use csagent_contract::metrics::{
@@ -61,6 +61,9 @@ fn alarm(spec: AlarmSpec<'_>) -> Value {
 
 /// Logical id of the agent's log group.
 pub const AGENT_LOG_GROUP_ID: &str = "AgentLogGroup";
+/// Logical ids of the host log groups (journal entries the agent ships).
+pub const SYSTEM_LOG_GROUP_ID: &str = "SystemLogGroup";
+pub const DOCKER_LOG_GROUP_ID: &str = "DockerLogGroup";
 
 /// Logical id of a developer's container log group.
 pub fn developer_log_group_id(dev: &Developer) -> String {
@@ -69,7 +72,9 @@ pub fn developer_log_group_id(dev: &Developer) -> String {
 
 /// Logical ids of every log group the stack creates.
 pub fn log_group_ids(s: &Settings) -> Vec<String> {
-    std::iter::once(AGENT_LOG_GROUP_ID.to_string())
+    [AGENT_LOG_GROUP_ID, SYSTEM_LOG_GROUP_ID, DOCKER_LOG_GROUP_ID]
+        .into_iter()
+        .map(str::to_string)
         .chain(s.developer_list().iter().map(developer_log_group_id))
         .collect()
 }
@@ -92,6 +97,9 @@ pub fn add(res: &mut Resources, s: &Settings) {
         skip_checkov(group, &[("CKV_AWS_158", LOG_KMS_REASON)])
     };
     res.add(AGENT_LOG_GROUP_ID, log_group(agent_log_group(), &[]));
+    // The agent's host-log shipper writes these (the role's logs statement covers them).
+    res.add(SYSTEM_LOG_GROUP_ID, log_group(system_log_group(), &[]));
+    res.add(DOCKER_LOG_GROUP_ID, log_group(docker_log_group(), &[]));
     for dev in s.developer_list() {
         res.add(
             developer_log_group_id(&dev),

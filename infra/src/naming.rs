@@ -5,7 +5,8 @@
 use crate::cfn::sub;
 use crate::settings::Developer;
 use csagent_contract::names::{
-    AGENT_LOG_GROUP, CLAUDE_KEY_SECRET, CONTAINER_LOG_GROUP, PASSWORD_SECRET, render,
+    AGENT_LOG_GROUP, CLAUDE_KEY_SECRET, CONTAINER_LOG_GROUP, DOCKER_LOG_GROUP, PASSWORD_SECRET,
+    SYSTEM_LOG_GROUP, render,
 };
 use serde_json::Value;
 
@@ -35,6 +36,16 @@ pub fn container_log_group(dev: &Developer) -> Value {
 /// `/aws/ec2/<project>/agent`, as a `Fn::Sub`.
 pub fn agent_log_group() -> Value {
     sub(render(AGENT_LOG_GROUP, PROJECT, ""))
+}
+
+/// `/aws/ec2/<project>/system` (host logs: OOM kills, systemd about the agent), as a `Fn::Sub`.
+pub fn system_log_group() -> Value {
+    sub(render(SYSTEM_LOG_GROUP, PROJECT, ""))
+}
+
+/// `/aws/ec2/<project>/docker` (host logs: docker and containerd), as a `Fn::Sub`.
+pub fn docker_log_group() -> Value {
+    sub(render(DOCKER_LOG_GROUP, PROJECT, ""))
 }
 
 /// `dev<N>.<domain>`, as a `Fn::Sub`.

@@ -129,7 +129,16 @@ fn every_developer_has_target_group_rule_record_secrets_logs_alarm_and_url() {
             of_type(&t, "AWS::SecretsManager::Secret").len(),
             2 * n as usize
         );
-        assert_eq!(of_type(&t, "AWS::Logs::LogGroup").len(), n as usize + 1);
+        // One per developer, the agent's, and the host logs' system and docker.
+        assert_eq!(of_type(&t, "AWS::Logs::LogGroup").len(), n as usize + 3);
+        for (id, name) in [
+            ("SystemLogGroup", "/aws/ec2/${ProjectName}/system"),
+            ("DockerLogGroup", "/aws/ec2/${ProjectName}/docker"),
+        ] {
+            let lg = &res[id]["Properties"];
+            assert_eq!(sub_text(&lg["LogGroupName"]), name);
+            assert_eq!(lg["RetentionInDays"]["Ref"], "LogRetentionDays");
+        }
     }
 }
 

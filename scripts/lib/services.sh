@@ -17,6 +17,10 @@ ensure_packages() {
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
   done
   python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+  # tests/host_logs.rs reads journal files with journalctl and writes them with
+  # systemd-journal-remote (not on PATH).
+  command -v journalctl >/dev/null 2>&1 || need+=(systemd)
+  [ -x /lib/systemd/systemd-journal-remote ] || need+=(systemd-journal-remote)
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     apt-get update -qq

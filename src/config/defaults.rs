@@ -132,6 +132,12 @@ pub const DEFAULT_LOGS_ENABLED: bool = true;
 pub const DEFAULT_LOG_GROUP: &str = csagent_contract::names::CONTAINER_LOG_GROUP;
 /// `logs.agent_group`: the agent's own log group template.
 pub const DEFAULT_AGENT_LOG_GROUP: &str = csagent_contract::names::AGENT_LOG_GROUP;
+/// `logs.host`: ship the host's journal entries (with `logs.enabled`).
+pub const DEFAULT_HOST_LOGS: bool = true;
+/// `logs.system_group`: kernel OOM kills and systemd's messages about the agent.
+pub const DEFAULT_SYSTEM_LOG_GROUP: &str = csagent_contract::names::SYSTEM_LOG_GROUP;
+/// `logs.docker_group`: docker.service and containerd.service.
+pub const DEFAULT_DOCKER_LOG_GROUP: &str = csagent_contract::names::DOCKER_LOG_GROUP;
 /// `logs.retention_days`: set on the groups the agent creates.
 pub const DEFAULT_RETENTION_DAYS: u32 = csagent_contract::DEFAULT_LOG_RETENTION_DAYS;
 
@@ -188,6 +194,16 @@ mod tests {
             c.logs.agent_group.as_deref(),
             Some("/aws/ec2/code-server-multi-dev/agent")
         );
+        assert!(c.logs.host);
+        assert_eq!(
+            c.logs.system_group.as_deref(),
+            Some("/aws/ec2/code-server-multi-dev/system")
+        );
+        assert_eq!(
+            c.logs.docker_group.as_deref(),
+            Some("/aws/ec2/code-server-multi-dev/docker")
+        );
+        assert_eq!(c.logs.journal, None);
         assert_eq!(c.agent.socket, Path::new("/run/csagent/csagent.sock"));
     }
 

@@ -59,6 +59,9 @@ const DEFAULTED_KEYS: &[&str] = &[
     "logs.group",
     "logs.agent_group",
     "logs.retention_days",
+    "logs.host",
+    "logs.system_group",
+    "logs.docker_group",
     "agent.state_dir",
     "agent.runtime_dir",
     "agent.socket",
@@ -76,6 +79,7 @@ const NO_DEFAULT: &[&str] = &[
     "volume.volume_id",
     "volume.device",
     "containers.subnet_v6",
+    "logs.journal",
 ];
 
 /// The required key, so that every other key can be left out.

@@ -234,6 +234,17 @@ pub(super) struct FileLogs {
     /// `logs.retention_days`: a value CloudWatch Logs accepts. Default
     /// `DEFAULT_RETENTION_DAYS`.
     pub retention_days: Option<u32>,
+    /// `logs.host`: ship the host's journal entries. Default `DEFAULT_HOST_LOGS`.
+    pub host: Option<bool>,
+    /// `logs.system_group`: template with at most `{project}`; "" turns it off.
+    /// Default `DEFAULT_SYSTEM_LOG_GROUP`.
+    pub system_group: Option<String>,
+    /// `logs.docker_group`: template with at most `{project}`; "" turns it off.
+    /// Default `DEFAULT_DOCKER_LOG_GROUP`.
+    pub docker_group: Option<String>,
+    /// `logs.journal`: absolute path of a journal file or directory to read
+    /// instead of the host's journal. Default: the host's journal.
+    pub journal: Option<PathBuf>,
 }
 
 /// `[agent]`.

@@ -270,6 +270,17 @@ pub struct LogsConfig {
     pub agent_group: Option<String>,
     /// Retention set on the groups the agent creates, in days (default `DEFAULT_RETENTION_DAYS`).
     pub retention_days: Option<u32>,
+    /// Ship the host's journal entries (only with `enabled`; default `DEFAULT_HOST_LOGS`).
+    pub host: bool,
+    /// Kernel OOM kills and systemd's messages about csagent.service (rendered);
+    /// None: not shipped (default `DEFAULT_SYSTEM_LOG_GROUP`).
+    pub system_group: Option<String>,
+    /// docker.service and containerd.service (rendered); None: not shipped
+    /// (default `DEFAULT_DOCKER_LOG_GROUP`).
+    pub docker_group: Option<String>,
+    /// A journal file or directory read instead of the host's journal (tests;
+    /// default: the host's journal).
+    pub journal: Option<PathBuf>,
 }
 
 /// `[agent]`: the agent's own files and logging.

@@ -27,15 +27,16 @@ pub const MAX_AGE_MS: i64 = 14 * 24 * 3600 * 1000;
 /// Events further ahead than this are rejected by the service.
 pub const MAX_AHEAD_MS: i64 = 2 * 3600 * 1000;
 
-/// One CloudWatch event as it leaves the follower.
+/// One CloudWatch event as it leaves the follower. `P` is where its reader
+/// resumes (a Docker log position, a journal cursor).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
+pub struct Event<P = Position> {
     /// Milliseconds since the epoch.
     pub timestamp_ms: i64,
     pub message: String,
     /// Set on the last piece of a line: where the follower may resume once this
     /// event is shipped (the checkpoint).
-    pub end: Option<Position>,
+    pub end: Option<P>,
 }
 
 /// The limits a [`Batcher`] enforces. [`Limits::for_retention`] gives the
@@ -68,15 +69,15 @@ impl Limits {
 }
 
 /// What one PutLogEvents call carries, and what it settles.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Batch {
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch<P = Position> {
     /// Events to send, chronological.
     pub events: Vec<(i64, String)>,
     /// Size as CloudWatch counts it (message bytes + 26 per event).
     pub bytes: usize,
     /// Checkpoint once the batch is settled: the last line end it contains
     /// (including lines whose events were all rejected).
-    pub end: Option<Position>,
+    pub end: Option<P>,
     /// Events dropped before sending because the service would reject them.
     pub too_old: u64,
     pub too_new: u64,
@@ -84,7 +85,20 @@ pub struct Batch {
     pub cost: usize,
 }
 
-impl Batch {
+impl<P> Default for Batch<P> {
+    fn default() -> Self {
+        Batch {
+            events: Vec::new(),
+            bytes: 0,
+            end: None,
+            too_old: 0,
+            too_new: 0,
+            cost: 0,
+        }
+    }
+}
+
+impl<P> Batch<P> {
     /// Nothing to send and nothing to settle.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.end.is_none() && self.too_old == 0 && self.too_new == 0
@@ -111,13 +125,13 @@ pub enum Pushed {
 
 /// Collects events into batches that satisfy [`Limits`].
 #[derive(Debug)]
-pub struct Batcher {
+pub struct Batcher<P = Position> {
     limits: Limits,
-    current: Batch,
+    current: Batch<P>,
 }
 
-impl Batcher {
-    pub fn new(limits: Limits) -> Batcher {
+impl<P> Batcher<P> {
+    pub fn new(limits: Limits) -> Batcher<P> {
         Batcher {
             limits,
             current: Batch::default(),
@@ -129,7 +143,7 @@ impl Batcher {
     /// `now_ms`. A line is kept in one batch when it fits in one (a line of up to
     /// four maximal pieces always does), so a batch boundary, and hence a
     /// checkpoint, never falls inside it. Returns the batches closed on the way.
-    pub fn push_line(&mut self, events: Vec<Event>, cost: usize, now_ms: i64) -> Vec<Batch> {
+    pub fn push_line(&mut self, events: Vec<Event<P>>, cost: usize, now_ms: i64) -> Vec<Batch<P>> {
         let mut closed = Vec::new();
         if let Some(first) = events.first()
             && events.len() > 1
@@ -180,7 +194,12 @@ impl Batcher {
     /// Adds one event (costing `cost` of the buffer budget), judged against the
     /// clock `now_ms`. Returns the batch that had to be closed first when the
     /// event would have broken a limit.
-    pub fn push(&mut self, event: Event, cost: usize, now_ms: i64) -> (Pushed, Option<Batch>) {
+    pub fn push(
+        &mut self,
+        event: Event<P>,
+        cost: usize,
+        now_ms: i64,
+    ) -> (Pushed, Option<Batch<P>>) {
         match self.in_window(event.timestamp_ms, now_ms) {
             Some(Pushed::TooOld) => {
                 self.current.too_old += 1;
@@ -208,7 +227,7 @@ impl Batcher {
         (Pushed::Added, closed)
     }
 
-    fn settle(&mut self, end: Option<Position>, cost: usize) {
+    fn settle(&mut self, end: Option<P>, cost: usize) {
         if end.is_some() {
             self.current.end = end;
         }
@@ -216,7 +235,7 @@ impl Batcher {
     }
 
     /// The current batch, if it holds anything; a new one is started.
-    pub fn take(&mut self) -> Option<Batch> {
+    pub fn take(&mut self) -> Option<Batch<P>> {
         if self.current.is_empty() && self.current.cost == 0 {
             return None;
         }

@@ -37,6 +37,10 @@
 //!   `containers.log_max_size` × `log_max_files`; an outage long enough to rotate
 //!   unread lines away loses them, as it would for any reader of the log).
 //!
+//! - **Host logs** ([`host`]): journal entries of docker, containerd and
+//!   systemd about csagent, and kernel OOM kills, to the `system` and `docker`
+//!   groups with the same batching, delivery and checkpoint-after-put.
+//!
 //! ## Stream naming
 //! Group: `logs.group` rendered for the developer (one group per developer).
 //! Stream: **the instance id**. A developer's container is recreated on every
@@ -61,6 +65,7 @@ mod batch;
 mod checkpoint;
 mod container;
 mod follow;
+pub mod host;
 mod own;
 mod persist;
 mod sink;
@@ -90,9 +95,10 @@ pub use batch::{
 };
 pub use checkpoint::{Checkpoint, CheckpointError, Inflight, Store, Tail};
 pub use follow::Position;
+pub use host::HostShipper;
 use sink::Sink;
 pub use sink::SinkError;
-pub use status::{DeveloperLogs, Drain, DrainMark, LogsStatus, LogsStatusHandle};
+pub use status::{DeveloperLogs, Drain, DrainMark, HostLogs, LogsStatus, LogsStatusHandle};
 
 /// Why the shipper could not run at all (everything else is retried).
 #[derive(Debug, thiserror::Error)]
@@ -369,6 +375,15 @@ impl Shipper {
             }
             None => own::disable(),
         }
+        host::spawn(
+            &mut tasks,
+            ctx.client.clone(),
+            &ctx.config,
+            &ctx.stream,
+            ctx.status.clone(),
+            ctx.options.clone(),
+            stop.clone(),
+        );
         let mut backoff = Backoff::standard();
         'discover: loop {
             // Replay from a moment before the list, so nothing falls in between.

@@ -145,7 +145,7 @@ pub(crate) async fn ship(
                 "agent log: queue was full; oldest lines not shipped (the journal has them)"
             );
         }
-        let mut batcher = Batcher::new(Limits::for_retention(retention_days));
+        let mut batcher: Batcher = Batcher::new(Limits::for_retention(retention_days));
         let mut batches = Vec::new();
         let now = now_ms();
         for (ts, line) in lines {

@@ -243,14 +243,36 @@ impl Sink {
 
     /// Delivers `batch` exactly once: retries until it is stored (or found
     /// stored), or until `stop` says the flush time is over.
-    pub async fn deliver(
+    pub async fn deliver<P>(
         &mut self,
-        batch: &Batch,
+        batch: &Batch<P>,
         tail: Tail,
         backoff: Backoff,
         status: &LogsStatusHandle,
         developer: &str,
         stop: &Stop,
+    ) -> Result<Delivered, Aborted> {
+        self.deliver_reporting(batch, tail, backoff, stop, |e, delay| {
+            status.failed(developer, &e.to_string());
+            tracing::warn!(
+                developer = %developer,
+                error = %e,
+                retry_in = ?delay,
+                "shipping container logs failed; retrying"
+            );
+        })
+        .await
+    }
+
+    /// [`Sink::deliver`], telling `on_retry` of each failed attempt and the
+    /// delay before the next.
+    pub async fn deliver_reporting<P>(
+        &mut self,
+        batch: &Batch<P>,
+        tail: Tail,
+        backoff: Backoff,
+        stop: &Stop,
+        mut on_retry: impl FnMut(&SinkError, Duration),
     ) -> Result<Delivered, Aborted> {
         let (Some(first_ms), Some(last_ms)) = (batch.first_ms(), batch.last_ms()) else {
             return Ok(Delivered::Sent {
@@ -295,14 +317,8 @@ impl Sink {
             match result {
                 Ok(d) => return Ok(d),
                 Err(e) => {
-                    status.failed(developer, &e.to_string());
                     let delay = backoff.next_delay();
-                    tracing::warn!(
-                        developer = %developer,
-                        error = %e,
-                        retry_in = ?delay,
-                        "shipping container logs failed; retrying"
-                    );
+                    on_retry(&e, delay);
                     if e.not_found {
                         self.ready = false;
                     }

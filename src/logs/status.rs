@@ -50,6 +50,43 @@ pub struct DeveloperLogs {
     pub checkpoint_error: Option<String>,
 }
 
+/// One host-log source: the journal entries it selects, to one group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HostLogs {
+    /// CloudWatch Logs group and stream the entries go to.
+    pub group: String,
+    pub stream: String,
+    /// journalctl runs and is being read.
+    pub reading: bool,
+    /// Timestamp (ms since the epoch) of the journal entry at the checkpoint's
+    /// cursor: everything up to it is settled.
+    pub cursor_ms: Option<i64>,
+    /// As for a developer: now minus the last shipped entry's time while read
+    /// entries wait to be shipped, 0 when caught up.
+    pub lag_seconds: f64,
+    /// Timestamp (ms since the epoch) of the last shipped entry.
+    pub last_shipped_ms: Option<i64>,
+    /// Events accepted by CloudWatch, and their message bytes.
+    pub shipped_events: u64,
+    pub shipped_bytes: u64,
+    /// Entries journalctl returned that this source does not ship (kernel
+    /// messages other than OOM kills).
+    pub skipped_entries: u64,
+    /// Events outside the window CloudWatch accepts (counted, never retried).
+    pub rejected_too_old: u64,
+    pub rejected_too_new: u64,
+    /// Failed attempts (journalctl, put, read-back, checkpoint) that were retried.
+    pub retries: u64,
+    /// The most recent failure, and when (ms since the epoch); cleared by the
+    /// next successful put.
+    pub last_error: Option<String>,
+    pub last_error_ms: Option<i64>,
+    /// Events read and not yet shipped.
+    pub buffered_events: u64,
+    /// Batches found already stored by reading the stream back.
+    pub readback_landed: u64,
+}
+
 /// Every developer's log shipping.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LogsStatus {
@@ -57,6 +94,8 @@ pub struct LogsStatus {
     /// When (ms since the epoch) CloudWatch Logs last accepted a put.
     pub last_put_ms: Option<i64>,
     pub developers: BTreeMap<String, DeveloperLogs>,
+    /// Host-log sources by name (`system`, `docker`); empty when off.
+    pub host: BTreeMap<String, HostLogs>,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +103,7 @@ struct Inner {
     enabled: bool,
     last_put_ms: Option<i64>,
     developers: BTreeMap<String, Entry>,
+    host: BTreeMap<String, HostLogs>,
     /// Per container id followed by this shipper.
     containers: HashMap<String, ContainerLog>,
     /// Counts drains, so a waiter can tell a drain after its stop from an
@@ -157,7 +197,91 @@ impl LogsStatusHandle {
                     (name.clone(), logs)
                 })
                 .collect(),
+            host: inner
+                .host
+                .iter()
+                .map(|(name, h)| {
+                    let mut h = h.clone();
+                    h.lag_seconds = match (h.buffered_events, h.last_shipped_ms) {
+                        (0, _) => 0.0,
+                        (_, since) => {
+                            (now - since.or(h.cursor_ms).unwrap_or(now)).max(0) as f64 / 1000.0
+                        }
+                    };
+                    (name.clone(), h)
+                })
+                .collect(),
         }
+    }
+
+    fn with_host(&self, source: &str, f: impl FnOnce(&mut HostLogs)) {
+        let mut inner = self.lock();
+        f(inner.host.entry(source.to_string()).or_default());
+    }
+
+    /// A host-log source starts (again), reading into `group` / `stream`.
+    pub(crate) fn host_source(
+        &self,
+        source: &str,
+        group: &str,
+        stream: &str,
+        cursor_ms: Option<i64>,
+    ) {
+        self.with_host(source, |h| {
+            h.group = group.to_string();
+            h.stream = stream.to_string();
+            h.cursor_ms = cursor_ms;
+        });
+    }
+
+    pub(crate) fn host_reading(&self, source: &str, reading: bool) {
+        self.with_host(source, |h| h.reading = reading);
+    }
+
+    /// `events` read, waiting to be shipped (negative: settled).
+    pub(crate) fn host_buffered(&self, source: &str, events: i64) {
+        self.with_host(source, |h| {
+            h.buffered_events = h.buffered_events.saturating_add_signed(events);
+        });
+    }
+
+    pub(crate) fn host_skipped(&self, source: &str) {
+        self.with_host(source, |h| h.skipped_entries += 1);
+    }
+
+    pub(crate) fn host_shipped(&self, source: &str, events: u64, bytes: u64, last_ms: Option<i64>) {
+        self.lock().last_put_ms = Some(now_ms());
+        self.with_host(source, |h| {
+            h.shipped_events += events;
+            h.shipped_bytes += bytes;
+            if last_ms.is_some() {
+                h.last_shipped_ms = last_ms;
+            }
+            h.last_error = None;
+        });
+    }
+
+    pub(crate) fn host_checkpoint(&self, source: &str, cursor_ms: Option<i64>) {
+        self.with_host(source, |h| h.cursor_ms = cursor_ms);
+    }
+
+    pub(crate) fn host_rejected(&self, source: &str, too_old: u64, too_new: u64) {
+        self.with_host(source, |h| {
+            h.rejected_too_old += too_old;
+            h.rejected_too_new += too_new;
+        });
+    }
+
+    pub(crate) fn host_failed(&self, source: &str, error: &str) {
+        self.with_host(source, |h| {
+            h.retries += 1;
+            h.last_error = Some(error.to_string());
+            h.last_error_ms = Some(now_ms());
+        });
+    }
+
+    pub(crate) fn host_landed(&self, source: &str) {
+        self.with_host(source, |h| h.readback_landed += 1);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -43,6 +43,10 @@ pub struct StatusReport {
     pub rollout: Option<RolloutReport>,
     /// The metrics publisher, when metrics are enabled.
     pub metrics: Option<MetricsInfo>,
+    /// Host-log sources (`system`, `docker`) by name; empty when host logs
+    /// are off.
+    #[serde(default)]
+    pub host_logs: BTreeMap<String, HostLogsInfo>,
     pub warnings: Vec<String>,
     /// True when every developer is running and healthy and nothing warns.
     pub healthy: bool,
@@ -99,6 +103,26 @@ pub struct MetricsInfo {
     pub buffered_datums: usize,
     /// Given up on: the one-hour buffer overflowed, or CloudWatch rejected them.
     pub dropped_datums: u64,
+    pub last_error: Option<String>,
+}
+
+/// One host-log source: journal entries to one CloudWatch Logs group.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct HostLogsInfo {
+    pub group: String,
+    /// journalctl runs and is being read.
+    pub reading: bool,
+    /// RFC 3339 time of the journal entry at the checkpoint's cursor
+    /// (everything up to it is shipped or was not selected).
+    pub cursor_at: Option<String>,
+    /// Seconds behind while entries read wait to be shipped; 0 when caught up.
+    pub lag_secs: f64,
+    pub shipped_events: u64,
+    /// Read but not selected (kernel messages other than OOM kills).
+    pub skipped_entries: u64,
+    pub retries: u64,
+    /// The most recent failure (journalctl, CloudWatch, checkpoint); None
+    /// after the next successful put.
     pub last_error: Option<String>,
 }
 
@@ -222,6 +246,22 @@ impl StatusReport {
                 ));
             }
         }
+        for (name, h) in &self.host_logs {
+            match (&h.last_error, h.reading) {
+                (Some(e), false) => w.push(format!(
+                    "{HOST_LOGS}({name}): not reading the journal, retrying: {e}"
+                )),
+                _ if h.lag_secs > LOG_LAG_WARN_SECS => w.push(format!(
+                    "{HOST_LOGS}({name}): {:.0}s behind in CloudWatch Logs (the journal keeps the entries){}",
+                    h.lag_secs,
+                    h.last_error
+                        .as_ref()
+                        .map(|e| format!("; last error: {e}"))
+                        .unwrap_or_default()
+                )),
+                _ => {}
+            }
+        }
         if let Some(i) = &self.image
             && let Some(e) = &i.last_pull_error
         {
@@ -261,12 +301,21 @@ impl StatusReport {
             .all(|d| d.state == "running" && (d.health == "healthy" || d.health == "none"));
         let blocking = w
             .iter()
-            .filter(|x| !x.contains("Claude API key") && !x.starts_with(QUARANTINED))
+            // The developers work on without host logs: an admin has something
+            // to look at, the host is not unhealthy for it.
+            .filter(|x| {
+                !x.contains("Claude API key")
+                    && !x.starts_with(QUARANTINED)
+                    && !x.starts_with(HOST_LOGS)
+            })
             .count();
         self.healthy = all_up && blocking == 0;
         self.warnings = w;
     }
 }
+
+/// How a warning about host-log shipping starts.
+const HOST_LOGS: &str = "host logs ";
 
 /// How a warning about content safely in quarantine starts.
 const QUARANTINED: &str = "quarantine: ";

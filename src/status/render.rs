@@ -115,6 +115,32 @@ impl StatusReport {
             };
             writeln!(out, "rollout {} — {line}", r.strategy)?;
         }
+        for (name, h) in &self.host_logs {
+            let state = match (h.reading, &h.last_error) {
+                (true, None) => format!(
+                    "up to {}, lag {:.0}s, {} shipped",
+                    h.cursor_at.as_deref().unwrap_or("nothing yet"),
+                    h.lag_secs,
+                    h.shipped_events
+                ),
+                (true, Some(e)) => paint(
+                    &format!(
+                        "up to {}, retrying: {}",
+                        h.cursor_at.as_deref().unwrap_or("nothing yet"),
+                        printable(e)
+                    ),
+                    "33",
+                ),
+                (false, e) => paint(
+                    &format!(
+                        "not reading: {}",
+                        printable(e.as_deref().unwrap_or("starting"))
+                    ),
+                    "33",
+                ),
+            };
+            writeln!(out, "hostlog {name} → {} — {state}", printable(&h.group))?;
+        }
         writeln!(out)?;
         writeln!(
             out,

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
-    AgentInfo, DeveloperRow, HostInfo, ImageReport, InstanceInfo, MetricsInfo, PullingInfo,
-    RolloutReport, SCHEMA_VERSION, StatusReport, VolumeInfo, rfc3339,
+    AgentInfo, DeveloperRow, HostInfo, HostLogsInfo, ImageReport, InstanceInfo, MetricsInfo,
+    PullingInfo, RolloutReport, SCHEMA_VERSION, StatusReport, VolumeInfo, rfc3339,
 };
 use crate::config::Developer;
 use crate::containers::PullProgress;
@@ -76,6 +76,7 @@ pub fn report(s: &Snapshot, memory: HostMemory, now: SystemTime) -> StatusReport
             dropped_datums: m.dropped_datums,
             last_error: m.last_error.clone(),
         }),
+        host_logs: host_logs(s),
         warnings: Vec::new(),
         healthy: false,
     };
@@ -194,6 +195,30 @@ fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
     }
 }
 
+fn host_logs(s: &Snapshot) -> BTreeMap<String, HostLogsInfo> {
+    let at = |ms: Option<i64>| {
+        ms.and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| rfc3339(UNIX_EPOCH + Duration::from_millis(ms)))
+    };
+    s.logs
+        .host
+        .iter()
+        .map(|(name, h)| {
+            let info = HostLogsInfo {
+                group: h.group.clone(),
+                reading: h.reading,
+                cursor_at: at(h.cursor_ms),
+                lag_secs: h.lag_seconds,
+                shipped_events: h.shipped_events,
+                skipped_entries: h.skipped_entries,
+                retries: h.retries,
+                last_error: h.last_error.clone(),
+            };
+            (name.clone(), info)
+        })
+        .collect()
+}
+
 /// None until the reconciler first looked at the image.
 fn image_report(s: &Snapshot) -> Option<ImageReport> {
     let i = &s.image;
@@ -273,7 +298,7 @@ mod tests {
     use crate::aws::Identity;
     use crate::config::Config;
     use crate::containers::{ContainerStatus, PullStatus};
-    use crate::logs::{DeveloperLogs, LogsStatus};
+    use crate::logs::{DeveloperLogs, HostLogs, LogsStatus};
     use crate::metrics::MetricsStatus;
     use crate::metrics::collect::DeveloperSample;
     use crate::observe::Phase;
@@ -559,6 +584,53 @@ mod tests {
             Some(&Some("2027-01-15T08:00:00Z".to_string()))
         );
         assert_eq!(r.aws_last_success.get("cloudwatch"), Some(&None));
+    }
+
+    #[test]
+    fn host_logs_are_shown_and_their_warnings_do_not_make_the_host_unhealthy() {
+        let mut s = healthy();
+        s.logs.enabled = true;
+        s.logs.host.insert(
+            "docker".into(),
+            HostLogs {
+                group: "/aws/ec2/p/docker".into(),
+                reading: true,
+                cursor_ms: Some(1_800_000_000_000),
+                shipped_events: 61,
+                ..Default::default()
+            },
+        );
+        let r = report(&s, memory(), now());
+        assert!(r.healthy, "{:?}", r.warnings);
+        let d = &r.host_logs["docker"];
+        assert_eq!(d.cursor_at.as_deref(), Some("2027-01-15T08:00:00Z"));
+        assert_eq!((d.shipped_events, d.reading), (61, true));
+        let mut text = Vec::new();
+        r.render(&mut text, false).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains("hostlog docker → /aws/ec2/p/docker — up to 2027-01-15T08:00:00Z, lag 0s, 61 shipped"),
+            "{text}"
+        );
+
+        s.logs.host.insert(
+            "system".into(),
+            HostLogs {
+                reading: false,
+                last_error: Some("cannot start journalctl: No such file or directory".into()),
+                ..Default::default()
+            },
+        );
+        s.logs.host.get_mut("docker").unwrap().lag_seconds = 900.0;
+        let r = report(&s, memory(), now());
+        assert!(r.healthy, "the developers work on: {:?}", r.warnings);
+        assert_eq!(
+            r.warnings,
+            [
+                "host logs (docker): 900s behind in CloudWatch Logs (the journal keeps the entries)",
+                "host logs (system): not reading the journal, retrying: cannot start journalctl: No such file or directory"
+            ]
+        );
     }
 
     #[test]

@@ -90,21 +90,28 @@ impl Validator<'_> {
         let rollout = self.rollout(f.rollout)?;
         let metrics = self.metrics(f.metrics)?;
         let logs = self.logs(f.logs, &project)?;
-        // Both the agent and each developer write the stream named for the
-        // instance: a shared group would interleave them and break the
+        // The agent, the host's journal and each developer write the stream named
+        // for the instance: a shared group would interleave them and break the
         // read-back that keeps shipping exactly once.
-        if let Some(agent_group) = &logs.agent_group
-            && let Some(dev) = developers
-                .iter()
-                .find(|d| &super::render_template(&logs.group, &project, &d.name) == agent_group)
-        {
-            return Err(self.err(
-                "logs.agent_group",
-                format!(
-                    "{agent_group:?} is also {}'s container log group (logs.group); the agent's own lines need a group of their own",
-                    dev.name
-                ),
-            ));
+        let own = [
+            ("logs.agent_group", &logs.agent_group),
+            ("logs.system_group", &logs.system_group),
+            ("logs.docker_group", &logs.docker_group),
+        ];
+        for (key, group) in own {
+            if let Some(group) = group
+                && let Some(dev) = developers
+                    .iter()
+                    .find(|d| &super::render_template(&logs.group, &project, &d.name) == group)
+            {
+                return Err(self.err(
+                    key,
+                    format!(
+                        "{group:?} is also {}'s container log group (logs.group); it needs a group of its own",
+                        dev.name
+                    ),
+                ));
+            }
         }
         let agent = self.agent(f.agent)?;
 
@@ -174,6 +181,24 @@ mod tests {
                 "[logs]\ngroup = \"/{project}/{developer}\"\nagent_group = \"/{project}/dev2\"\n"
             ),
             "logs.agent_group"
+        );
+        assert_eq!(
+            key_of("[logs]\nsystem_group = \"/aws/ec2/{project}/agent\"\n"),
+            "logs.system_group"
+        );
+        assert_eq!(
+            key_of("[logs]\ndocker_group = \"/aws/ec2/{project}/system\"\n"),
+            "logs.docker_group"
+        );
+        assert_eq!(
+            key_of(
+                "[logs]\ngroup = \"/{project}/{developer}\"\ndocker_group = \"/{project}/dev1\"\n"
+            ),
+            "logs.docker_group"
+        );
+        assert_eq!(
+            key_of("[logs]\njournal = \"rel/x.journal\"\n"),
+            "logs.journal"
         );
         assert_eq!(key_of("[agent]\nsocket = \"rel.sock\"\n"), "agent.socket");
         assert_eq!(key_of("[volume]\nfilesystem = \"xfs\"\n"), "line 4");
