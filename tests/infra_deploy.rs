@@ -155,8 +155,8 @@ async fn delete_and_create_again_under_the_same_project() {
     );
     assert_eq!(
         log_groups(&config, &project).await.len(),
-        3,
-        "agent and 2 developer log groups"
+        5,
+        "agent, system, docker and 2 developer log groups"
     );
     delete_stack(&config, &cfn, &stack_name).await;
 
