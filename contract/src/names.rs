@@ -10,6 +10,17 @@ pub const CLAUDE_KEY_SECRET: &str = "{project}/{developer}/claude-api-key";
 pub const CONTAINER_LOG_GROUP: &str = "/aws/ec2/{project}/containers/{developer}";
 /// The agent's own log group (no `{developer}`).
 pub const AGENT_LOG_GROUP: &str = "/aws/ec2/{project}/agent";
+/// The SSM parameter (type String) holding one host's developer set: TOML text with exactly
+/// the `[[developer]]` tables the agent's config file accepts. Placeholders `{project}` and
+/// `{host}` (1, 2, ...). The template publishes it; the agent (`developers.parameter`) polls it.
+pub const DEVELOPERS_PARAMETER: &str = "/{project}/csagent/host-{host}/developers";
+
+/// The name of host `host`'s developer-set parameter (hosts count from 1).
+pub fn developers_parameter(project: &str, host: u32) -> String {
+    DEVELOPERS_PARAMETER
+        .replace("{project}", project)
+        .replace("{host}", &host.to_string())
+}
 
 /// `template` with `{project}` and `{developer}` filled in.
 pub fn render(template: &str, project: &str, developer: &str) -> String {
@@ -30,5 +41,9 @@ mod tests {
             "/aws/ec2/${ProjectName}/containers/dev1"
         );
         assert_eq!(render(AGENT_LOG_GROUP, "p", "dev1"), "/aws/ec2/p/agent");
+        assert_eq!(
+            developers_parameter("team", 1),
+            "/team/csagent/host-1/developers"
+        );
     }
 }
