@@ -9,11 +9,14 @@
 //! - ECR: pull (BatchGetImage, GetDownloadUrlForLayer, BatchCheckLayerAvailability) from the
 //!   team image repository only; GetAuthorizationToken has no resource-level permissions
 //!   (AWS requires `"*"`), and the token it returns reaches only what the pull actions allow.
+//! - ssm:GetParameter on the host's developer-set parameter only (`developer_set`).
+//!   AmazonSSMManagedInstanceCore allows GetParameter on `*` as well (Session Manager needs
+//!   it); the statement here says what the agent itself needs.
 //! - s3:GetObject on the .deb only when DebUrl is an s3:// URL.
 //! - AmazonSSMManagedInstanceCore for Session Manager (instead of SSH).
 
 use crate::cfn::{Resources, get_att, if_, name_tag, no_value, r#ref, resource, sub, tags};
-use crate::registry;
+use crate::{developer_set, registry};
 use csagent_contract::metrics;
 use serde_json::{Value, json};
 
@@ -70,6 +73,12 @@ pub fn agent_policy_document() -> Value {
                     "logs:GetLogEvents",
                 ],
                 "Resource": project_logs,
+            },
+            {
+                "Sid": "ReadDeveloperSet",
+                "Effect": "Allow",
+                "Action": "ssm:GetParameter",
+                "Resource": developer_set::parameter_arn(1),
             },
             {
                 "Sid": "EcrTokenNoResourceLevel",
