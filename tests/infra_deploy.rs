@@ -63,6 +63,192 @@ async fn forty_developers_json_deploy() {
     deploy(40, Format::Json, Optional::None).await;
 }
 
+/// `--developers 8` then `--developers 9` as a stack update: the instance is not replaced
+/// (same physical id) and its user data is the same, so CloudFormation neither stops nor
+/// replaces it; the developer-set parameter holds the nine developers; dev9's target group,
+/// listener rule and log group exist. (moto takes the secrets as placeholders: the template
+/// holds dev9's two, which infra/tests/template.rs checks.)
+#[tokio::test(flavor = "multi_thread")]
+async fn adding_a_developer_updates_the_parameter_not_the_instance() {
+    let config = aws().await;
+    let cfn = aws_sdk_cloudformation::Client::new(&config);
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let ssm = aws_sdk_ssm::Client::new(&config);
+    let project = unique("ciupd");
+    let stack_name = format!("csagent-{project}");
+    let params: Vec<Parameter> = stack_parameters(&config, &project, Optional::None)
+        .await
+        .iter()
+        .map(|(k, v)| {
+            Parameter::builder()
+                .parameter_key(*k)
+                .parameter_value(v)
+                .build()
+        })
+        .collect();
+    let (eight, body8) = generate(8, Format::Json, Optional::None);
+    let (nine, body9) = generate(9, Format::Json, Optional::None);
+    assert_eq!(
+        eight["Resources"]["Instance"], nine["Resources"]["Instance"],
+        "the instance's properties do not depend on the developers"
+    );
+
+    cfn.create_stack()
+        .stack_name(&stack_name)
+        .template_body(&body8)
+        .set_parameters(Some(params.clone()))
+        .capabilities(Capability::CapabilityIam)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateStack: {}", error_text(&e)));
+    let stack = wait_for_stack(&cfn, &stack_name).await;
+    assert_eq!(
+        stack.stack_status(),
+        Some(&StackStatus::CreateComplete),
+        "{:?}",
+        stack.stack_status_reason()
+    );
+    let parameter = csagent_contract::names::developers_parameter(&project, 1);
+    let instance_before = physical_id(&cfn, &stack_name, "Instance").await;
+    let user_data_before = user_data(&ec2, &instance_before).await;
+    let set_before = developer_set(&ssm, &parameter).await;
+    assert_eq!(set_before.len(), 8, "{set_before:?}");
+
+    let t = Instant::now();
+    cfn.update_stack()
+        .stack_name(&stack_name)
+        .template_body(&body9)
+        .set_parameters(Some(params))
+        .capabilities(Capability::CapabilityIam)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("UpdateStack: {}", error_text(&e)));
+    let stack = wait_for_stack(&cfn, &stack_name).await;
+    assert_eq!(
+        stack.stack_status(),
+        Some(&StackStatus::UpdateComplete),
+        "{:?}",
+        stack.stack_status_reason()
+    );
+    println!("moto update-stack 8 -> 9 developers in {:?}", t.elapsed());
+
+    let instance_after = physical_id(&cfn, &stack_name, "Instance").await;
+    assert_eq!(
+        instance_after, instance_before,
+        "the instance is not replaced"
+    );
+    assert_eq!(
+        user_data(&ec2, &instance_after).await,
+        user_data_before,
+        "the user data is unchanged"
+    );
+    let state = ec2
+        .describe_instances()
+        .instance_ids(&instance_after)
+        .send()
+        .await
+        .expect("moto ec2 DescribeInstances")
+        .reservations()
+        .first()
+        .and_then(|r| r.instances().first())
+        .and_then(|i| i.state())
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string());
+    assert_eq!(state.as_deref(), Some("running"), "not stopped");
+
+    let set_after = developer_set(&ssm, &parameter).await;
+    assert_eq!(set_after.len(), 9, "{set_after:?}");
+    assert_eq!(set_after[..8], set_before[..]);
+    assert_eq!(set_after[8], ("dev9".to_string(), 8451));
+
+    for id in ["Dev9TargetGroup", "Dev9ListenerRule"] {
+        let physical = physical_id(&cfn, &stack_name, id).await;
+        assert!(!physical.is_empty(), "{id} has a physical id");
+    }
+    for id in ["Dev9PasswordSecret", "Dev9ClaudeApiKeySecret"] {
+        assert_eq!(
+            nine["Resources"][id]["Type"], "AWS::SecretsManager::Secret",
+            "{id} in the updated template"
+        );
+    }
+    let group = format!("/aws/ec2/{project}/containers/dev9");
+    let groups = aws_sdk_cloudwatchlogs::Client::new(&config)
+        .describe_log_groups()
+        .log_group_name_prefix(&group)
+        .send()
+        .await
+        .expect("moto logs DescribeLogGroups");
+    assert!(
+        groups
+            .log_groups()
+            .iter()
+            .any(|g| g.log_group_name() == Some(group.as_str())),
+        "log group {group}"
+    );
+}
+
+/// The physical id of the stack's resource `logical` (ListStackResources: moto answers
+/// DescribeStackResource with a body the SDK cannot parse).
+async fn physical_id(cfn: &aws_sdk_cloudformation::Client, stack: &str, logical: &str) -> String {
+    let resources: Vec<_> = cfn
+        .list_stack_resources()
+        .stack_name(stack)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .unwrap_or_else(|e| panic!("ListStackResources {stack}: {}", error_text(&e)));
+    resources
+        .iter()
+        .find(|r| r.logical_resource_id() == Some(logical))
+        .and_then(|r| r.physical_resource_id())
+        .unwrap_or_else(|| panic!("{logical} is not listed with a physical id"))
+        .to_string()
+}
+
+/// The instance's user data (base64, as EC2 returns it).
+async fn user_data(ec2: &aws_sdk_ec2::Client, instance: &str) -> String {
+    ec2.describe_instance_attribute()
+        .instance_id(instance)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .expect("moto ec2 DescribeInstanceAttribute")
+        .user_data()
+        .and_then(|u| u.value())
+        .expect("the instance has user data")
+        .to_string()
+}
+
+/// The developer-set parameter's (name, port) pairs, in order.
+async fn developer_set(ssm: &aws_sdk_ssm::Client, name: &str) -> Vec<(String, i64)> {
+    let value = ssm
+        .get_parameter()
+        .name(name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GetParameter {name}: {}", error_text(&e)))
+        .parameter()
+        .and_then(|p| p.value())
+        .unwrap_or_default()
+        .to_string();
+    let t: toml::Table = toml::from_str(&value).unwrap_or_else(|e| panic!("{value}: {e}"));
+    t["developer"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    (
+                        d["name"].as_str().unwrap_or("").to_string(),
+                        d["port"].as_integer().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The template as `infra --developers N --domain .. --hosted-zone-id .. --format F
 /// --ami-ssm-parameter ..` prints it, parsed back, and its text.
 fn generate(developers: u32, format: Format, optional: Optional) -> (Value, String) {
@@ -105,78 +291,10 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
     let config = aws().await;
     let cfn = aws_sdk_cloudformation::Client::new(&config);
     let ec2 = aws_sdk_ec2::Client::new(&config);
-
-    // What the real account would already have: the hosted zone, the AMI parameter and, when
-    // used, the key pair. moto does not model AWS::CertificateManager::Certificate (its
-    // placeholder has no ARN for the listener), so the stack uses a certificate moto issued,
-    // through the ExistingCertificateArn parameter.
-    let zone_id = hosted_zone(&config).await;
-    let images = ec2
-        .describe_images()
-        .send()
-        .await
-        .expect("moto ec2 DescribeImages");
-    let image_id = images
-        .images()
-        .first()
-        .and_then(|i| i.image_id())
-        .expect("moto lists an AMI");
-    aws_sdk_ssm::Client::new(&config)
-        .put_parameter()
-        .name(MOTO_AMI_PARAMETER)
-        .value(image_id)
-        .r#type(aws_sdk_ssm::types::ParameterType::String)
-        .overwrite(true)
-        .send()
-        .await
-        .expect("moto ssm PutParameter");
-    let certificate = aws_sdk_acm::Client::new(&config)
-        .request_certificate()
-        .domain_name(format!("*.{DOMAIN}"))
-        .validation_method(aws_sdk_acm::types::ValidationMethod::Dns)
-        .send()
-        .await
-        .expect("moto acm RequestCertificate")
-        .certificate_arn()
-        .expect("a certificate ARN")
-        .to_string();
-
     // A project per stack, so stacks in the same moto share no secret or log group name.
     let project = unique(&format!("ci{developers}"));
     let stack_name = format!("csagent-{project}");
-    let mut params = BTreeMap::from([
-        ("ProjectName", project.clone()),
-        ("HostedZoneId", zone_id),
-        ("DomainName", DOMAIN.to_string()),
-        ("ExistingCertificateArn", certificate),
-    ]);
-    match optional {
-        Optional::All => {
-            let key = unique("csagent-ci");
-            ec2.create_key_pair()
-                .key_name(&key)
-                .send()
-                .await
-                .expect("moto ec2 CreateKeyPair");
-            params.extend([
-                ("KeyPairName", key),
-                ("AdminSshCidr", "203.0.113.0/24".into()),
-                ("AlarmEmail", "ops@example.com".into()),
-                (
-                    "DebUrl",
-                    "s3://csagent-artifacts/csagent_0.1.0_amd64.deb".into(),
-                ),
-                ("AccessLogBucket", "csagent-alb-logs".into()),
-                ("TeamImageTag", "4.96.4-team.1".into()),
-            ]);
-        }
-        Optional::None => {
-            params.insert(
-                "DebUrl",
-                "https://example.invalid/csagent_0.1.0_amd64.deb".into(),
-            );
-        }
-    }
+    let params = stack_parameters(&config, &project, optional).await;
 
     cfn.create_stack()
         .stack_name(&stack_name)
@@ -352,6 +470,86 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
         "{label}: stack {stack_name}:\n  {}",
         problems.join("\n  ")
     );
+}
+
+/// The stack's Parameters, with what the real account would already have created in moto.
+async fn stack_parameters(
+    config: &aws_config::SdkConfig,
+    project: &str,
+    optional: Optional,
+) -> BTreeMap<&'static str, String> {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+
+    // What the real account would already have: the hosted zone, the AMI parameter and, when
+    // used, the key pair. moto does not model AWS::CertificateManager::Certificate (its
+    // placeholder has no ARN for the listener), so the stack uses a certificate moto issued,
+    // through the ExistingCertificateArn parameter.
+    let zone_id = hosted_zone(config).await;
+    let images = ec2
+        .describe_images()
+        .send()
+        .await
+        .expect("moto ec2 DescribeImages");
+    let image_id = images
+        .images()
+        .first()
+        .and_then(|i| i.image_id())
+        .expect("moto lists an AMI");
+    aws_sdk_ssm::Client::new(config)
+        .put_parameter()
+        .name(MOTO_AMI_PARAMETER)
+        .value(image_id)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("moto ssm PutParameter");
+    let certificate = aws_sdk_acm::Client::new(config)
+        .request_certificate()
+        .domain_name(format!("*.{DOMAIN}"))
+        .validation_method(aws_sdk_acm::types::ValidationMethod::Dns)
+        .send()
+        .await
+        .expect("moto acm RequestCertificate")
+        .certificate_arn()
+        .expect("a certificate ARN")
+        .to_string();
+
+    let mut params = BTreeMap::from([
+        ("ProjectName", project.to_string()),
+        ("HostedZoneId", zone_id),
+        ("DomainName", DOMAIN.to_string()),
+        ("ExistingCertificateArn", certificate),
+    ]);
+    match optional {
+        Optional::All => {
+            let key = unique("csagent-ci");
+            ec2.create_key_pair()
+                .key_name(&key)
+                .send()
+                .await
+                .expect("moto ec2 CreateKeyPair");
+            params.extend([
+                ("KeyPairName", key),
+                ("AdminSshCidr", "203.0.113.0/24".into()),
+                ("AlarmEmail", "ops@example.com".into()),
+                (
+                    "DebUrl",
+                    "s3://csagent-artifacts/csagent_0.1.0_amd64.deb".into(),
+                ),
+                ("AccessLogBucket", "csagent-alb-logs".into()),
+                ("TeamImageTag", "4.96.4-team.1".into()),
+            ]);
+        }
+        Optional::None => {
+            params.insert(
+                "DebUrl",
+                "https://example.invalid/csagent_0.1.0_amd64.deb".into(),
+            );
+        }
+    }
+
+    params
 }
 
 /// A fresh hosted zone for `DOMAIN`; its id without the `/hostedzone/` prefix.
