@@ -23,8 +23,12 @@ pub struct ParameterReader {
 
 impl ParameterReader {
     pub fn new(sdk: &aws_config::SdkConfig) -> ParameterReader {
+        // csagent retries (below), so every request is one call.
+        let config = aws_sdk_ssm::config::Builder::from(sdk)
+            .retry_config(aws_sdk_ssm::config::retry::RetryConfig::disabled())
+            .build();
         ParameterReader {
-            client: aws_sdk_ssm::Client::new(sdk),
+            client: aws_sdk_ssm::Client::from_conf(config),
         }
     }
 
