@@ -340,5 +340,50 @@ async fn the_developer_set_follows_the_parameter() {
             "{name} kept across the restart"
         );
     }
+
+    // 7. Nothing saved and nothing to read (a wiped state dir): the set is
+    // unknown, not empty — nothing is started or removed, status says why.
+    drop(daemon);
+    std::fs::remove_file(dir.path().join("state/developer-set.json")).expect("remove saved set");
+    let daemon = AgentDaemon::start(&config);
+    let s = daemon.wait_status("no set known", Duration::from_secs(60), |_, s| {
+        s["developer_set"]["read_error"].is_string()
+    });
+    assert!(names(&s).is_empty(), "{s}");
+    assert!(
+        s["warnings"].as_array().is_some_and(|w| w.iter().any(|w| w
+            .as_str()
+            .is_some_and(|w| w.contains("no developer is started")))),
+        "{s}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    for (i, r) in running.iter().enumerate() {
+        let name = format!("code-server-{}", dev(i as u16 + 1));
+        assert_eq!(
+            started(&name).as_ref(),
+            Some(r),
+            "{name} left running while the set is unknown\n{}",
+            daemon.log()
+        );
+    }
+    // The parameter is back: the same three, adopted as they run.
+    publish(format!(
+        "{}{}{}",
+        table(1, base + 1),
+        table(2, base + 2),
+        table(3, base + 3)
+    ))
+    .await;
+    daemon.wait_status("the set read again", Duration::from_secs(60), |c, s| {
+        exactly_healthy(c, s, &[dev(1), dev(2), dev(3)])
+    });
+    for (i, r) in running.iter().enumerate() {
+        let name = format!("code-server-{}", dev(i as u16 + 1));
+        assert_eq!(
+            started(&name).as_ref(),
+            Some(r),
+            "{name} adopted, not recreated"
+        );
+    }
     println!("whole scenario in {:?}", t0.elapsed());
 }

@@ -97,6 +97,12 @@ impl DeveloperSet {
         (config, set)
     }
 
+    /// Whether the developers are known: from the file, or a set read (or saved)
+    /// from the parameter. Until then an empty list means "unknown", not "nobody".
+    pub(super) fn known(&self, config: &Config) -> bool {
+        config.developer_set.parameter.is_none() || self.in_force.is_some()
+    }
+
     /// Whether a parameter is polled.
     pub(super) fn watching(&self, config: &Config) -> bool {
         config.developer_set.parameter.is_some()
