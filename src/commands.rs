@@ -84,6 +84,16 @@ fn print_summary(out: &mut impl Write, c: &Config) -> std::io::Result<()> {
         "image     {} (pull {})",
         c.containers.image, c.containers.pull
     )?;
+    if let Some(p) = &c.developer_set.parameter {
+        // The file is checked alone; the agent checks each value it reads
+        // against it (csagent status shows the set in force).
+        writeln!(
+            out,
+            "developers from the SSM parameter {p}, read by the agent every {}",
+            humantime::format_duration(c.developer_set.poll_interval)
+        )?;
+        return Ok(());
+    }
     writeln!(out, "developers ({}):", c.developers.len())?;
     writeln!(
         out,

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod containers;
 pub mod control;
+pub mod developer_set;
 pub mod exit;
 pub mod fsutil;
 pub mod logs;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::aws::Identity;
 use crate::config::Config;
 use crate::containers::{ContainerStatus, PullStatus, RolloutStatus, StatusHandle};
+use crate::developer_set::DeveloperSetStatus;
 use crate::logs::{LogsStatus, LogsStatusHandle};
 use crate::metrics::{AgentReadings, MetricsStatus, MetricsStatusHandle};
 use crate::secrets::SecretsStatus;
@@ -80,6 +81,8 @@ pub struct Observations {
     identity: Identity,
     /// The config the agent runs with (replaced on reload).
     pub config: Published<Arc<Config>>,
+    /// Where the developers in `config` come from.
+    pub developer_set: Published<DeveloperSetStatus>,
     pub phase: Published<Phase>,
     pub volume: Published<VolumeStatus>,
     /// None until the first read of the secrets.
@@ -99,6 +102,7 @@ pub struct Observations {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub config: Arc<Config>,
+    pub developer_set: DeveloperSetStatus,
     pub identity: Identity,
     /// Since the agent started.
     pub uptime: Duration,
@@ -121,6 +125,7 @@ impl Observations {
             started: Instant::now(),
             identity,
             config: Published::new(config),
+            developer_set: Published::default(),
             phase: Published::default(),
             volume: Published::default(),
             secrets: Published::default(),
@@ -141,6 +146,7 @@ impl Observations {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             config: self.config.get(),
+            developer_set: self.developer_set.get(),
             identity: self.identity.clone(),
             uptime: self.started.elapsed(),
             phase: self.phase.get(),

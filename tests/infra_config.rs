@@ -8,16 +8,34 @@ use csagent_contract::names;
 #[test]
 fn infra_user_data_config_passes_check_config() {
     for (devs, port) in [(1u32, 8443u16), (8, 8443), (40, 9000), (64, 8443)] {
+        let parameter = names::developers_parameter("code-server-multi-dev", 1);
         let text = infra::agent_config_toml(
             "code-server-multi-dev",
             "ap-southeast-7",
             "vol-0123456789abcdef0",
-            devs,
+            &parameter,
             port,
         );
+        // The user data's file alone: valid, the developers still to be read.
         let c = Config::from_toml(&text, Path::new("user-data.toml"))
             .unwrap_or_else(|e| panic!("{devs} developers: {e}\n{text}"));
+        assert!(c.developers.is_empty());
+        assert_eq!(
+            c.developer_set.parameter.as_deref(),
+            Some(parameter.as_str())
+        );
+        // With the value the template publishes in that parameter.
+        let settings = infra::Settings {
+            developers: devs,
+            base_port: port,
+            ..infra::Settings::default()
+        };
+        let set = infra::developer_set_toml(&settings.developer_list());
+        let c =
+            Config::from_toml_with_developers(&text, Path::new("user-data.toml"), &set, &parameter)
+                .unwrap_or_else(|e| panic!("{devs} developers: {e}\n{set}"));
         assert_eq!(c.developers.len(), devs as usize);
+        assert_eq!(c.developers[devs as usize - 1].name, format!("dev{devs}"));
         assert_eq!(c.developers[0].port, port);
         assert_eq!(c.region.as_deref(), Some("ap-southeast-7"));
         assert_eq!(

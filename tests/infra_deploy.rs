@@ -777,6 +777,149 @@ async fn physical_ids(
         .collect()
 }
 
+/// `--developers 8` then `--developers 9` as a stack update: the instance is not replaced
+/// (same physical id) and its user data is the same, so CloudFormation neither stops nor
+/// replaces it; the developer-set parameter holds the nine developers; dev9's target group,
+/// listener rule and log group exist. (moto takes the secrets as placeholders: the template
+/// holds dev9's two, which infra/tests/template.rs checks.)
+#[tokio::test(flavor = "multi_thread")]
+async fn adding_a_developer_updates_the_parameter_not_the_instance() {
+    let config = aws().await;
+    let cfn = aws_sdk_cloudformation::Client::new(&config);
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let ssm = aws_sdk_ssm::Client::new(&config);
+    let project = unique("ciupd");
+    let stack_name = format!("csagent-{project}");
+    let params = prerequisites(&config, &project).await;
+    let (eight, body8) = generate(8, Format::Json, Optional::None);
+    let (nine, body9) = generate(9, Format::Json, Optional::None);
+    assert_eq!(
+        eight["Resources"]["Instance"], nine["Resources"]["Instance"],
+        "the instance's properties do not depend on the developers"
+    );
+    create_stack(&cfn, "8 developers", &stack_name, &body8, &params).await;
+    let parameter = csagent_contract::names::developers_parameter(&project, 1);
+    let instance_before = physical_ids(&cfn, &stack_name).await["Instance"].clone();
+    let user_data_before = user_data(&ec2, &instance_before).await;
+    let set_before = developer_set(&ssm, &parameter).await;
+    assert_eq!(set_before.len(), 8, "{set_before:?}");
+
+    let t = Instant::now();
+    cfn.update_stack()
+        .stack_name(&stack_name)
+        .template_body(&body9)
+        .set_parameters(Some(
+            params
+                .iter()
+                .map(|(k, v)| {
+                    Parameter::builder()
+                        .parameter_key(*k)
+                        .parameter_value(v)
+                        .build()
+                })
+                .collect(),
+        ))
+        .capabilities(Capability::CapabilityIam)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("UpdateStack: {}", error_text(&e)));
+    let stack = wait_for_stack(&cfn, &stack_name).await;
+    assert_eq!(
+        stack.stack_status(),
+        Some(&StackStatus::UpdateComplete),
+        "{:?}",
+        stack.stack_status_reason()
+    );
+    println!("moto update-stack 8 -> 9 developers in {:?}", t.elapsed());
+
+    let ids = physical_ids(&cfn, &stack_name).await;
+    assert_eq!(
+        ids["Instance"], instance_before,
+        "the instance is not replaced"
+    );
+    assert_eq!(
+        user_data(&ec2, &instance_before).await,
+        user_data_before,
+        "the user data is unchanged"
+    );
+    let state = ec2
+        .describe_instances()
+        .instance_ids(&instance_before)
+        .send()
+        .await
+        .expect("moto ec2 DescribeInstances")
+        .reservations()
+        .first()
+        .and_then(|r| r.instances().first())
+        .and_then(|i| i.state())
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string());
+    assert_eq!(state.as_deref(), Some("running"), "not stopped");
+
+    let set_after = developer_set(&ssm, &parameter).await;
+    assert_eq!(set_after.len(), 9, "{set_after:?}");
+    assert_eq!(set_after[..8], set_before[..]);
+    assert_eq!(set_after[8], ("dev9".to_string(), 8451));
+    for id in ["Dev9TargetGroup", "Dev9ListenerRule"] {
+        assert!(
+            ids.get(id).is_some_and(|p| !p.is_empty()),
+            "{id} has a physical id"
+        );
+    }
+    for id in ["Dev9PasswordSecret", "Dev9ClaudeApiKeySecret"] {
+        assert_eq!(
+            nine["Resources"][id]["Type"], "AWS::SecretsManager::Secret",
+            "{id} in the updated template"
+        );
+    }
+    let group = format!("/aws/ec2/{project}/containers/dev9");
+    assert!(
+        log_groups(&config, &project).await.contains(&group),
+        "log group {group}"
+    );
+}
+
+async fn user_data(ec2: &aws_sdk_ec2::Client, instance: &str) -> String {
+    ec2.describe_instance_attribute()
+        .instance_id(instance)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .expect("moto ec2 DescribeInstanceAttribute")
+        .user_data()
+        .and_then(|u| u.value())
+        .expect("the instance has user data")
+        .to_string()
+}
+
+/// The `[[developer]]` (name, port) pairs of a developer-set parameter.
+async fn developer_set(ssm: &aws_sdk_ssm::Client, name: &str) -> Vec<(String, i64)> {
+    let value = ssm
+        .get_parameter()
+        .name(name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GetParameter {name}: {}", error_text(&e)))
+        .parameter()
+        .and_then(|p| p.value())
+        .unwrap_or_default()
+        .to_string();
+    let t: toml::Table = toml::from_str(&value).unwrap_or_else(|e| panic!("{value}: {e}"));
+    t["developer"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    (
+                        d["name"].as_str().unwrap_or("").to_string(),
+                        d["port"].as_integer().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A fresh hosted zone for `DOMAIN`; its id without the `/hostedzone/` prefix.
 async fn hosted_zone(config: &aws_config::SdkConfig) -> String {
     let zone = aws_sdk_route53::Client::new(config)

@@ -15,6 +15,18 @@ pub const SYSTEM_LOG_GROUP: &str = "/aws/ec2/{project}/system";
 /// The host's journal: docker.service and containerd.service.
 pub const DOCKER_LOG_GROUP: &str = "/aws/ec2/{project}/docker";
 
+/// The SSM parameter (type String) holding one host's developer set: TOML text with exactly
+/// the `[[developer]]` tables the agent's config file accepts. Placeholders `{project}` and
+/// `{host}` (1, 2, ...). The template publishes it; the agent (`developers.parameter`) polls it.
+pub const DEVELOPERS_PARAMETER: &str = "/{project}/csagent/host-{host}/developers";
+
+/// The name of host `host`'s developer-set parameter (hosts count from 1).
+pub fn developers_parameter(project: &str, host: u32) -> String {
+    DEVELOPERS_PARAMETER
+        .replace("{project}", project)
+        .replace("{host}", &host.to_string())
+}
+
 /// `template` with `{project}` and `{developer}` filled in.
 pub fn render(template: &str, project: &str, developer: &str) -> String {
     template
@@ -36,5 +48,9 @@ mod tests {
         assert_eq!(render(AGENT_LOG_GROUP, "p", "dev1"), "/aws/ec2/p/agent");
         assert_eq!(render(SYSTEM_LOG_GROUP, "p", ""), "/aws/ec2/p/system");
         assert_eq!(render(DOCKER_LOG_GROUP, "p", ""), "/aws/ec2/p/docker");
+        assert_eq!(
+            developers_parameter("team", 1),
+            "/team/csagent/host-1/developers"
+        );
     }
 }

@@ -11,12 +11,15 @@
 //!   (AWS requires `"*"`), and the token it returns reaches only what the pull actions allow.
 //! - `csagent restore` (see [`restore_statements`]): EC2 volumes from snapshots, scoped by the
 //!   `csagent-restore` tag; the Describe calls it needs have no resource-level permissions.
+//! - ssm:GetParameter on the host's developer-set parameter only (`developer_set`).
+//!   AmazonSSMManagedInstanceCore allows GetParameter on `*` as well (Session Manager needs
+//!   it); the statement here says what the agent itself needs.
 //! - s3:GetObject on the .deb only when DebUrl is an s3:// URL.
 //! - AmazonSSMManagedInstanceCore for Session Manager (instead of SSH).
 
 use crate::cfn::{Resources, if_, name_tag, no_value, r#ref, resource, sub, tags, with};
-use crate::registry;
 use crate::settings::Settings;
+use crate::{developer_set, registry};
 use csagent_contract::{RESTORE_TAG, metrics};
 use serde_json::{Value, json};
 
@@ -74,6 +77,12 @@ pub fn agent_policy_document() -> Value {
                     "logs:GetLogEvents",
                 ],
                 "Resource": project_logs,
+            },
+            {
+                "Sid": "ReadDeveloperSet",
+                "Effect": "Allow",
+                "Action": "ssm:GetParameter",
+                "Resource": developer_set::parameter_arn(1),
             },
             {
                 "Sid": "EcrTokenNoResourceLevel",

@@ -13,6 +13,7 @@ pub mod backup;
 pub mod cfn;
 pub mod cli;
 pub mod compute;
+pub mod developer_set;
 pub mod dns;
 pub mod iam;
 pub mod load_balancer;
@@ -27,7 +28,9 @@ pub mod secrets;
 pub mod settings;
 pub mod sso;
 
-pub use agent_config::{agent_config_toml, sample_agent_config, sample_user_data};
+pub use agent_config::{
+    agent_config_toml, developer_set_toml, sample_agent_config, sample_user_data,
+};
 pub use settings::{MAX_DEVELOPERS, MAX_DEVELOPERS_WITH_ROTATION, OptionError, Settings};
 
 use serde_json::{Value, json};
@@ -49,6 +52,7 @@ pub fn build_template(s: &Settings) -> Value {
     iam::add(&mut res, s);
     registry::add(&mut res);
     secrets::add(&mut res, s);
+    developer_set::add(&mut res, s);
     compute::add(&mut res, s);
     load_balancer::add(&mut res, s);
     dns::add(&mut res, s);

@@ -186,7 +186,13 @@ fn print_agent_config_is_the_agent_toml() {
     let text = String::from_utf8(o.stdout).unwrap();
     assert_eq!(
         text,
-        infra::agent_config_toml("acme", "ap-southeast-7", "vol-0123456789abcdef0", 3, 9000)
+        infra::agent_config_toml(
+            "acme",
+            "ap-southeast-7",
+            "vol-0123456789abcdef0",
+            "/acme/csagent/host-1/developers",
+            9000
+        )
     );
     let t: toml::Table = toml::from_str(&text).unwrap();
     assert_eq!(
@@ -217,7 +223,7 @@ fn print_user_data_is_a_script_with_sample_values() {
         "code-server-multi-dev",
         "ap-southeast-7",
         "vol-0123456789abcdef0",
-        2,
+        "/code-server-multi-dev/csagent/host-1/developers",
         8443
     )));
 }

@@ -168,6 +168,15 @@ impl Agent {
 
     /// One convergence pass; true when every developer runs as desired.
     pub(super) async fn converge_all(&mut self) -> bool {
+        if !self.devset.known(&self.config) {
+            // An unknown set is not an empty one: converging now would retire
+            // every running container. Touch nothing until the set is read.
+            notify(&[NotifyState::Status(
+                "waiting for the developer set (developers.parameter); nothing started or removed",
+            )]);
+            self.publish_state(false);
+            return false;
+        }
         self.secrets.prehash().await;
         let desired = self.desired();
         let ok = match self.reconciler.converge(&desired).await {

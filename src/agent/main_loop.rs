@@ -64,6 +64,8 @@ impl Agent {
         resync.tick().await;
         let poll_sleep = tokio::time::sleep(self.secrets.next_poll_in());
         tokio::pin!(poll_sleep);
+        let devset_sleep = tokio::time::sleep(self.devset.next_poll_in(&self.config));
+        tokio::pin!(devset_sleep);
 
         let (event_tx, mut event_rx) = mpsc::unbounded_channel::<String>();
         self.tasks.push((
@@ -84,6 +86,11 @@ impl Agent {
                 _ = &mut poll_sleep => {
                     if self.poll_secrets().await { self.converge_all().await; }
                     poll_sleep.as_mut().reset(tokio::time::Instant::now() + self.secrets.next_poll_in());
+                }
+                _ = &mut devset_sleep, if self.devset.watching(&self.config) => {
+                    self.poll_developer_set().await;
+                    let next = self.devset.next_poll_in(&self.config);
+                    devset_sleep.as_mut().reset(tokio::time::Instant::now() + next);
                 }
                 _ = resync.tick() => {
                     self.refresh_volume().await;

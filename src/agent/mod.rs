@@ -20,11 +20,13 @@
 //! | `converge.rs` | desired state from secrets, one convergence pass, rotation polls |
 //! | `main_loop.rs` | the select loop: signals, timers, events, commands; shutdown |
 //! | `reload.rs` | a new config without a restart |
+//! | `developers.rs` | the developer set published in SSM: at start, polled, on reload |
 //! | `background.rs` | starting and stopping the log shipper and metrics loop |
 //! | `watchdog.rs` | the systemd watchdog pings |
 
 mod background;
 mod converge;
+mod developers;
 mod main_loop;
 mod reload;
 mod watchdog;
@@ -50,8 +52,8 @@ use crate::supervise::spawn_supervised;
 /// Runs the agent; returns the process exit code.
 pub async fn run(config_path: &Path, once: bool) -> i32 {
     crate::secrets::pin_mmap_threshold();
-    let config = match Config::load(config_path) {
-        Ok(c) => Arc::new(c),
+    let (config, file_text) = match Config::load_with_text(config_path) {
+        Ok((c, text)) => (Arc::new(c), text),
         Err(e) => {
             eprintln!("error: {e}");
             notify(&[NotifyState::Status(&format!("bad config: {e}"))]);
@@ -65,7 +67,7 @@ pub async fn run(config_path: &Path, once: bool) -> i32 {
         developers = config.developers.len(),
         "csagent starting"
     );
-    let mut agent = match Agent::start(config.clone(), config_path.to_path_buf(), once).await {
+    let mut agent = match Agent::start(config, file_text, config_path.to_path_buf(), once).await {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
@@ -118,17 +120,28 @@ struct Agent {
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     /// Log shipper and metrics loop.
     background: background::Background,
+    /// Where the developers come from (the file, or an SSM parameter).
+    devset: developers::DeveloperSet,
     docker: bollard::Docker,
     sdk: aws_config::SdkConfig,
     once: bool,
 }
 
 impl Agent {
-    async fn start(config: Arc<Config>, config_path: PathBuf, once: bool) -> Result<Agent, String> {
+    async fn start(
+        config: Arc<Config>,
+        file_text: String,
+        config_path: PathBuf,
+        once: bool,
+    ) -> Result<Agent, String> {
         let identity = crate::aws::identity(&config)
             .await
             .map_err(|e| e.to_string())?;
+        let sdk = crate::aws::sdk_config(&config, &identity.region).await;
+        // Who the developers are, before the volume pass makes their directories.
+        let (config, devset) = developers::DeveloperSet::start(config, file_text, &sdk).await;
         let observations = Observations::new(config.clone(), identity.clone());
+        observations.developer_set.set(devset.status.clone());
 
         let cfg = config.clone();
         let volume = tokio::task::spawn_blocking(move || {
@@ -144,7 +157,6 @@ impl Agent {
         ));
         observations.volume.set(volume);
 
-        let sdk = crate::aws::sdk_config(&config, &identity.region).await;
         let mut secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&sdk), &config);
         progress("reading developer credentials from Secrets Manager");
         if let Err(e) = secrets.fetch_all().await {
@@ -187,6 +199,7 @@ impl Agent {
             commands: cmd_rx,
             tasks,
             background: background::Background::default(),
+            devset,
             docker,
             sdk,
             once,

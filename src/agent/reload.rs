@@ -24,8 +24,18 @@ fn removed_developers<'a>(old: &'a Config, new: &Config) -> Vec<&'a str> {
 impl Agent {
     pub(super) async fn reload(&mut self) -> Result<String, String> {
         notify(&[NotifyState::Reloading]);
-        let result = match Config::load(&self.config_path) {
-            Ok(c) => Ok(self.apply_config(Arc::new(c)).await),
+        let loaded = match Config::load_with_text(&self.config_path) {
+            Ok((c, text)) => self.devset.for_reload(c, text).await,
+            Err(e) => Err(e.to_string()),
+        };
+        let result = match loaded {
+            Ok(c) => {
+                let done = self.apply_config(Arc::new(c)).await;
+                self.observations
+                    .developer_set
+                    .set(self.devset.status.clone());
+                Ok(done)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "reload refused: the config is invalid; keeping the running one");
                 Err(format!("config invalid, nothing changed: {e}"))
@@ -35,7 +45,7 @@ impl Agent {
         result
     }
 
-    async fn apply_config(&mut self, c: Arc<Config>) -> String {
+    pub(super) async fn apply_config(&mut self, c: Arc<Config>) -> String {
         tracing::info!(developers = c.developers.len(), "reloading config");
         // A developer no longer configured loses its key file (its data
         // directories stay on the volume).

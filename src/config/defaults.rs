@@ -89,6 +89,8 @@ pub const DEFAULT_SUDO: bool = false;
 
 /// `developers.count`: dev1..dev8 when no `[[developer]]` is listed.
 pub const DEFAULT_DEVELOPER_COUNT: u32 = 8;
+/// `developers.poll_interval` ("60s"): how often `developers.parameter` is read.
+pub const DEFAULT_DEVELOPERS_POLL_INTERVAL: Duration = Duration::from_secs(60);
 
 // --- [secrets] ---
 

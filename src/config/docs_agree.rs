@@ -43,6 +43,7 @@ const DEFAULTED_KEYS: &[&str] = &[
     "containers.isolate_host",
     "containers.sudo",
     "developers.count",
+    "developers.poll_interval",
     "secrets.password_name",
     "secrets.claude_api_key_name",
     "secrets.poll_interval",
@@ -80,6 +81,7 @@ const NO_DEFAULT: &[&str] = &[
     "volume.device",
     "containers.subnet_v6",
     "logs.journal",
+    "developers.parameter",
 ];
 
 /// The required key, so that every other key can be left out.

@@ -154,6 +154,23 @@ pub(super) struct FileDevelopers {
     /// `developers.count`: 1..=`MAX_DEVELOPERS`; not with `[[developer]]`. Signed so a
     /// negative count gets the range message. Default `DEFAULT_DEVELOPER_COUNT`.
     pub count: Option<i64>,
+    /// `developers.parameter`: an SSM parameter name whose value holds the
+    /// `[[developer]]` tables; not with `count` or `[[developer]]`. No default: the
+    /// developers come from this file.
+    pub parameter: Option<String>,
+    /// `developers.poll_interval`: a duration, at least 1s. Default
+    /// `DEFAULT_DEVELOPERS_POLL_INTERVAL`.
+    pub poll_interval: Option<String>,
+}
+
+/// A published developer set (the value of `developers.parameter`): only
+/// `[[developer]]` tables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileDeveloperSet {
+    /// `[[developer]]` entries, in order.
+    #[serde(default)]
+    pub developer: Vec<FileDeveloper>,
 }
 
 /// One `[[developer]]` entry; unset limits fall back to `[containers]`.
@@ -266,8 +283,12 @@ pub(super) struct FileAgent {
     pub log_level: Option<String>,
 }
 
-/// Parses TOML text into the file layer; errors name the key or the line.
-pub(super) fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+/// Parses TOML text into the file layer (or a developer set); errors name the key
+/// or the line.
+pub(super) fn parse_file<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+) -> Result<T, ConfigError> {
     let de = toml::Deserializer::parse(text).map_err(|e| syntax_error(path, text, &e))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = match e.path().to_string() {

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 
 pub use defaults::{DEFAULT_CONFIG_PATH, MAX_DEVELOPERS};
 pub use types::{
-    AgentConfig, ApplyPolicy, Config, ContainersConfig, Developer, Filesystem, LogFormat,
-    LogsConfig, MetricsConfig, PullPolicy, RegistryAuth, RolloutConfig, RolloutStrategy,
+    AgentConfig, ApplyPolicy, Config, ContainersConfig, Developer, DeveloperSetConfig, Filesystem,
+    LogFormat, LogsConfig, MetricsConfig, PullPolicy, RegistryAuth, RolloutConfig, RolloutStrategy,
     SecretsConfig, VolumeConfig, VolumeSource,
 };
 pub use validate::{is_developer_name, parse_cidr, parse_cidr_v6};
@@ -66,10 +66,42 @@ impl Config {
         Config::from_toml(&text, path)
     }
 
-    /// Parses and validates TOML text; `path` is only used in messages.
+    /// Like [`Config::load`], with the file's text (to resolve a published
+    /// developer set against later).
+    pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok((Config::from_toml(&text, path)?, text))
+    }
+
+    /// Parses and validates TOML text; `path` is only used in messages. With
+    /// `developers.parameter` set, the developer list is empty: see
+    /// [`Config::from_toml_with_developers`].
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = file::parse_file(text, path)?;
-        validate::Validator { path }.validate(file)
+        validate::Validator { path }.validate(file, None)
+    }
+
+    /// Like [`Config::from_toml`], with the developers from `developers` (the
+    /// value of the file's `developers.parameter`: `[[developer]]` tables only,
+    /// checked exactly as the file's own entries). Errors in that value name
+    /// `origin` (the parameter) and the key (`developer[2].port`).
+    pub fn from_toml_with_developers(
+        text: &str,
+        path: &Path,
+        developers: &str,
+        origin: &str,
+    ) -> Result<Config, ConfigError> {
+        let file = file::parse_file(text, path)?;
+        let origin = Path::new(origin);
+        let set: file::FileDeveloperSet = file::parse_file(developers, origin)?;
+        let published = validate::Published {
+            entries: set.developer,
+            origin,
+        };
+        validate::Validator { path }.validate(file, Some(published))
     }
 
     /// Fills a name template (`{project}/{developer}/password`).

@@ -198,6 +198,18 @@ pub struct Developer {
     pub memory_reservation: u64,
 }
 
+/// `developers.parameter` and `developers.poll_interval`: where the developer set
+/// comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeveloperSetConfig {
+    /// The SSM parameter holding the `[[developer]]` tables; None: the developers
+    /// come from the config file (`developers.count` or `[[developer]]`).
+    pub parameter: Option<String>,
+    /// How often the parameter is read (default `DEFAULT_DEVELOPERS_POLL_INTERVAL`).
+    #[serde(with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+}
+
 /// `[secrets]`: the per-developer credentials in Secrets Manager.
 #[derive(Debug, Clone, Serialize)]
 pub struct SecretsConfig {
@@ -318,8 +330,12 @@ pub struct Config {
     pub volume: VolumeConfig,
     /// `[containers]`.
     pub containers: ContainersConfig,
-    /// Every developer, from `developers.count` (default `DEFAULT_DEVELOPER_COUNT`) or `[[developer]]`.
+    /// Every developer, from `developers.count` (default `DEFAULT_DEVELOPER_COUNT`),
+    /// `[[developer]]`, or the published set `developers.parameter` names (empty
+    /// until the agent has read it).
     pub developers: Vec<Developer>,
+    /// Where the developers come from.
+    pub developer_set: DeveloperSetConfig,
     /// `[secrets]`.
     pub secrets: SecretsConfig,
     /// `[rollout]`.

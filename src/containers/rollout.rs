@@ -196,8 +196,9 @@ impl Rollout {
             self.in_flight = None;
             return;
         };
-        if s.current.as_ref() != Some(&f.hash) {
-            // The recreate failed or the target moved on: it is a candidate again.
+        if s.current.as_ref() != Some(&f.hash) || s.drifted_to.is_some() {
+            // The recreate failed, or a newer spec superseded the one awaited: it is
+            // a candidate again (waiting for the old spec's health would be pointless).
             self.in_flight = None;
             return;
         }
@@ -439,5 +440,19 @@ mod tests {
         seen[1].drifted_to = None;
         let v = r.gate(&one(), &seen, t(0));
         assert_eq!(v.keys().collect::<Vec<_>>(), ["dev1"]);
+    }
+
+    #[test]
+    fn a_newer_spec_supersedes_the_one_in_flight() {
+        let mut r = Rollout::default();
+        let mut seen = fleet(1);
+        assert_eq!(goes(&r.gate(&one(), &seen, t(0))), ["dev1"]);
+        recreate(&mut seen, "dev1"); // starting on "new1"
+        seen[0].drifted_to = Some("newer1".into());
+        assert_eq!(
+            goes(&r.gate(&one(), &seen, t(1))),
+            ["dev1"],
+            "no wait for new1's health"
+        );
     }
 }

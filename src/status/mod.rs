@@ -35,6 +35,9 @@ pub struct StatusReport {
     /// Last successful call per AWS service (RFC 3339), keyed by service name.
     pub aws_last_success: BTreeMap<String, Option<String>>,
     pub developers: Vec<DeveloperRow>,
+    /// Where the developer list comes from and when it last changed.
+    #[serde(default)]
+    pub developer_set: DeveloperSetInfo,
     /// The image: where it is pulled from, the pull running now, the last pull.
     pub image: Option<ImageReport>,
     /// The staged rollout of an image or spec change, while one runs, halted or
@@ -91,6 +94,31 @@ pub struct HostInfo {
     pub mem_total_bytes: u64,
     pub mem_used_bytes: u64,
     pub mem_used_percent: f64,
+}
+
+/// Where the developers come from: the config file, or the SSM parameter
+/// `developers.parameter` names (polled).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct DeveloperSetInfo {
+    /// "file" or "parameter".
+    pub source: String,
+    /// The SSM parameter, when the source is one.
+    pub parameter: Option<String>,
+    /// SSM version of the set in force.
+    pub version: Option<i64>,
+    /// RFC 3339 time that version was written to SSM.
+    pub modified_at: Option<String>,
+    /// RFC 3339 time this agent put the set in force (start, reload or a change).
+    pub applied_at: Option<String>,
+    /// The set in force is the copy saved in the state dir (SSM not read since start).
+    pub from_saved: bool,
+    /// RFC 3339 time of the last successful read of the parameter.
+    pub last_read: Option<String>,
+    /// Why the last read failed.
+    pub read_error: Option<String>,
+    /// The SSM version refused, and why (which parameter, which key).
+    pub refused_version: Option<i64>,
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -261,6 +289,24 @@ impl StatusReport {
                 )),
                 _ => {}
             }
+        }
+        let set = &self.developer_set;
+        if let (Some(p), Some(reason)) = (&set.parameter, &set.refused) {
+            w.push(format!(
+                "developer set: version {} of {p} refused, the last good set stays in force: {reason}",
+                set.refused_version.map_or("?".to_string(), |v| v.to_string())
+            ));
+        }
+        if let (Some(p), Some(e)) = (&set.parameter, &set.read_error) {
+            w.push(format!(
+                "developer set: cannot read {p} (last read {}); the set in force stays: {e}",
+                set.last_read.as_deref().unwrap_or("never")
+            ));
+        }
+        if let (Some(p), None) = (&set.parameter, set.version) {
+            w.push(format!(
+                "developer set: {p} not read yet and none saved; no developer is started"
+            ));
         }
         if let Some(i) = &self.image
             && let Some(e) = &i.last_pull_error
@@ -461,6 +507,43 @@ mod tests {
             "{:?}",
             r.warnings
         );
+    }
+
+    #[test]
+    fn a_refused_or_unread_developer_set_warns() {
+        let mut r = StatusReport {
+            developers: vec![row("dev1", "running", "healthy")],
+            ..Default::default()
+        };
+        r.developer_set = DeveloperSetInfo {
+            source: "parameter".into(),
+            parameter: Some("/t/csagent/host-1/developers".into()),
+            version: Some(4),
+            ..Default::default()
+        };
+        r.finish(None, Duration::from_secs(300));
+        assert!(r.healthy, "{:?}", r.warnings);
+        r.developer_set.refused_version = Some(5);
+        r.developer_set.refused = Some(
+            "/t/csagent/host-1/developers: developer[2].port: 8443 is already used by dev1".into(),
+        );
+        r.finish(None, Duration::from_secs(300));
+        assert!(!r.healthy);
+        assert_eq!(
+            r.warnings,
+            [
+                "developer set: version 5 of /t/csagent/host-1/developers refused, the last good set stays in force: /t/csagent/host-1/developers: developer[2].port: 8443 is already used by dev1"
+            ]
+        );
+        r.developer_set.refused = None;
+        r.developer_set.version = None;
+        r.developer_set.read_error = Some("GetParameter /t/...: dispatch failure".into());
+        r.finish(None, Duration::from_secs(300));
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].contains("cannot read /t/csagent/host-1/developers (last read never)")
+        );
+        assert!(r.warnings[1].contains("no developer is started"));
     }
 
     #[test]

@@ -72,6 +72,31 @@ impl StatusReport {
             .map(|(k, v)| format!("{k}: {}", v.as_deref().unwrap_or("never")))
             .collect();
         writeln!(out, "aws     last success — {}", aws.join(", "))?;
+        let set = &self.developer_set;
+        let source = match &set.parameter {
+            Some(p) => format!(
+                "SSM parameter {} version {}{} (written {}), in force since {}{}",
+                printable(p),
+                set.version.map_or("-".to_string(), |v| v.to_string()),
+                if set.from_saved { ", saved copy" } else { "" },
+                set.modified_at.as_deref().unwrap_or("?"),
+                set.applied_at.as_deref().unwrap_or("?"),
+                if set.refused.is_some() {
+                    paint(" — a newer version was REFUSED (see the warnings)", "31")
+                } else {
+                    String::new()
+                }
+            ),
+            None => format!(
+                "the config file, in force since {}",
+                set.applied_at.as_deref().unwrap_or("?")
+            ),
+        };
+        writeln!(
+            out,
+            "team    {} developer(s) from {source}",
+            self.developers.len()
+        )?;
         if let Some(i) = &self.image {
             let state = match (&i.pulling, &i.last_pull_error, &i.last_pull_at) {
                 (Some(p), _, _) => format!(

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
-    AgentInfo, DeveloperRow, HostInfo, HostLogsInfo, ImageReport, InstanceInfo, MetricsInfo,
-    PullingInfo, RolloutReport, SCHEMA_VERSION, StatusReport, VolumeInfo, rfc3339,
+    AgentInfo, DeveloperRow, DeveloperSetInfo, HostInfo, HostLogsInfo, ImageReport, InstanceInfo,
+    MetricsInfo, PullingInfo, RolloutReport, SCHEMA_VERSION, StatusReport, VolumeInfo, rfc3339,
 };
 use crate::config::Developer;
 use crate::containers::PullProgress;
@@ -66,6 +66,7 @@ pub fn report(s: &Snapshot, memory: HostMemory, now: SystemTime) -> StatusReport
         },
         aws_last_success: aws_last_success(s),
         developers,
+        developer_set: developer_set_info(s),
         image: image_report(s),
         rollout: rollout_report(s, now),
         metrics: s.metrics.as_ref().map(|m| MetricsInfo {
@@ -220,6 +221,28 @@ fn host_logs(s: &Snapshot) -> BTreeMap<String, HostLogsInfo> {
 }
 
 /// None until the reconciler first looked at the image.
+fn developer_set_info(s: &Snapshot) -> DeveloperSetInfo {
+    let d = &s.developer_set;
+    let ms = |ms: i64| rfc3339(UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+    DeveloperSetInfo {
+        source: if d.parameter.is_some() {
+            "parameter"
+        } else {
+            "file"
+        }
+        .to_string(),
+        parameter: d.parameter.clone(),
+        version: d.version,
+        modified_at: d.modified_ms.map(ms),
+        applied_at: d.applied_at.map(rfc3339),
+        from_saved: d.from_saved,
+        last_read: d.last_read.map(rfc3339),
+        read_error: d.read_error.clone(),
+        refused_version: d.refused.as_ref().map(|r| r.version),
+        refused: d.refused.as_ref().map(|r| r.reason.clone()),
+    }
+}
+
 fn image_report(s: &Snapshot) -> Option<ImageReport> {
     let i = &s.image;
     if i.image.is_empty() {
@@ -350,6 +373,7 @@ mod tests {
         let config = config(2);
         let names: Vec<String> = config.developers.iter().map(|d| d.name.clone()).collect();
         Snapshot {
+            developer_set: Default::default(),
             identity: Identity {
                 region: "eu-west-1".into(),
                 instance_id: "i-0abc".into(),

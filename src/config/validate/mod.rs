@@ -28,6 +28,8 @@ use super::defaults::DEFAULT_PROJECT;
 use super::file::FileConfig;
 use super::{Config, ConfigError};
 
+pub(super) use developers::Published;
+
 pub use checks::{is_developer_name, parse_cidr, parse_cidr_v6};
 #[cfg(test)]
 pub(super) use telemetry::RETENTION_DAYS;
@@ -46,7 +48,12 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn validate(&self, f: FileConfig) -> Result<Config, ConfigError> {
+    /// `published`: the developer set read from `developers.parameter`, if any.
+    pub(super) fn validate(
+        &self,
+        f: FileConfig,
+        published: Option<Published<'_>>,
+    ) -> Result<Config, ConfigError> {
         let project = f.project.unwrap_or_else(|| DEFAULT_PROJECT.to_string());
         if !checks::is_name(&project, 1, 64) {
             return Err(self.err(
@@ -85,7 +92,16 @@ impl Validator<'_> {
 
         let volume = self.volume(f.volume)?;
         let containers = self.containers(&f.containers)?;
-        let developers = self.developers(&f.developers, f.developer, &f.containers, &containers)?;
+        let developers::Resolved {
+            developers,
+            set: developer_set,
+        } = self.developers(
+            &f.developers,
+            f.developer,
+            &f.containers,
+            &containers,
+            published,
+        )?;
         let secrets = self.secrets(f.secrets)?;
         let rollout = self.rollout(f.rollout)?;
         let metrics = self.metrics(f.metrics)?;
@@ -124,6 +140,7 @@ impl Validator<'_> {
             volume,
             containers,
             developers,
+            developer_set,
             secrets,
             rollout,
             metrics,
