@@ -72,6 +72,7 @@ const NO_DEFAULT: &[&str] = &[
     "volume.volume_id",
     "volume.device",
     "containers.subnet_v6",
+    "containers.disk_quota",
 ];
 
 /// The required key, so that every other key can be left out.

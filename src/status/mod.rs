@@ -14,7 +14,11 @@ use serde::{Deserialize, Serialize};
 pub use render::{human_secs, printable, short_id};
 pub use report::{HostMemory, report};
 
-use crate::volume::QuarantineItem;
+use crate::volume::{QuarantineItem, QuotaMode, QuotaStatus};
+
+/// A developer whose home holds this share of their quota gets a warning (the
+/// template's alarm uses the same threshold).
+pub const QUOTA_WARN_PERCENT: f64 = csagent_contract::metrics::DISK_QUOTA_ALARM_PERCENT;
 
 /// Bumped only on incompatible changes; fields are only ever added.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -76,6 +80,9 @@ pub struct VolumeInfo {
     /// left in place when it could not be moved (docs/operations.md says what to do).
     #[serde(default)]
     pub quarantine: Vec<QuarantineItem>,
+    /// Per-developer disk quotas: enforced or why not, use and limits.
+    #[serde(default)]
+    pub quota: Option<QuotaStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -160,6 +167,13 @@ pub struct DeveloperRow {
     /// Why the last pull of this developer's image failed (every developer runs
     /// the same image today); None after a successful pull.
     pub pull_error: Option<String>,
+    /// Bytes the developer's home holds, as its disk quota counts them (None:
+    /// no quota accounting on the volume).
+    #[serde(default)]
+    pub disk_used_bytes: Option<u64>,
+    /// The hard limit in force on the home (None: none).
+    #[serde(default)]
+    pub disk_limit_bytes: Option<u64>,
     pub last_log_lines: Vec<String>,
 }
 
@@ -232,18 +246,53 @@ impl StatusReport {
         // Quarantined content is safe and the developers run on the volume: the
         // admin has something to look at, the host is not unhealthy for it.
         w.extend(self.volume.quarantine.iter().map(quarantine_warning));
+        // Neither is a quota not (yet) in force, nor a developer near theirs.
+        if let Some(q) = &self.volume.quota {
+            if matches!(q.mode, QuotaMode::NextMount | QuotaMode::Unavailable) {
+                w.push(format!(
+                    "{QUOTA}not enforced: {}",
+                    q.reason.as_deref().unwrap_or("unknown reason")
+                ));
+            }
+            for (name, d) in &q.developers {
+                if let Some(e) = &d.error {
+                    w.push(format!("{QUOTA}{name}: {e}"));
+                }
+            }
+        }
+        for d in &self.developers {
+            if let (Some(used), Some(limit)) = (d.disk_used_bytes, d.disk_limit_bytes)
+                && limit > 0
+                && used as f64 * 100.0 / limit as f64 >= QUOTA_WARN_PERCENT
+            {
+                w.push(format!(
+                    "{QUOTA}{}: home holds {:.0}% of its quota ({} of {}); at 100% writes fail with \"Disk quota exceeded\"",
+                    d.name,
+                    used as f64 * 100.0 / limit as f64,
+                    bytesize::ByteSize(used).display().iec(),
+                    bytesize::ByteSize(limit).display().iec()
+                ));
+            }
+        }
         let all_up = self
             .developers
             .iter()
             .all(|d| d.state == "running" && (d.health == "healthy" || d.health == "none"));
         let blocking = w
             .iter()
-            .filter(|x| !x.contains("Claude API key") && !x.starts_with(QUARANTINED))
+            .filter(|x| {
+                !x.contains("Claude API key")
+                    && !x.starts_with(QUARANTINED)
+                    && !x.starts_with(QUOTA)
+            })
             .count();
         self.healthy = all_up && blocking == 0;
         self.warnings = w;
     }
 }
+
+/// How a warning about disk quotas starts.
+const QUOTA: &str = "disk quota: ";
 
 /// How a warning about content safely in quarantine starts.
 const QUARANTINED: &str = "quarantine: ";
