@@ -17,8 +17,15 @@ work=$(mktemp -d "$dir/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 # The newest generic amd64 kernel image the package source has (not -cloud: it lacks 9p).
-pkg=$(apt-cache search --names-only '^linux-image-[0-9.]+-[0-9]+-amd64$' | awk '{print $1}' | sort -V | tail -1)
-[ -n "$pkg" ] || { echo "no linux-image-*-amd64 package found (run apt-get update)" >&2; exit 1; }
+newest_kernel() {
+  apt-cache search --names-only '^linux-image-[0-9.]+-[0-9]+-amd64$' | awk '{print $1}' | sort -V | tail -1
+}
+pkg=$(newest_kernel)
+if [ -z "$pkg" ]; then
+  apt-get update -qq
+  pkg=$(newest_kernel)
+fi
+[ -n "$pkg" ] || { echo "no linux-image-*-amd64 package in the package lists" >&2; exit 1; }
 apt-get download -q "$pkg" >/dev/null 2>&1 || apt-get download "$pkg"
 dpkg-deb -x "$pkg"_*.deb k
 release=$(ls k/lib/modules)

@@ -159,7 +159,7 @@ impl Observations {
 }
 
 /// Each developer's accounted home use, for the `disk_quota_used_*` metrics.
-fn quota_readings(volume: &VolumeStatus) -> Vec<QuotaReading> {
+pub fn quota_readings(volume: &VolumeStatus) -> Vec<QuotaReading> {
     let Some(q) = &volume.quota else {
         return Vec::new();
     };
