@@ -228,7 +228,7 @@ fn assert_enforced(v: &Volume, fs: &str, status: &VolumeStatus, dev1_before: u64
     assert_eq!(d1.limit_bytes, Some(QUOTA), "{fs}: {oq:?}");
     assert!(
         d1.used_bytes
-            .is_some_and(|u| u >= QUOTA - 4 * MIB && u <= QUOTA),
+            .is_some_and(|u| (QUOTA - 4 * MIB..=QUOTA).contains(&u)),
         "{fs}: {d1:?}"
     );
     assert!(
@@ -259,7 +259,7 @@ fn assert_enforced(v: &Volume, fs: &str, status: &VolumeStatus, dev1_before: u64
             .map(|d| d.value)
     };
     let (m1, m2) = (metric("dev1").unwrap_or(0.0), metric("dev2").unwrap_or(0.0));
-    assert!(m1 >= 94.0 && m1 <= 100.0, "{fs}: dev1's metric {m1}");
+    assert!((94.0..=100.0).contains(&m1), "{fs}: dev1's metric {m1}");
     assert!(m2 > 10.0 && m2 < 25.0, "{fs}: dev2's metric {m2}");
     println!(
         "quota: {fs}: status dev1 {} / {} bytes, dev2 {} bytes; metric {} dev1 {m1:.1}%, dev2 {m2:.1}%; volume free {} MiB",
@@ -373,6 +373,15 @@ fn new_volume(dev: &str, fs: &str) {
         assert!(f.contains(" quota") && f.contains("project"), "{f}");
     }
     assert_enforced(&v, fs, &status, 0);
+
+    // The key removed: the limits are lifted (the projects and their use stay).
+    let off = v.prepare(fs, false);
+    let q = quota(&off);
+    assert_eq!(q.mode, QuotaMode::Off, "{fs}: {q:?}");
+    assert_eq!(q.developers["dev1"].limit_bytes, None, "{fs}: {q:?}");
+    write_as_developer(&v.home("dev1").join("workspace/more"), 8)
+        .unwrap_or_else(|e| panic!("{fs}: without a quota dev1 writes again: {e}"));
+    println!("quota: {fs}: containers.disk_quota removed: limits lifted, dev1 writes again");
 }
 
 /// An existing volume with data, mounted without quotas: the quota applies at
@@ -433,6 +442,23 @@ fn existing_volume(dev: &str, fs: &str) {
         "{fs}: the existing 20 MiB count against dev1's quota: {used}"
     );
     std::fs::remove_file(v.home("dev2").join("workspace/still")).expect("rm");
+    if fs == "ext4" {
+        // Mounted (by hand, or an old fstab line) without the option: ext4
+        // enforces once told to (Q_XQUOTAON), no unmount needed.
+        v.umount();
+        run(
+            "mount",
+            &["-o", "noatime,nosuid,nodev", dev, path_str(&v.mnt())],
+        );
+        let status = v.prepare(fs, true);
+        assert_eq!(quota(&status).mode, QuotaMode::Enforced, "{status:?}");
+        assert!(
+            v.fstab_text().contains(",prjquota 0 2"),
+            "{}",
+            v.fstab_text()
+        );
+        println!("quota: ext4: mounted without prjquota: enforcement turned on in place");
+    }
     assert_enforced(&v, fs, &status, 20 * MIB);
 }
 

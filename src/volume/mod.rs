@@ -21,7 +21,11 @@
 //!     (hidden by the volume) is moved into quarantine, never deleted;
 //! 11. [`dirs`]: each developer's `home` (seeded from /etc/skel by [`skel`]) and
 //!     `home/workspace`, only on the mounted volume; a developer still on the old
-//!     layout (`workspace`, `config`) is moved into `home` by [`migrate`] first.
+//!     layout (`workspace`, `config`) is moved into `home` by [`migrate`] first;
+//! 12. [`quota`] (`containers.disk_quota`): each home in its own project with a
+//!     hard limit. Its filesystem part runs around step 7: the ext4 features are
+//!     added before the mount (only while mounted nowhere) and the mount carries
+//!     `prjquota`; a quota that cannot be had never stops the pass.
 //!
 //! Every step checks before it acts, so a second pass changes nothing, and a
 //! crash anywhere recovers on the next pass: after mkfs the probe sees the new

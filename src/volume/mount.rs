@@ -274,24 +274,6 @@ pub(crate) fn harden(
     Ok(())
 }
 
-/// Remounts with the filesystem option `data` added (ext4 accepts `prjquota`
-/// on a remount; the flags stay as [`harden`] leaves them).
-pub(crate) fn remount_with(
-    device: &Device,
-    fs: Filesystem,
-    mount_point: &Path,
-    data: &str,
-) -> Result<(), VolumeError> {
-    nix::mount::mount(
-        None::<&str>,
-        mount_point,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | FLAGS,
-        Some(data),
-    )
-    .map_err(mount_error(device, fs, mount_point))
-}
-
 /// Whether `mount_point` is the root of a mount of `device` that nothing covers:
 /// its `st_dev` is the device and its parent's is not.
 pub(crate) fn is_mount_of(device: &Device, mount_point: &Path) -> bool {

@@ -11,9 +11,11 @@
 //! 2. the mount uses the option; if the kernel refuses it, the volume is mounted
 //!    without it (and the ext4 features just added are taken off again), and
 //!    status says why: a quota never costs the developers their volume;
-//! 3. an ext4 volume already mounted without the option is remounted with it
-//!    (ext4 allows that); xfs does not, so there it applies at the next mount,
-//!    which the fstab line (with `prjquota`) makes the next boot;
+//! 3. an ext4 volume already mounted without the option (but with the
+//!    features) gets enforcement turned on with quotactl `Q_XQUOTAON` (a
+//!    remount would not: ext4 turns quotas on at a remount only from read-only
+//!    to read-write); xfs cannot, so there it applies at the next mount, which
+//!    the fstab line (with `prjquota`) makes the next boot;
 //! 4. after the developer directories, [`apply`] gives each home its project id
 //!    ([`project`]) and sets the block hard limit (quotactl, [`sys`]).
 //!
@@ -226,8 +228,9 @@ pub(crate) fn mount_refused(
     plan.reason = Some((QuotaMode::Unavailable, why));
 }
 
-/// Step 3, for a volume that was already mounted: whether the option is in
-/// force; ext4 is remounted with it, xfs waits for the next mount.
+/// Step 3, for a volume that was already mounted: whether quotas are
+/// enforced; ext4 is told to enforce them (with the features it accounts them
+/// already), xfs waits for the next mount.
 pub(crate) fn already_mounted(
     plan: &mut MountPlan,
     device: &Device,
@@ -241,14 +244,15 @@ pub(crate) fn already_mounted(
         return;
     }
     match fs {
-        Filesystem::Ext4 => match super::mount::remount_with(device, fs, mount_point, MOUNT_OPTION)
-        {
-            Ok(()) => tracing::info!(device = %device, "remounted with prjquota"),
+        Filesystem::Ext4 => match sys::enforce(&device.path) {
+            Ok(()) => {
+                tracing::info!(device = %device, mount_point = %mount_point.display(), "project quota enforcement turned on (the volume was mounted without prjquota)")
+            }
             Err(e) => {
                 plan.reason = Some((
                     QuotaMode::NextMount,
                     format!(
-                        "remounting with {MOUNT_OPTION} failed ({e}); it applies at the next mount"
+                        "turning enforcement on for the mounted volume failed ({e}); it applies at the next mount (the fstab line has {MOUNT_OPTION})"
                     ),
                 ));
             }

@@ -37,6 +37,8 @@ pub(crate) const FS_XFLAG_PROJINHERIT: u32 = 0x0000_0200;
 const PRJQUOTA: libc::c_int = 2;
 /// `Q_XGETQSTAT` (linux/dqblk_xfs.h: `XQM_CMD(5)`), answered by ext4 and xfs alike.
 const Q_XGETQSTAT: libc::c_int = (('X' as libc::c_int) << 8) + 5;
+/// `Q_XQUOTAON` (`XQM_CMD(1)`): on ext4, turns enforcement on where accounting is.
+const Q_XQUOTAON: libc::c_int = (('X' as libc::c_int) << 8) + 1;
 /// `fs_quota_stat.qs_flags` bits for project quotas.
 const FS_QUOTA_PDQ_ACCT: u16 = 0x0010;
 const FS_QUOTA_PDQ_ENFD: u16 = 0x0020;
@@ -122,6 +124,25 @@ pub(crate) fn quota_state(device: &Path) -> Result<QuotaState, Errno> {
         accounting: flags & FS_QUOTA_PDQ_ACCT != 0,
         enforcing: flags & FS_QUOTA_PDQ_ENFD != 0,
     })
+}
+
+/// `Q_XQUOTAON` with `FS_QUOTA_PDQ_ENFD`: enforce project limits on a mounted
+/// ext4 filesystem that accounts them (has the features) but was mounted
+/// without `prjquota`. A remount with the option does not do it: ext4 turns
+/// quotas on at a remount only when going from read-only to read-write.
+pub(crate) fn enforce(device: &Path) -> Result<(), Errno> {
+    let dev = special(device)?;
+    let mut flags: u32 = FS_QUOTA_PDQ_ENFD.into();
+    // SAFETY: Q_XQUOTAON reads one u32 of flags.
+    let r = unsafe {
+        libc::quotactl(
+            qcmd(Q_XQUOTAON),
+            dev.as_ptr(),
+            0,
+            (&mut flags as *mut u32).cast::<libc::c_char>(),
+        )
+    };
+    Errno::result(r).map(|_| ())
 }
 
 /// One project's use and hard limit, in bytes (limit 0: none).
