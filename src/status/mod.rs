@@ -407,6 +407,57 @@ mod tests {
     }
 
     #[test]
+    fn disk_quota_warns_near_the_limit_and_when_not_enforced_without_making_the_host_unhealthy() {
+        use crate::volume::DeveloperQuota;
+        let mut dev1 = row("dev1", "running", "healthy");
+        dev1.disk_used_bytes = Some(95 << 20);
+        dev1.disk_limit_bytes = Some(100 << 20);
+        let mut dev2 = row("dev2", "running", "healthy");
+        dev2.disk_used_bytes = Some(10 << 20);
+        dev2.disk_limit_bytes = Some(100 << 20);
+        let mut r = StatusReport {
+            developers: vec![dev1, dev2],
+            ..Default::default()
+        };
+        r.volume.quota = Some(QuotaStatus {
+            mode: QuotaMode::Enforced,
+            configured_bytes: Some(100 << 20),
+            reason: None,
+            developers: [("dev1".to_string(), DeveloperQuota::default())].into(),
+        });
+        r.finish(None, Duration::from_secs(300));
+        assert!(r.healthy, "{:?}", r.warnings);
+        assert_eq!(
+            r.warnings,
+            [
+                "disk quota: dev1: home holds 95% of its quota (95.0 MiB of 100.0 MiB); at 100% writes fail with \"Disk quota exceeded\""
+            ]
+        );
+        let mut out = Vec::new();
+        r.render(&mut out, false).expect("render");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(
+            text.contains("quota   enforced, 100.0 MiB per developer — dev1 95.0 MiB/100.0 MiB (95%), dev2 10.0 MiB/100.0 MiB (10%)"),
+            "{text}"
+        );
+
+        if let Some(q) = r.volume.quota.as_mut() {
+            q.mode = QuotaMode::NextMount;
+            q.reason = Some("xfs turns quotas on only when it is mounted".into());
+        }
+        r.finish(None, Duration::from_secs(300));
+        assert!(r.healthy);
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w
+                    == "disk quota: not enforced: xfs turns quotas on only when it is mounted"),
+            "{:?}",
+            r.warnings
+        );
+    }
+
+    #[test]
     fn quarantine_warns_and_content_left_hidden_is_unhealthy() {
         let mut r = StatusReport {
             developers: vec![row("dev1", "running", "healthy")],
