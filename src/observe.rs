@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::containers::{ContainerStatus, PullStatus, RolloutStatus, StatusHandle};
 use crate::developer_set::DeveloperSetStatus;
 use crate::logs::{LogsStatus, LogsStatusHandle};
-use crate::metrics::{AgentReadings, MetricsStatus, MetricsStatusHandle};
+use crate::metrics::{AgentReadings, MetricsStatus, MetricsStatusHandle, QuotaReading};
 use crate::secrets::SecretsStatus;
 use crate::volume::VolumeStatus;
 
@@ -163,8 +163,27 @@ impl Observations {
 
     /// What the metrics loop sends about the agent itself.
     pub fn agent_readings(&self) -> AgentReadings {
-        agent_readings(self.secrets.get().as_ref(), &self.logs.snapshot())
+        let mut r = agent_readings(self.secrets.get().as_ref(), &self.logs.snapshot());
+        r.disk_quota = quota_readings(&self.volume.get());
+        r
     }
+}
+
+/// Each developer's accounted home use, for the `disk_quota_used_*` metrics.
+pub fn quota_readings(volume: &VolumeStatus) -> Vec<QuotaReading> {
+    let Some(q) = &volume.quota else {
+        return Vec::new();
+    };
+    q.developers
+        .iter()
+        .filter_map(|(name, d)| {
+            Some(QuotaReading {
+                developer: name.clone(),
+                used_bytes: d.used_bytes?,
+                limit_bytes: d.limit_bytes,
+            })
+        })
+        .collect()
 }
 
 fn agent_readings(secrets: Option<&SecretsStatus>, logs: &LogsStatus) -> AgentReadings {
@@ -178,6 +197,7 @@ fn agent_readings(secrets: Option<&SecretsStatus>, logs: &LogsStatus) -> AgentRe
     AgentReadings {
         secrets_staleness_seconds: staleness as f64,
         log_lag_seconds: lag,
+        disk_quota: Vec::new(),
     }
 }
 

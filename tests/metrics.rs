@@ -426,6 +426,7 @@ async fn eight_developers_one_call_every_metric_matching_df_and_docker_stats() {
     let extra = AgentReadings {
         secrets_staleness_seconds: 12.0,
         log_lag_seconds: Some(3.5),
+        ..Default::default()
     };
 
     // --- One interval.
@@ -578,6 +579,7 @@ async fn eight_developers_one_call_every_metric_matching_df_and_docker_stats() {
     let extra = AgentReadings {
         secrets_staleness_seconds: 13.0,
         log_lag_seconds: None,
+        ..Default::default()
     };
     let t = Instant::now();
     let n = metrics
@@ -631,6 +633,7 @@ async fn outage_backlog_arrives_with_original_timestamps() {
     let extra = |i: u32| AgentReadings {
         secrets_staleness_seconds: f64::from(i),
         log_lag_seconds: None,
+        ..Default::default()
     };
 
     // Interval 1: CloudWatch up.
@@ -739,6 +742,7 @@ async fn run_publishes_every_interval_and_stops_on_shutdown() {
             AgentReadings {
                 secrets_staleness_seconds: 1.0,
                 log_lag_seconds: Some(0.0),
+                ..Default::default()
             }
         },
         rx,
@@ -802,6 +806,7 @@ async fn full_buffer_drops_oldest_first_and_reports_it() {
     let extra = |i: u32| AgentReadings {
         secrets_staleness_seconds: f64::from(i),
         log_lag_seconds: Some(0.5),
+        ..Default::default()
     };
 
     // Two intervals while CloudWatch is unreachable fill the buffer.

@@ -23,6 +23,14 @@ pub const MEM_USED_BYTES: &str = "mem_used_bytes";
 // (`mem_used_percent` again, with the Developer dimension: of the container's limit.)
 pub const RESTARTS: &str = "restarts";
 pub const ACTIVE: &str = "active";
+/// Bytes the developer's home holds, as its disk quota counts them (only with
+/// quota accounting on the data volume).
+pub const DISK_QUOTA_USED_BYTES: &str = "disk_quota_used_bytes";
+/// Of the developer's disk quota (only while a limit is in force).
+pub const DISK_QUOTA_USED_PERCENT: &str = "disk_quota_used_percent";
+/// The template alarms, and status warns, when a developer's home holds this
+/// share of their disk quota.
+pub const DISK_QUOTA_ALARM_PERCENT: f64 = 90.0;
 // Roll-ups (InstanceId).
 pub const DEVELOPERS_HEALTHY: &str = "developers_healthy";
 pub const DEVELOPERS_ACTIVE: &str = "developers_active";

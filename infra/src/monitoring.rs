@@ -2,8 +2,10 @@
 //! alarm notifies, the alarms, and a dashboard of the agent's metrics.
 //!
 //! Alarms: EC2 CPU; data-disk `disk_used_percent` > 85; `mem_used_percent` > 90; each
-//! developer's `container_healthy` < 1; and `agent_heartbeat` missing (missing data is
-//! breaching, so a dead agent or a stopped host alarms).
+//! developer's `container_healthy` < 1; any developer's `disk_quota_used_percent` ≥ 90
+//! (one Metrics Insights alarm over all developers, not one per developer: the stack's
+//! 500-resource limit); and `agent_heartbeat` missing (missing data is breaching, so a
+//! dead agent or a stopped host alarms).
 
 use crate::cfn::{Resources, name_tag, r#ref, resource, skip_checkov, sub, tags, with};
 use crate::naming::{agent_log_group, container_log_group, docker_log_group, system_log_group};
@@ -12,8 +14,8 @@ use csagent_contract::DATA_MOUNT;
 use csagent_contract::metrics::{
     ACTIVE, AGENT_HEARTBEAT, CONTAINER_HEALTHY, CONTAINER_RUNNING, DEVELOPER_METRICS,
     DEVELOPERS_ACTIVE, DEVELOPERS_HEALTHY, DIM_DEVELOPER, DIM_INSTANCE, DIM_PATH, DISK_FREE,
-    DISK_USED_PERCENT, LOG_LAG_SECONDS, MEM_USED_PERCENT, NAMESPACE, RESTARTS,
-    SECRETS_STALENESS_SECONDS,
+    DISK_QUOTA_ALARM_PERCENT, DISK_QUOTA_USED_PERCENT, DISK_USED_PERCENT, LOG_LAG_SECONDS,
+    MEM_USED_PERCENT, NAMESPACE, RESTARTS, SECRETS_STALENESS_SECONDS,
 };
 use serde_json::{Value, json};
 
@@ -176,6 +178,7 @@ pub fn add(res: &mut Resources, s: &Settings) {
             extra_tags: vec![],
         }),
     );
+    res.add("DiskQuotaAlarm", disk_quota_alarm());
     res.add(
         "MemoryAlarm",
         alarm(AlarmSpec {
@@ -246,6 +249,38 @@ pub fn add(res: &mut Resources, s: &Settings) {
             }),
         ),
     );
+}
+
+/// The fullest developer home, as a share of its disk quota, on this stack's
+/// instance. The agent sends `disk_quota_used_percent` only while a quota is in
+/// force (`containers.disk_quota`), so without one the alarm has no data and
+/// stays OK.
+fn disk_quota_alarm() -> Value {
+    let query = format!(
+        "SELECT MAX({DISK_QUOTA_USED_PERCENT}) FROM SCHEMA(\"{NAMESPACE}\", {DIM_DEVELOPER}, {DIM_INSTANCE}) WHERE {DIM_INSTANCE} = '${{Instance}}'"
+    );
+    resource(
+        "AWS::CloudWatch::Alarm",
+        json!({
+            "AlarmDescription": sub(format!(
+                "${{ProjectName}}: a developer's home holds {DISK_QUOTA_ALARM_PERCENT:.0}% or more of its disk quota (csagent status shows whose)"
+            )),
+            "Metrics": [{
+                "Id": "fullest",
+                "Expression": sub(query),
+                "Period": 300,
+                "ReturnData": true,
+            }],
+            "EvaluationPeriods": 1,
+            "DatapointsToAlarm": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "Threshold": DISK_QUOTA_ALARM_PERCENT,
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [r#ref("AlarmTopic")],
+            "OKActions": [r#ref("AlarmTopic")],
+            "Tags": tags(&[]),
+        }),
+    )
 }
 
 /// A metric line `[namespace, name, dim, value, ...]` for the dashboard.

@@ -9,9 +9,9 @@ use std::fmt;
 pub use csagent_contract::MAX_DEVELOPERS;
 
 /// Most developers with --password-rotation-lambda-arn: a RotationSchedule each
-/// adds one resource per developer (57 developers use 493 resources with the schedule's and
-/// the optional SSO's conditional resources counted).
-pub const MAX_DEVELOPERS_WITH_ROTATION: u32 = 57;
+/// adds one resource per developer (56 developers use 500 resources, counting every
+/// conditional resource: the schedule's, the optional SSO's, the host log groups, the quota alarm).
+pub const MAX_DEVELOPERS_WITH_ROTATION: u32 = 56;
 
 /// A bad command-line value: which option, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]

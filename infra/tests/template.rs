@@ -446,6 +446,16 @@ fn alarms_notify_the_topic_and_cover_the_agent_metrics() {
     let mem = &res["MemoryAlarm"]["Properties"];
     assert_eq!(mem["MetricName"], "mem_used_percent");
     assert_eq!(mem["Threshold"], 90.0);
+    let quota = &res["DiskQuotaAlarm"]["Properties"];
+    let query = sub_text(&quota["Metrics"][0]["Expression"]);
+    assert!(
+        query.starts_with(
+            "SELECT MAX(disk_quota_used_percent) FROM SCHEMA(\"CodeServer\", Developer, InstanceId)"
+        ) && query.ends_with("WHERE InstanceId = '${Instance}'"),
+        "{query}"
+    );
+    assert_eq!(quota["Threshold"], 90.0);
+    assert_eq!(quota["TreatMissingData"], "notBreaching");
     let cpu = &res["HighCpuAlarm"]["Properties"];
     assert_eq!(cpu["Namespace"], "AWS/EC2");
     assert_eq!(cpu["MetricName"], "CPUUtilization");

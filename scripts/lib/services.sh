@@ -13,7 +13,8 @@ ensure_packages() {
               losetup:util-linux sfdisk:fdisk cryptsetup:cryptsetup-bin busybox:busybox-static \
               curl:curl ip:iproute2 lintian:lintian dpkg-deb:dpkg systemd-analyze:systemd \
               setpriv:util-linux python3:python3 dpkg-shlibdeps:dpkg-dev strip:binutils \
-              docker-registry:docker-registry htpasswd:apache2-utils; do
+              docker-registry:docker-registry htpasswd:apache2-utils \
+              qemu-system-x86_64:qemu-system-x86 cpio:cpio depmod:kmod xfs_io:xfsprogs; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
   done
   python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)

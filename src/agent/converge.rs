@@ -274,7 +274,11 @@ impl Agent {
                 v.quarantine
                     .extend(left.into_iter().filter(|q| q.left_in_place));
                 // Only a full pass knows; keep its verdict.
-                v.blocked = self.observations.volume.get().blocked;
+                let last = self.observations.volume.get();
+                v.blocked = last.blocked;
+                if let (Some(q), Some(last)) = (v.quota.as_mut(), last.quota.as_ref()) {
+                    q.keep_verdict(last);
+                }
                 self.observations.volume.set(v)
             }
             Err(e) => tracing::warn!(error = %e, "volume observation task failed"),

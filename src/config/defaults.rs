@@ -84,6 +84,8 @@ pub const DEFAULT_BLOCK_METADATA: bool = true;
 pub const DEFAULT_ISOLATE_HOST: bool = true;
 /// `containers.sudo`: keep `no-new-privileges`, so `sudo` inside does not work.
 pub const DEFAULT_SUDO: bool = false;
+/// Smallest `containers.disk_quota` (there is no default: no quota unless written).
+pub const MIN_DISK_QUOTA: u64 = 64 * 1024 * 1024;
 
 // --- [developers] ---
 

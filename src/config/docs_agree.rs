@@ -82,6 +82,7 @@ const NO_DEFAULT: &[&str] = &[
     "containers.subnet_v6",
     "logs.journal",
     "developers.parameter",
+    "containers.disk_quota",
 ];
 
 /// The required key, so that every other key can be left out.

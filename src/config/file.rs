@@ -128,6 +128,9 @@ pub(super) struct FileContainers {
     pub subnet_v6: Option<String>,
     /// `containers.log_max_size`: a size, at least 1MiB. Default `DEFAULT_LOG_MAX_SIZE`.
     pub log_max_size: Option<String>,
+    /// `containers.disk_quota`: a size, at least `MIN_DISK_QUOTA`: each developer's
+    /// home may hold at most this much (project quotas). No default: no quota.
+    pub disk_quota: Option<String>,
     /// `containers.log_max_files`: 1..=100. Default `DEFAULT_LOG_MAX_FILES`.
     pub log_max_files: Option<u32>,
     /// `containers.block_metadata`. Default `DEFAULT_BLOCK_METADATA`.

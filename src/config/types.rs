@@ -161,6 +161,9 @@ pub struct ContainersConfig {
     pub log_max_size: u64,
     /// Rotated json-file logs kept per container (default `DEFAULT_LOG_MAX_FILES`).
     pub log_max_files: u32,
+    /// Most bytes each developer's home may hold, enforced with a project quota on
+    /// the data volume (`containers.disk_quota`, default none: no quota).
+    pub disk_quota: Option<u64>,
     /// Add the DOCKER-USER rule that drops traffic to 169.254.169.254 (default `DEFAULT_BLOCK_METADATA`).
     pub block_metadata: bool,
     /// Add the INPUT rule that stops containers opening connections to the host

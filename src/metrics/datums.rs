@@ -14,10 +14,12 @@ use super::collect::{DeveloperSample, HostSample};
 pub const STORAGE_RESOLUTION: i32 = 60;
 
 // The names the template's alarms and dashboard use come from the contract.
+use crate::metrics::QuotaReading;
 pub use csagent_contract::metrics::{
     ACTIVE, AGENT_HEARTBEAT, CONTAINER_HEALTHY, CONTAINER_RUNNING, CPU_PERCENT, DEVELOPERS_ACTIVE,
-    DEVELOPERS_HEALTHY, DIM_DEVELOPER, DIM_INSTANCE, DIM_PATH, DISK_FREE, DISK_USED_PERCENT,
-    LOG_LAG_SECONDS, MEM_USED_BYTES, MEM_USED_PERCENT, RESTARTS, SECRETS_STALENESS_SECONDS,
+    DEVELOPERS_HEALTHY, DIM_DEVELOPER, DIM_INSTANCE, DIM_PATH, DISK_FREE, DISK_QUOTA_USED_BYTES,
+    DISK_QUOTA_USED_PERCENT, DISK_USED_PERCENT, LOG_LAG_SECONDS, MEM_USED_BYTES, MEM_USED_PERCENT,
+    RESTARTS, SECRETS_STALENESS_SECONDS,
 };
 /// The agent's own count of datums it gave up on (not on the dashboard).
 pub const METRICS_DROPPED: &str = "metrics_dropped";
@@ -26,6 +28,8 @@ pub const METRICS_DROPPED: &str = "metrics_dropped";
 pub const PER_DISK: &[&str] = &[DISK_USED_PERCENT, DISK_FREE];
 /// The metrics every developer has.
 pub const PER_DEVELOPER: &[&str] = &csagent_contract::metrics::DEVELOPER_METRICS;
+/// Per-developer metrics sent only with disk quota accounting on the volume.
+pub const PER_DEVELOPER_QUOTA: &[&str] = &[DISK_QUOTA_USED_BYTES, DISK_QUOTA_USED_PERCENT];
 /// Host-level metrics with only the InstanceId dimension.
 pub const PER_HOST: &[&str] = &[
     MEM_USED_PERCENT,
@@ -38,7 +42,8 @@ pub const PER_HOST: &[&str] = &[
 ];
 
 /// How many datums (= distinct custom metrics) one interval produces at most for
-/// `developers` developers and `disks` disk paths.
+/// `developers` developers and `disks` disk paths (without disk quotas; each
+/// developer adds [`PER_DEVELOPER_QUOTA`] with them).
 pub fn datums_per_interval(developers: usize, disks: usize) -> usize {
     PER_HOST.len() + PER_DISK.len() * disks + PER_DEVELOPER.len() * developers
 }
@@ -101,6 +106,8 @@ pub struct AgentSample {
     pub log_lag_seconds: Option<f64>,
     /// Datums dropped from the full buffer since the previous interval's report.
     pub dropped_since_last: u64,
+    /// Each developer's disk quota use (empty without quota accounting).
+    pub disk_quota: Vec<QuotaReading>,
 }
 
 /// Everything collected in one interval.
@@ -184,6 +191,24 @@ pub fn build(instance_id: &str, sample: &Sample) -> Vec<Datum> {
         push(RESTARTS, dims(), dev.restarts as f64, Unit::Count);
         push(ACTIVE, dims(), flag(dev.active), Unit::Count);
     }
+    for q in &sample.agent.disk_quota {
+        let dims = || {
+            vec![
+                (DIM_INSTANCE, instance_id.to_string()),
+                (DIM_DEVELOPER, q.developer.clone()),
+            ]
+        };
+        push(
+            DISK_QUOTA_USED_BYTES,
+            dims(),
+            q.used_bytes as f64,
+            Unit::Bytes,
+        );
+        if let Some(limit) = q.limit_bytes.filter(|l| *l > 0) {
+            let percent = q.used_bytes as f64 * 100.0 / limit as f64;
+            push(DISK_QUOTA_USED_PERCENT, dims(), percent, Unit::Percent);
+        }
+    }
     push(DEVELOPERS_HEALTHY, host(), f64::from(healthy), Unit::Count);
     push(DEVELOPERS_ACTIVE, host(), f64::from(active), Unit::Count);
 
@@ -249,8 +274,47 @@ mod tests {
                 secrets_staleness_seconds: 30.0,
                 log_lag_seconds: log_lag,
                 dropped_since_last: 0,
+                disk_quota: Vec::new(),
             },
         }
+    }
+
+    #[test]
+    fn disk_quota_use_is_sent_per_developer_with_a_percent_only_under_a_limit() {
+        let mut s = sample(2, None);
+        s.agent.disk_quota = vec![
+            QuotaReading {
+                developer: "dev1".into(),
+                used_bytes: 45 << 20,
+                limit_bytes: Some(50 << 20),
+            },
+            QuotaReading {
+                developer: "dev2".into(),
+                used_bytes: 1 << 20,
+                limit_bytes: None,
+            },
+        ];
+        let d = build("i-0abc", &s);
+        let find = |n: &str, dev: &str| {
+            d.iter()
+                .find(|x| x.name == n && x.dimension(DIM_DEVELOPER) == Some(dev))
+                .map(|x| (x.value, x.unit))
+        };
+        assert_eq!(
+            find(DISK_QUOTA_USED_BYTES, "dev1"),
+            Some(((45u64 << 20) as f64, Unit::Bytes))
+        );
+        assert_eq!(
+            find(DISK_QUOTA_USED_PERCENT, "dev1"),
+            Some((90.0, Unit::Percent))
+        );
+        assert_eq!(
+            find(DISK_QUOTA_USED_BYTES, "dev2"),
+            Some(((1u64 << 20) as f64, Unit::Bytes))
+        );
+        assert_eq!(find(DISK_QUOTA_USED_PERCENT, "dev2"), None);
+        let plain = build("i-0abc", &sample(2, None)).len();
+        assert_eq!(d.len(), plain + 3);
     }
 
     #[test]

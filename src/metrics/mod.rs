@@ -18,6 +18,8 @@
 //! | `mem_used_percent` | InstanceId, Developer | Percent | of the container's memory limit |
 //! | `restarts` | InstanceId, Developer | Count | Docker's restart count of the container |
 //! | `active` | InstanceId, Developer | Count | 1 when code-server's `/healthz` says `"alive"` |
+//! | `disk_quota_used_bytes` | InstanceId, Developer | Bytes | the home's use as its project quota counts it (with `containers.disk_quota`) |
+//! | `disk_quota_used_percent` | InstanceId, Developer | Percent | of the developer's disk quota (while a limit is in force) |
 //! | `developers_healthy` | InstanceId | Count | developers with container_healthy = 1 |
 //! | `developers_active` | InstanceId | Count | developers with active = 1 |
 //! | `agent_heartbeat` | InstanceId | Count | 1 every interval (alarm on missing data) |
@@ -138,6 +140,18 @@ pub struct AgentReadings {
     pub secrets_staleness_seconds: f64,
     /// None until the log shipper knows its lag; the metric is then left out.
     pub log_lag_seconds: Option<f64>,
+    /// Each developer's disk quota use, from the volume's last refresh (empty
+    /// without quota accounting).
+    pub disk_quota: Vec<QuotaReading>,
+}
+
+/// One developer's home use against their disk quota.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaReading {
+    pub developer: String,
+    pub used_bytes: u64,
+    /// The hard limit in force; None: no limit (only the bytes are sent).
+    pub limit_bytes: Option<u64>,
 }
 
 /// Collects and publishes; one per agent.
@@ -166,8 +180,14 @@ impl Metrics {
             config.developers.clone(),
             &config.volume.mount_point,
         );
+        let quota = if config.containers.disk_quota.is_some() {
+            datums::PER_DEVELOPER_QUOTA.len() * collector.developer_count()
+        } else {
+            0
+        };
         let per_interval =
-            datums::datums_per_interval(collector.developer_count(), collector.disk_count());
+            datums::datums_per_interval(collector.developer_count(), collector.disk_count())
+                + quota;
         let capacity = per_interval * buffered_intervals(config.metrics.interval);
         let status = MetricsStatusHandle::default();
         status.reset(config.metrics.enabled);
@@ -231,6 +251,7 @@ impl Metrics {
             agent: AgentSample {
                 secrets_staleness_seconds: readings.secrets_staleness_seconds,
                 log_lag_seconds: readings.log_lag_seconds,
+                disk_quota: readings.disk_quota.clone(),
                 dropped_since_last: dropped.saturating_sub(self.reported_dropped),
             },
         };

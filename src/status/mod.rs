@@ -14,7 +14,11 @@ use serde::{Deserialize, Serialize};
 pub use render::{human_secs, printable, short_id};
 pub use report::{HostMemory, report};
 
-use crate::volume::QuarantineItem;
+use crate::volume::{QuarantineItem, QuotaMode, QuotaStatus};
+
+/// A developer whose home holds this share of their quota gets a warning (the
+/// template's alarm uses the same threshold).
+pub const QUOTA_WARN_PERCENT: f64 = csagent_contract::metrics::DISK_QUOTA_ALARM_PERCENT;
 
 /// Bumped only on incompatible changes; fields are only ever added.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -87,6 +91,9 @@ pub struct VolumeInfo {
     /// left in place when it could not be moved (docs/operations.md says what to do).
     #[serde(default)]
     pub quarantine: Vec<QuarantineItem>,
+    /// Per-developer disk quotas: enforced or why not, use and limits.
+    #[serde(default)]
+    pub quota: Option<QuotaStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -235,6 +242,13 @@ pub struct DeveloperRow {
     /// An image or spec change the staged rollout holds back for now, and why.
     #[serde(default)]
     pub pending_update: Option<String>,
+    /// Bytes the developer's home holds, as its disk quota counts them (None:
+    /// no quota accounting on the volume).
+    #[serde(default)]
+    pub disk_used_bytes: Option<u64>,
+    /// The hard limit in force on the home (None: none).
+    #[serde(default)]
+    pub disk_limit_bytes: Option<u64>,
     pub last_log_lines: Vec<String>,
 }
 
@@ -341,6 +355,34 @@ impl StatusReport {
         // Quarantined content is safe and the developers run on the volume: the
         // admin has something to look at, the host is not unhealthy for it.
         w.extend(self.volume.quarantine.iter().map(quarantine_warning));
+        // Neither is a quota not (yet) in force, nor a developer near theirs.
+        if let Some(q) = &self.volume.quota {
+            if matches!(q.mode, QuotaMode::NextMount | QuotaMode::Unavailable) {
+                w.push(format!(
+                    "{QUOTA}not enforced: {}",
+                    q.reason.as_deref().unwrap_or("unknown reason")
+                ));
+            }
+            for (name, d) in &q.developers {
+                if let Some(e) = &d.error {
+                    w.push(format!("{QUOTA}{name}: {e}"));
+                }
+            }
+        }
+        for d in &self.developers {
+            if let (Some(used), Some(limit)) = (d.disk_used_bytes, d.disk_limit_bytes)
+                && limit > 0
+                && used as f64 * 100.0 / limit as f64 >= QUOTA_WARN_PERCENT
+            {
+                w.push(format!(
+                    "{QUOTA}{}: home holds {:.0}% of its quota ({} of {}); at 100% writes fail with \"Disk quota exceeded\"",
+                    d.name,
+                    used as f64 * 100.0 / limit as f64,
+                    bytesize::ByteSize(used).display().iec(),
+                    bytesize::ByteSize(limit).display().iec()
+                ));
+            }
+        }
         let all_up = self
             .developers
             .iter()
@@ -353,6 +395,7 @@ impl StatusReport {
                 !x.contains("Claude API key")
                     && !x.starts_with(QUARANTINED)
                     && !x.starts_with(HOST_LOGS)
+                    && !x.starts_with(QUOTA)
             })
             .count();
         self.healthy = all_up && blocking == 0;
@@ -362,6 +405,8 @@ impl StatusReport {
 
 /// How a warning about host-log shipping starts.
 const HOST_LOGS: &str = "host logs ";
+/// How a warning about disk quotas starts.
+const QUOTA: &str = "disk quota: ";
 
 /// How a warning about content safely in quarantine starts.
 const QUARANTINED: &str = "quarantine: ";
@@ -472,6 +517,57 @@ mod tests {
                 .iter()
                 .any(|w| w.starts_with("metrics: 67 datums waiting")
                     && w.contains("dispatch failure"))
+        );
+    }
+
+    #[test]
+    fn disk_quota_warns_near_the_limit_and_when_not_enforced_without_making_the_host_unhealthy() {
+        use crate::volume::DeveloperQuota;
+        let mut dev1 = row("dev1", "running", "healthy");
+        dev1.disk_used_bytes = Some(95 << 20);
+        dev1.disk_limit_bytes = Some(100 << 20);
+        let mut dev2 = row("dev2", "running", "healthy");
+        dev2.disk_used_bytes = Some(10 << 20);
+        dev2.disk_limit_bytes = Some(100 << 20);
+        let mut r = StatusReport {
+            developers: vec![dev1, dev2],
+            ..Default::default()
+        };
+        r.volume.quota = Some(QuotaStatus {
+            mode: QuotaMode::Enforced,
+            configured_bytes: Some(100 << 20),
+            reason: None,
+            developers: [("dev1".to_string(), DeveloperQuota::default())].into(),
+        });
+        r.finish(None, Duration::from_secs(300));
+        assert!(r.healthy, "{:?}", r.warnings);
+        assert_eq!(
+            r.warnings,
+            [
+                "disk quota: dev1: home holds 95% of its quota (95.0 MiB of 100.0 MiB); at 100% writes fail with \"Disk quota exceeded\""
+            ]
+        );
+        let mut out = Vec::new();
+        r.render(&mut out, false).expect("render");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(
+            text.contains("quota   enforced, 100.0 MiB per developer — dev1 95.0 MiB/100.0 MiB (95%), dev2 10.0 MiB/100.0 MiB (10%)"),
+            "{text}"
+        );
+
+        if let Some(q) = r.volume.quota.as_mut() {
+            q.mode = QuotaMode::NextMount;
+            q.reason = Some("xfs turns quotas on only when it is mounted".into());
+        }
+        r.finish(None, Duration::from_secs(300));
+        assert!(r.healthy);
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w
+                    == "disk quota: not enforced: xfs turns quotas on only when it is mounted"),
+            "{:?}",
+            r.warnings
         );
     }
 

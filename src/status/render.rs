@@ -6,6 +6,7 @@ use std::io::Write;
 use bytesize::ByteSize;
 
 use super::StatusReport;
+use crate::volume::QuotaMode;
 
 impl StatusReport {
     /// Renders the human table. Colours only when `color` (a TTY).
@@ -49,6 +50,39 @@ impl StatusReport {
             )
         };
         writeln!(out, "volume  {vol}")?;
+        if let Some(q) = &v.quota {
+            let each = q
+                .configured_bytes
+                .map(|b| format!(", {} per developer", ByteSize(b).display().iec()))
+                .unwrap_or_default();
+            let mode = match q.mode {
+                QuotaMode::Off => "off (usage only)".to_string(),
+                QuotaMode::Enforced => format!("enforced{each}"),
+                QuotaMode::NextMount => paint(&format!("applies at the next mount{each}"), "33"),
+                QuotaMode::Unavailable => paint(&format!("NOT ENFORCED{each}"), "33"),
+            };
+            let used: Vec<String> = self
+                .developers
+                .iter()
+                .filter_map(|d| {
+                    let used = ByteSize(d.disk_used_bytes?).display().iec();
+                    Some(match d.disk_limit_bytes {
+                        Some(l) if l > 0 => format!(
+                            "{} {used}/{} ({:.0}%)",
+                            d.name,
+                            ByteSize(l).display().iec(),
+                            d.disk_used_bytes.unwrap_or(0) as f64 * 100.0 / l as f64
+                        ),
+                        _ => format!("{} {used}", d.name),
+                    })
+                })
+                .collect();
+            if used.is_empty() {
+                writeln!(out, "quota   {mode}")?;
+            } else {
+                writeln!(out, "quota   {mode} — {}", used.join(", "))?;
+            }
+        }
         if !v.quarantine.is_empty() {
             let bytes: u64 = v.quarantine.iter().map(|q| q.bytes).sum();
             writeln!(

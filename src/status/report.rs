@@ -130,6 +130,11 @@ fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
     let c = s.containers.get(&d.name);
     let m = s.metrics.as_ref().and_then(|m| m.developers.get(&d.name));
     let secrets = s.secrets.as_ref().and_then(|s| s.developers.get(&d.name));
+    let quota = s
+        .volume
+        .quota
+        .as_ref()
+        .and_then(|q| q.developers.get(&d.name));
     let uptime = c
         .filter(|c| c.state == "running")
         .and_then(|c| c.started_at.as_deref())
@@ -192,6 +197,8 @@ fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
             .last_error()
             .map(|e| format!("pull of {} failed: {e}", s.image.image)),
         pending_update: c.and_then(|c| c.pending_update.clone()),
+        disk_used_bytes: quota.and_then(|q| q.used_bytes),
+        disk_limit_bytes: quota.and_then(|q| q.limit_bytes),
         last_log_lines: c.map(|c| c.last_log_lines.clone()).unwrap_or_default(),
     }
 }
@@ -287,6 +294,7 @@ fn volume_info(s: &Snapshot) -> VolumeInfo {
         used_percent,
         error: v.error.clone(),
         quarantine: v.quarantine.clone(),
+        quota: v.quota.clone(),
     }
 }
 

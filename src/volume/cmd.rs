@@ -44,7 +44,7 @@ impl Output {
 /// The Debian/Ubuntu package that ships each tool, for "is it installed?".
 fn package_of(program: &str) -> &'static str {
     match program {
-        "mkfs.ext4" | "resize2fs" | "dumpe2fs" => "e2fsprogs",
+        "mkfs.ext4" | "resize2fs" | "dumpe2fs" | "tune2fs" => "e2fsprogs",
         "mkfs.xfs" | "xfs_growfs" => "xfsprogs",
         _ => "util-linux",
     }

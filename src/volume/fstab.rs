@@ -29,11 +29,18 @@ use crate::config::Filesystem;
 pub(crate) const OPTIONS: &str =
     "defaults,noatime,nosuid,nodev,nofail,x-systemd.device-timeout=30s";
 
-/// Our line, without its newline.
-pub(crate) fn line_for(uuid: &str, mount_point: &Path, fs: Filesystem) -> Vec<u8> {
+/// Our line, without its newline; `extra` is the filesystem's own option
+/// (`prjquota` for disk quotas), appended to [`OPTIONS`].
+pub(crate) fn line_for(
+    uuid: &str,
+    mount_point: &Path,
+    fs: Filesystem,
+    extra: Option<&str>,
+) -> Vec<u8> {
     let mut line = format!("UUID={uuid} ").into_bytes();
     line.extend(escape(mount_point.as_os_str().as_bytes()));
-    line.extend(format!(" {fs} {OPTIONS} 0 2").into_bytes());
+    let extra = extra.map(|o| format!(",{o}")).unwrap_or_default();
+    line.extend(format!(" {fs} {OPTIONS}{extra} 0 2").into_bytes());
     line
 }
 
@@ -275,7 +282,7 @@ mod tests {
     }
 
     fn desired() -> Vec<u8> {
-        line_for(UUID, mp(), Filesystem::Ext4)
+        line_for(UUID, mp(), Filesystem::Ext4, None)
     }
 
     #[test]
@@ -286,7 +293,7 @@ mod tests {
                 "UUID={UUID} /mnt/ebs-data ext4 defaults,noatime,nosuid,nodev,nofail,x-systemd.device-timeout=30s 0 2"
             )
         );
-        let spaced = line_for(UUID, Path::new("/mnt/my data"), Filesystem::Xfs);
+        let spaced = line_for(UUID, Path::new("/mnt/my data"), Filesystem::Xfs, None);
         assert!(
             String::from_utf8_lossy(&spaced).contains(" /mnt/my\\040data xfs "),
             "{}",

@@ -21,7 +21,11 @@
 //!     (hidden by the volume) is moved into quarantine, never deleted;
 //! 11. [`dirs`]: each developer's `home` (seeded from /etc/skel by [`skel`]) and
 //!     `home/workspace`, only on the mounted volume; a developer still on the old
-//!     layout (`workspace`, `config`) is moved into `home` by [`migrate`] first.
+//!     layout (`workspace`, `config`) is moved into `home` by [`migrate`] first;
+//! 12. [`quota`] (`containers.disk_quota`): each home in its own project with a
+//!     hard limit. Its filesystem part runs around step 7: the ext4 features are
+//!     added before the mount (only while mounted nowhere) and the mount carries
+//!     `prjquota`; a quota that cannot be had never stops the pass.
 //!
 //! Every step checks before it acts, so a second pass changes nothing, and a
 //! crash anywhere recovers on the next pass: after mkfs the probe sees the new
@@ -37,6 +41,7 @@ mod grow;
 mod migrate;
 mod mount;
 mod probe;
+mod quota;
 mod skel;
 mod stray;
 
@@ -48,6 +53,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::VolumeError;
+pub use quota::{DeveloperQuota, QuotaMode, QuotaStatus};
 pub use stray::{QuarantineItem, Sweep, quarantine_dir};
 
 use crate::config::{Config, Filesystem};
@@ -99,6 +105,11 @@ pub struct VolumeStatus {
     /// recreated until an admin resolves it. Kept by [`observe`]'s refreshes.
     #[serde(default)]
     pub blocked: BTreeMap<String, String>,
+    /// Per-developer disk quotas (`containers.disk_quota`): whether they are
+    /// enforced, and each developer's use and limit. None: no quota configured
+    /// and no developer has a project.
+    #[serde(default)]
+    pub quota: Option<QuotaStatus>,
 }
 
 /// One pass at a time in this process (the device lock covers other processes).
@@ -187,24 +198,40 @@ pub fn prepare(config: &Config, progress: &dyn Fn(&str)) -> Result<VolumeStatus,
         device: device.path.clone(),
         fstype: fstype.clone(),
     })?;
-    let line = fstab::line_for(&uuid, mount_point, fs);
-    // Again read-only, now that the UUID is known: refuse before mounting.
+    // Again read-only, now that the UUID is known: refuse before mounting (or
+    // changing the filesystem's features for a quota).
     fstab::plan(
         &fstab::read(&v.fstab)?,
         &v.fstab,
         mount_point,
-        Some(&line),
+        Some(&fstab::line_for(&uuid, mount_point, fs, None)),
         &is_ours(Some(&uuid)),
     )?;
 
+    let mut quota_plan = quota::before_mount(config, &device, state.mounted_here);
     if state.mounted_here {
         tracing::debug!("already mounted");
         mount::harden(&device, fs, mount_point)?;
+        quota::already_mounted(&mut quota_plan, &device, fs, mount_point);
     } else {
         progress(&format!("mounting {device} at {}", mount_point.display()));
-        mount::mount(&device, fs, mount_point)?;
+        let data = quota_plan.option.then_some(quota::MOUNT_OPTION);
+        match mount::mount(&device, fs, mount_point, data) {
+            Err(e @ VolumeError::Mount { .. }) if data.is_some() => {
+                tracing::error!(error = %e, "the kernel refused the quota mount option; mounting without it (no disk quota)");
+                quota::mount_refused(&mut quota_plan, &device, fs, &e);
+                mount::mount(&device, fs, mount_point, None)?;
+            }
+            other => other?,
+        }
     }
     mount::verify(&device, mount_point)?;
+    let line = fstab::line_for(
+        &uuid,
+        mount_point,
+        fs,
+        quota_plan.option.then_some(quota::MOUNT_OPTION),
+    );
 
     fstab::ensure(&v.fstab, mount_point, &line, &is_ours(Some(&uuid)))?;
 
@@ -238,6 +265,7 @@ pub fn prepare(config: &Config, progress: &dyn Fn(&str)) -> Result<VolumeStatus,
         gid: config.containers.gid,
     };
     let prepared = dirs::ensure(&device, mount_point, &config.developers, owner)?;
+    let quota = quota::apply(config, &device, &quota_plan, &prepared.blocked);
 
     let mut status = snapshot(config, Some(&device));
     status.filesystem = Some(fstype);
@@ -249,6 +277,8 @@ pub fn prepare(config: &Config, progress: &dyn Fn(&str)) -> Result<VolumeStatus,
         .quarantine
         .extend(left.into_iter().map(|(item, _)| item));
     status.blocked = prepared.blocked;
+    status.quota =
+        (quota.configured_bytes.is_some() || !quota.developers.is_empty()).then_some(quota);
     tracing::info!(
         formatted_now,
         grown_from = ?status.grown_from,
@@ -296,6 +326,9 @@ pub fn observe(config: &Config) -> VolumeStatus {
     if let Ok(Contents::Filesystem { fstype, uuid, .. }) = identify(&device) {
         status.filesystem = status.filesystem.or(Some(fstype));
         status.uuid = uuid;
+    }
+    if status.mounted {
+        status.quota = quota::observe(config, &device, None);
     }
     if !status.mounted && status.error.is_none() {
         status.error = Some(format!(

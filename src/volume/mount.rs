@@ -209,11 +209,13 @@ const FLAGS: MsFlags = MsFlags::MS_NOATIME
     .union(MsFlags::MS_NOSUID)
     .union(MsFlags::MS_NODEV);
 
-/// Mounts `device` at `mount_point` (noatime, nosuid, nodev), creating the directory.
+/// Mounts `device` at `mount_point` (noatime, nosuid, nodev, and `data`, the
+/// filesystem's own options such as `prjquota`), creating the directory.
 pub(crate) fn mount(
     device: &Device,
     fs: Filesystem,
     mount_point: &Path,
+    data: Option<&str>,
 ) -> Result<(), VolumeError> {
     std::fs::create_dir_all(mount_point)
         .map_err(|e| VolumeError::io("cannot create mount point", mount_point, e))?;
@@ -225,10 +227,10 @@ pub(crate) fn mount(
         mount_point,
         Some(fs.as_str()),
         FLAGS,
-        None::<&str>,
+        data,
     )
     .map_err(mount_error(device, fs, mount_point))?;
-    tracing::info!(device = %device, mount_point = %mount_point.display(), fstype = %fs, "mounted");
+    tracing::info!(device = %device, mount_point = %mount_point.display(), fstype = %fs, options = data.unwrap_or(""), "mounted");
     Ok(())
 }
 

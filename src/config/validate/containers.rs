@@ -8,7 +8,7 @@ use crate::config::defaults::{
     DEFAULT_BASE_PORT, DEFAULT_BLOCK_METADATA, DEFAULT_GID, DEFAULT_HEALTH_INTERVAL,
     DEFAULT_HEALTH_START_PERIOD, DEFAULT_IMAGE, DEFAULT_ISOLATE_HOST, DEFAULT_LOG_MAX_FILES,
     DEFAULT_LOG_MAX_SIZE, DEFAULT_NETWORK, DEFAULT_PIDS_LIMIT, DEFAULT_PULL, DEFAULT_REGISTRY_AUTH,
-    DEFAULT_STOP_GRACE, DEFAULT_SUBNET, DEFAULT_SUDO, DEFAULT_UID, MAX_STOP_GRACE,
+    DEFAULT_STOP_GRACE, DEFAULT_SUBNET, DEFAULT_SUDO, DEFAULT_UID, MAX_STOP_GRACE, MIN_DISK_QUOTA,
 };
 use crate::config::file::FileContainers;
 use crate::config::{ConfigError, ContainersConfig};
@@ -107,6 +107,23 @@ impl Validator<'_> {
                 ),
             ));
         }
+        let disk_quota = match c.disk_quota.as_deref() {
+            None => None,
+            Some(s) => {
+                let q = self.size("containers.disk_quota", s)?;
+                if q < MIN_DISK_QUOTA {
+                    return Err(self.err(
+                        "containers.disk_quota",
+                        format!(
+                            "{} is below {}: code-server and its extensions need room",
+                            bytesize::ByteSize(q),
+                            bytesize::ByteSize(MIN_DISK_QUOTA)
+                        ),
+                    ));
+                }
+                Some(q)
+            }
+        };
         Ok(ContainersConfig {
             image,
             pull: c.pull.unwrap_or(DEFAULT_PULL),
@@ -120,6 +137,7 @@ impl Validator<'_> {
             subnet_v6,
             log_max_size,
             log_max_files,
+            disk_quota,
             block_metadata: c.block_metadata.unwrap_or(DEFAULT_BLOCK_METADATA),
             isolate_host: c.isolate_host.unwrap_or(DEFAULT_ISOLATE_HOST),
             sudo: c.sudo.unwrap_or(DEFAULT_SUDO),
