@@ -337,7 +337,13 @@ assert_installed "$version1"
 cmp -s "$CONFIG" "$work/agent-config.toml" ||
   fail "$CONFIG is not the config infra --print-agent-config prints: $(diff "$work/agent-config.toml" "$CONFIG" || true)"
 check_config_ok
-[ "$(developer_count)" = "$developers" ] || fail "check-config does not see the $developers developers the user data wrote"
+# The user data names the stack's developer-set parameter instead of listing developers
+# (issue 18.1): the agent reads the $developers developers from SSM, check-config shows where.
+param=$(csagent check-config --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["developer_set"]["parameter"] or "")')
+case "$param" in
+  /*/csagent/host-1/developers) ;;
+  *) fail "check-config does not show the developer-set parameter the user data wrote (got '$param')" ;;
+esac
 assert_config_perms
 [ ! -s "$work/systemctl.calls" ] || fail "without systemd nothing may call systemctl, but: $(cat "$work/systemctl.calls")"
 ok "user data (file:// URL, apt-get update and systemctl stubbed) installed $version1 and wrote a config check-config accepts ($developers developers, root:csagent 0640)"
