@@ -346,7 +346,7 @@ case "$param" in
 esac
 assert_config_perms
 [ ! -s "$work/systemctl.calls" ] || fail "without systemd nothing may call systemctl, but: $(cat "$work/systemctl.calls")"
-ok "user data (file:// URL, apt-get update and systemctl stubbed) installed $version1 and wrote a config check-config accepts ($developers developers, root:csagent 0640)"
+ok "user data (file:// URL, apt-get update and systemctl stubbed) installed $version1 and wrote a config check-config accepts (its $developers developers in the SSM parameter it names, root:csagent 0640)"
 
 step "leave the machine clean"
 dpkg --purge "$PKG" </dev/null >/dev/null || fail "final dpkg --purge failed"
