@@ -5,7 +5,7 @@
 
 use crate::cfn::{Resources, r#ref, resource, skip_checkov, tags, with};
 use crate::naming::{claude_key_secret_name, password_secret_name};
-use crate::settings::Settings;
+use crate::settings::{Developer, Settings};
 use csagent_contract::CLAUDE_KEY_PLACEHOLDER;
 use serde_json::{Value, json};
 
@@ -24,8 +24,8 @@ fn secret(properties: Value) -> Value {
 }
 
 /// Adds `Dev<N>PasswordSecret` and `Dev<N>ClaudeApiKeySecret` for every developer.
-pub fn add(res: &mut Resources, s: &Settings) {
-    for dev in s.developer_list() {
+pub fn add(res: &mut Resources, s: &Settings, developers: &[Developer]) {
+    for dev in developers {
         let developer_tag = ("Developer", Value::from(dev.name.clone()));
         res.add(
             format!("{}PasswordSecret", dev.id()),
