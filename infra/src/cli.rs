@@ -119,7 +119,7 @@ pub struct Cli {
 
     /// ARN of a Secrets Manager rotation Lambda for the developers' passwords (e.g. AWS's
     /// generic rotation template; it must allow secretsmanager.amazonaws.com to invoke it);
-    /// at most 56 developers with it. Default none: a password changes only when an admin
+    /// one more resource per developer. Default none: a password changes only when an admin
     /// runs put-secret-value. The agent picks a change up by itself either way
     /// [Parameter PasswordRotationLambdaArn].
     #[arg(long, value_name = "ARN")]

@@ -1,5 +1,5 @@
 //! Validated settings: what the command line asks for, checked once, so every template module
-//! can trust its input. Errors name the option at fault (`--developers: must be 1..=64`).
+//! can trust its input. Errors name the option at fault (`--developers: must be 1..=100`).
 
 use csagent_contract::LOG_RETENTION_DAYS;
 use csagent_contract::validate::{self, CidrError};
@@ -18,7 +18,7 @@ use crate::capacity::{self, DeveloperSize};
 pub struct OptionError {
     /// The option as typed, e.g. `--developers`.
     pub option: &'static str,
-    /// What is wrong, e.g. `must be 1..=64 (got 0)`.
+    /// What is wrong, e.g. `must be 1..=100 (got 0)`.
     pub message: String,
 }
 

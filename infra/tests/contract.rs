@@ -158,11 +158,9 @@ fn instance_type() {
             s.instance_type = v;
             s.developers_per_host = 8;
         };
-        let cli = match {
-            let mut s = Settings::default();
-            set(&mut s, value.clone());
-            s.validate()
-        } {
+        let mut s = Settings::default();
+        set(&mut s, value.clone());
+        let cli = match s.validate() {
             Ok(()) => true,
             Err(e) if e.option == "--instance-type" || e.option == "--developers-per-host" => false,
             Err(e) => panic!("{value:?}: another option failed: {e}"),
