@@ -85,7 +85,13 @@ pub fn add(res: &mut Resources, s: &Settings, host: &Host) {
             "Size": r#ref("DataVolumeSize"),
             // Re-creating a deleted stack: start from its final snapshot (the agent mounts a
             // volume that has a filesystem; it formats only a blank one).
-            "SnapshotId": if_("HasDataVolumeSnapshot", r#ref("DataVolumeSnapshotId"), no_value()),
+            // Host 1's only: the snapshot is one volume's data, and another host's volume
+            // from it would carry host 1's developers' homes.
+            "SnapshotId": if host.number == 1 {
+                if_("HasDataVolumeSnapshot", r#ref("DataVolumeSnapshotId"), no_value())
+            } else {
+                no_value()
+            },
             "VolumeType": "gp3",
             "Encrypted": true,
             "Tags": tags(&[name_tag(&host.name("data"))]),

@@ -1,6 +1,6 @@
 //! Each host's instance role, least privilege:
-//! - Secrets Manager: GetSecretValue and DescribeSecret on its own developers' secrets only
-//!   (`<project>/devN/*` for each developer N the host runs).
+//! - Secrets Manager: GetSecretValue and DescribeSecret on its own developers' secrets only:
+//!   under `<project>/*` and tagged `csagent-host` = its host number (`secrets::HOST_TAG`).
 //!   BatchGetSecretValue has no resource-level permissions (AWS requires `"*"`), but it returns
 //!   only the secrets that GetSecretValue allows. No ListSecrets: the agent asks for its secrets
 //!   by id (`SecretIdList`), which needs no listing.
@@ -35,21 +35,16 @@ fn assume_role(service: &str) -> Value {
     })
 }
 
-/// The ARN pattern of developer `name`'s secrets (`<project>/<name>/…` plus the random suffix
-/// Secrets Manager appends); the `/` keeps `dev1/*` from matching `dev10`'s.
-pub fn developer_secrets_arn(name: &str) -> Value {
-    sub(format!(
-        "arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:${{ProjectName}}/{name}/*"
-    ))
-}
-
 /// Host `host`'s agent permissions as one policy document.
 pub fn agent_policy_document(host: &Host) -> Value {
-    let own_secrets: Vec<Value> = host
-        .developers
-        .iter()
-        .map(|d| developer_secrets_arn(&d.name))
-        .collect();
+    let project_secrets = sub(
+        "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${ProjectName}/*",
+    );
+    let mut own_host = serde_json::Map::new();
+    own_host.insert(
+        format!("secretsmanager:ResourceTag/{}", crate::secrets::HOST_TAG),
+        Value::from(host.number.to_string()),
+    );
     let project_logs = sub(
         "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/ec2/${ProjectName}/*",
     );
@@ -67,7 +62,9 @@ pub fn agent_policy_document(host: &Host) -> Value {
                 "Sid": "ReadOwnDevelopersSecrets",
                 "Effect": "Allow",
                 "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                "Resource": own_secrets,
+                "Resource": project_secrets,
+                // Its own developers' secrets only (each secret is tagged with its host).
+                "Condition": { "StringEquals": own_host },
             },
             {
                 "Sid": "BatchGetSecretsNoResourceLevel",

@@ -83,7 +83,7 @@ pub struct Templates {
 /// on the host's instance, a listener rule, a DNS record and a health alarm each.
 fn add_developer_resources(res: &mut cfn::Resources, s: &Settings, host: &Host) {
     let instance = host.id(compute::INSTANCE);
-    secrets::add(res, s, &host.developers);
+    secrets::add(res, s, host);
     load_balancer::add_developers(res, &host.developers, &instance);
     dns::add_records(res, &host.developers);
     monitoring::add_developer_alarms(res, &host.developers, &instance);

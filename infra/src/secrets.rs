@@ -5,7 +5,7 @@
 
 use crate::cfn::{Resources, r#ref, resource, skip_checkov, tags, with};
 use crate::naming::{claude_key_secret_name, password_secret_name};
-use crate::settings::{Developer, Settings};
+use crate::settings::{Host, Settings};
 use csagent_contract::CLAUDE_KEY_PLACEHOLDER;
 use serde_json::{Value, json};
 
@@ -24,8 +24,16 @@ fn secret(properties: Value) -> Value {
 }
 
 /// Adds `Dev<N>PasswordSecret` and `Dev<N>ClaudeApiKeySecret` for every developer.
-pub fn add(res: &mut Resources, s: &Settings, developers: &[Developer]) {
-    for dev in developers {
+/// Tag on every developer secret naming the host that runs the developer (`1`, `2`, …): each
+/// host's role may read only the secrets tagged with its own number (`iam`). A condition keeps
+/// the policy the same size however many developers a host runs (one ARN per developer would
+/// pass IAM's 10,240-character limit on a role's inline policies near 64 developers).
+pub const HOST_TAG: &str = "csagent-host";
+
+/// Adds host `host`'s developers' secrets (and rotation schedules).
+pub fn add(res: &mut Resources, s: &Settings, host: &Host) {
+    let host_tag = (HOST_TAG, Value::from(host.number.to_string()));
+    for dev in &host.developers {
         let developer_tag = ("Developer", Value::from(dev.name.clone()));
         res.add(
             format!("{}PasswordSecret", dev.id()),
@@ -38,7 +46,7 @@ pub fn add(res: &mut Resources, s: &Settings, developers: &[Developer]) {
                     "IncludeSpace": false,
                     "RequireEachIncludedType": true,
                 },
-                "Tags": tags(std::slice::from_ref(&developer_tag)),
+                "Tags": tags(&[developer_tag.clone(), host_tag.clone()]),
             })),
         );
         // Rotation is optional (a Lambda the admin provides); the agent polls for a
@@ -69,7 +77,7 @@ pub fn add(res: &mut Resources, s: &Settings, developers: &[Developer]) {
                 "Name": claude_key_secret_name(dev),
                 "Description": format!("Claude API key of {}: replace the placeholder with put-secret-value", dev.name),
                 "SecretString": CLAUDE_KEY_PLACEHOLDER,
-                "Tags": tags(&[developer_tag]),
+                "Tags": tags(&[developer_tag, host_tag.clone()]),
             })),
         );
     }

@@ -164,6 +164,13 @@ fn each_host_has_its_own_volume_backup_role_parameter_and_alarms() {
             id("DataVolume")
         );
         volumes.insert(id("DataVolume"));
+        // DataVolumeSnapshotId is host 1's data: only host 1's volume may start from it.
+        let snapshot = &res[&id("DataVolume")]["Properties"]["SnapshotId"];
+        assert_eq!(
+            snapshot.to_string().contains("DataVolumeSnapshotId"),
+            n == 1,
+            "host {n}: {snapshot}"
+        );
         let selection = &res[&id("BackupSelection")]["Properties"]["BackupSelection"];
         assert!(
             sub_text(&selection["Resources"][0]).ends_with(&format!("${{{}}}", id("DataVolume")))
@@ -184,26 +191,35 @@ fn each_host_has_its_own_volume_backup_role_parameter_and_alarms() {
                 ":parameter/${{ProjectName}}/csagent/host-{n}/developers"
             ))
         );
-        let secrets: Vec<&str> = by_sid("ReadOwnDevelopersSecrets")["Resource"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(sub_text)
-            .collect();
-        let expected: Vec<String> = host
-            .developers
-            .iter()
-            .map(|d| {
-                format!(
-                    "arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:${{ProjectName}}/{}/*",
-                    d.name
-                )
-            })
-            .collect();
+        let own = by_sid("ReadOwnDevelopersSecrets");
+        assert!(sub_text(&own["Resource"]).ends_with(":secret:${ProjectName}/*"));
         assert_eq!(
-            secrets, expected,
-            "host {n} reads only its developers' secrets"
+            own["Condition"]["StringEquals"]["secretsmanager:ResourceTag/csagent-host"],
+            n.to_string(),
+            "host {n} reads only the secrets tagged with its number"
         );
+        // ... which are exactly its developers' secrets, wherever they are.
+        let stacks: Vec<&Map<String, Value>> = std::iter::once(res)
+            .chain(t.children.iter().map(|c| resources(&c.template)))
+            .collect();
+        for r in stacks.iter().flat_map(|m| m.values()) {
+            if r["Type"] != "AWS::SecretsManager::Secret" {
+                continue;
+            }
+            let tags = r["Properties"]["Tags"].as_array().unwrap();
+            let tag = |k: &str| {
+                tags.iter()
+                    .find(|t| t["Key"] == k)
+                    .map(|t| t["Value"].clone())
+            };
+            let dev = tag("Developer").unwrap();
+            let on_this = host.developers.iter().any(|d| dev == d.name.as_str());
+            assert_eq!(
+                tag("csagent-host") == Some(Value::from(n.to_string())),
+                on_this,
+                "{dev}"
+            );
+        }
         for alarm in [
             "HighCpuAlarm",
             "DataDiskAlarm",
