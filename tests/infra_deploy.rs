@@ -24,7 +24,9 @@
 //! hosts) and 100 (10 hosts) deploy as a parent with nested stacks, whose child templates the
 //! test uploads to moto's S3 first (the parent's TemplateURLs point there). For every
 //! deployment, each host's developer-set parameter lists its developers, each developer is on
-//! exactly one host, and its target group targets that host's instance on its port.
+//! exactly one host, and its target group targets that host's instance on its port (moto
+//! ignores a target group's `Targets`: the template's target is resolved through the deployed
+//! stacks to a physical instance id, see `check_hosts`).
 //!
 //! Each test deploys into the shared moto (`AWS_ENDPOINT_URL`) under its own project name, so
 //! stacks, secrets and log groups never collide. moto does not enforce the 51,200-byte limit
@@ -726,8 +728,8 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
             &cfn,
             &stack_name,
             &project,
+            (&template, &children),
             developers,
-            hosts,
             &outputs,
         )
         .await,
@@ -832,23 +834,54 @@ async fn check_sso(
 }
 
 /// Each host's developer-set parameter lists its developers, each developer is on exactly one
-/// host, and its target group targets that host's instance on its port. The problems found.
+/// host, and its target group targets that host's instance on its port. moto creates the
+/// target group with its port but does not register a template's `Targets` (its
+/// CloudFormation model ignores them, so DescribeTargetHealth is empty): the target is the
+/// template's `Targets`, resolved through the deployed stacks (the child's parameter, the
+/// value the parent passed, that resource's physical id) to an instance id, which must be the
+/// host's `InstanceId` output; were moto to register targets, they must be exactly that. The
+/// problems found.
 async fn check_hosts(
     config: &aws_config::SdkConfig,
     cfn: &aws_sdk_cloudformation::Client,
     stack_name: &str,
     project: &str,
+    (parent_template, children): (&Value, &[ChildTemplate]),
     developers: u32,
-    hosts: u32,
     outputs: &BTreeMap<&str, &str>,
 ) -> Vec<String> {
+    let hosts = children.len() as u32 + 1;
     let ssm = aws_sdk_ssm::Client::new(config);
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
     let mut problems = Vec::new();
     let parent = physical_ids(cfn, stack_name).await;
-    // dev name -> (host, port) from the parameters; logical id -> physical id for every stack.
+    // dev name -> (host, port) from the parameters.
     let mut on_host: BTreeMap<String, (u32, i64)> = BTreeMap::new();
-    let mut ids = parent.clone();
+    // dev k -> (the host whose stack holds its target group, its ARN, its template resource).
+    let mut target_groups: BTreeMap<u32, (u32, String, Value)> = BTreeMap::new();
+    let mut collect = |host: u32,
+                       template: &Value,
+                       ids: &BTreeMap<String, String>,
+                       problems: &mut Vec<String>| {
+        for k in 1..=developers {
+            let id = format!("Dev{k}TargetGroup");
+            let Some(r) = template["Resources"].get(&id) else {
+                continue;
+            };
+            match ids.get(&id) {
+                Some(arn) => {
+                    if target_groups
+                        .insert(k, (host, arn.clone(), r.clone()))
+                        .is_some()
+                    {
+                        problems.push(format!("dev{k} has a target group in two stacks"));
+                    }
+                }
+                None => problems.push(format!("{id} of host {host} was not created")),
+            }
+        }
+    };
+    collect(1, parent_template, &parent, &mut problems);
     let mut instances = BTreeMap::new();
     for n in 1..=hosts {
         let key = if n == 1 {
@@ -870,7 +903,15 @@ async fn check_hosts(
         }
         if n > 1 {
             match parent.get(&format!("Host{n}Stack")) {
-                Some(child) => ids.extend(physical_ids(cfn, child).await),
+                Some(child) => {
+                    let child_ids = physical_ids(cfn, child).await;
+                    collect(
+                        n,
+                        &children[n as usize - 2].template,
+                        &child_ids,
+                        &mut problems,
+                    );
+                }
                 None => problems.push(format!("no nested stack Host{n}Stack")),
             }
         }
@@ -893,11 +934,47 @@ async fn check_hosts(
                 "{dev}: port {port} in its host's parameter, want {want_port}"
             ));
         }
-        let Some(tg) = ids.get(&format!("Dev{k}TargetGroup")) else {
+        let Some((tg_host, tg, resource)) = target_groups.get(&k) else {
             problems.push(format!("{dev}: no target group in any stack"));
             continue;
         };
-        let targets: Vec<(String, i32)> = elb
+        if *tg_host != host {
+            problems.push(format!(
+                "{dev}: on host {host} by its parameter, its target group in host {tg_host}'s stack"
+            ));
+        }
+        let Some(want_instance) = instances.get(&host) else {
+            continue;
+        };
+        // The deployed target group's port.
+        let deployed_port = elb
+            .describe_target_groups()
+            .target_group_arns(tg)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.target_groups().first().and_then(|g| g.port()));
+        if deployed_port != Some(want_port as i32) {
+            problems.push(format!(
+                "{dev}: target group port {deployed_port:?}, want {want_port}"
+            ));
+        }
+        // Its target: the template's, resolved through the deployed stacks.
+        let target = &resource["Properties"]["Targets"][0];
+        let mut logical = target["Id"]["Ref"].as_str().unwrap_or_default().to_string();
+        if host > 1 {
+            let passed = &parent_template["Resources"][format!("Host{host}Stack")]["Properties"]["Parameters"]
+                [&logical];
+            logical = passed["Ref"].as_str().unwrap_or_default().to_string();
+        }
+        let resolved = parent.get(&logical);
+        if resolved != Some(want_instance) || target["Port"] != want_port {
+            problems.push(format!(
+                "{dev} (host {host}): its target group targets {logical} = {resolved:?} port {}, want {want_instance} port {want_port}",
+                target["Port"]
+            ));
+        }
+        let registered: Vec<(String, i32)> = elb
             .describe_target_health()
             .target_group_arn(tg)
             .send()
@@ -914,16 +991,10 @@ async fn check_hosts(
                     })
                     .collect()
             })
-            .unwrap_or_else(|e| {
-                problems.push(format!("{dev}: DescribeTargetHealth: {}", error_text(&e)));
-                Vec::new()
-            });
-        let want = instances
-            .get(&host)
-            .map(|i| vec![(i.clone(), want_port as i32)]);
-        if Some(&targets) != want.as_ref() {
+            .unwrap_or_default();
+        if !registered.is_empty() && registered != vec![(want_instance.clone(), want_port as i32)] {
             problems.push(format!(
-                "{dev} (host {host}): its target group targets {targets:?}, want {want:?}"
+                "{dev}: registered targets {registered:?}, want {want_instance}:{want_port}"
             ));
         }
     }
