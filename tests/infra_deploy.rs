@@ -761,7 +761,16 @@ async fn check_sso(
 ) -> Vec<String> {
     use aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum;
     let mut problems = Vec::new();
-    let ids = physical_ids(cfn, stack_name).await;
+    // Hosts 2..'s developers' rules are in their nested stacks.
+    let mut ids = physical_ids(cfn, stack_name).await;
+    let nested: Vec<String> = ids
+        .iter()
+        .filter(|(logical, _)| logical.starts_with("Host") && logical.ends_with("Stack"))
+        .map(|(_, physical)| physical.clone())
+        .collect();
+    for child in nested {
+        ids.extend(physical_ids(cfn, &child).await);
+    }
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
     let sso = matches!(optional, Optional::Oidc | Optional::Cognito);
     for n in 1..=developers {
