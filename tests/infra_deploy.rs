@@ -369,7 +369,8 @@ fn upload(url: &str, body: &str) {
         let mut cmd = std::process::Command::new("curl");
         cmd.args(["-sS", "-f", "-X", "PUT", target]);
         if let Some(d) = data {
-            cmd.args(["--data-binary", d]);
+            // Not curl's default form type: moto's server would read the body as a form.
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary", d]);
         }
         cmd.output().expect("run curl")
     };
