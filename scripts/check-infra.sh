@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Lints the CloudFormation that the `infra` crate emits, for 1, 8 and 40 developers:
+# Lints the CloudFormation that the `infra` crate emits, for 1, 8, 40 and 100 developers:
 #   1. generate it with `cargo run -q -p infra --` (JSON; YAML too for 8 developers; the
 #      8-developer templates with the generation-time option --password-rotation-lambda-arn
 #      and the schedule and idle stop on, and with SSO on: --sso oidc (JSON) and --sso
-#      cognito (YAML)),
+#      cognito (YAML)); 40 and 100 developers on several hosts (the capacity model's 10 per
+#      t3.2xlarge, and 8 per host) are a parent and child templates written with --out-dir,
+#      every one of which is checked,
 #   2. cfn-lint: 0 errors and 0 warnings (exit 0),
 #   3. checkov: 0 failed checks; skips only where the template's resource Metadata declares
 #      them (`checkov: skip: [{id, comment}]`), printed with their reasons.
@@ -51,10 +53,11 @@ record() { # name result
 
 # Runs checkov; prints the declared skips with their reasons, every failed check and the
 # counts; returns non-zero on a failed check or when checkov itself fails.
-run_checkov() {
-  local file=$1 out=$2
+run_checkov() { # out -f FILE | -d DIR
+  local out=$1
+  shift
   local rc=0
-  checkov -f "$file" --framework cloudformation --skip-download --compact -o cli >"$out" 2>"$out.err" || rc=$?
+  checkov "$@" --framework cloudformation --skip-download --compact -o cli >"$out" 2>"$out.err" || rc=$?
   local counts
   counts=$(sed -nE 's/^Passed checks: ([0-9]+), Failed checks: ([0-9]+), Skipped checks: ([0-9]+).*/\1 \2 \3/p' "$out" | head -1)
   if [ -z "$counts" ]; then
@@ -105,16 +108,44 @@ check_case() { # developers format options
   esac
   echo
   echo "=== $label (generation options: $options) ==="
+  case "$options" in
+    hosts*) # several hosts: a parent and child templates
+      local dir="$WORK/out-$developers-$options"
+      local per_host=()
+      [ "$options" = hosts-8 ] && per_host=(--developers-per-host 8)
+      if ! infra --developers "$developers" --domain "$DOMAIN" --hosted-zone-id "$ZONE_PLACEHOLDER" \
+        --format "$format" "${per_host[@]}" --out-dir "$dir" \
+        --template-url-prefix https://csagent-ci-templates.s3.amazonaws.com/env/ >"$WORK/written.txt"; then
+        record "$label" "FAIL: generation"
+        FAILED=1
+        return
+      fi
+      sed 's/^/  wrote /' "$WORK/written.txt"
+      lint_one "$label" "$dir"
+      return
+      ;;
+  esac
   if ! infra --developers "$developers" --domain "$DOMAIN" --hosted-zone-id "$ZONE_PLACEHOLDER" \
     --format "$format" "${extra[@]}" >"$file"; then
     record "$label" "FAIL: generation"
     FAILED=1
     return
   fi
-  echo "  template: $(wc -c <"$file") bytes"
+  lint_one "$label" "$file"
+}
+
+lint_one() { # label file-or-directory (a parent and its child templates)
+  local label=$1 file=$2
+  local files=("$file") checkov_target=(-f "$file")
+  if [ -d "$file" ]; then
+    files=("$file"/*)
+    checkov_target=(-d "$file")
+  else
+    echo "  template: $(wc -c <"$file") bytes"
+  fi
 
   local lint_rc=0
-  cfn-lint -- "$file" >"$WORK/lint.txt" 2>&1 || lint_rc=$?
+  cfn-lint -- "${files[@]}" >"$WORK/lint.txt" 2>&1 || lint_rc=$?
   local lint_findings
   lint_findings=$(grep -cE '^[EWI][0-9]{4} ' "$WORK/lint.txt" || true)
   if [ "$lint_rc" -ne 0 ]; then
@@ -126,7 +157,7 @@ check_case() { # developers format options
   fi
 
   local checkov_ok=1
-  run_checkov "$file" "$WORK/checkov.txt" || checkov_ok=0
+  run_checkov "$WORK/checkov.txt" "${checkov_target[@]}" || checkov_ok=0
   if [ "$checkov_ok" -ne 1 ]; then
     record "$label" "FAIL: checkov"
     FAILED=1
@@ -139,7 +170,8 @@ check_case() { # developers format options
 check_case 1 json none
 check_case 8 json all
 check_case 8 yaml all
-check_case 40 json none
+check_case 40 json hosts
+check_case 100 json hosts-8
 check_case 8 json sso-oidc
 check_case 8 yaml sso-cognito
 

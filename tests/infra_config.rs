@@ -99,3 +99,48 @@ fn infra_team_image_is_pulled_with_ecr_credentials() {
     );
     assert_eq!(image.tag, "4.96.4-team.1");
 }
+
+/// Each host's developer set (hosts 2.. run dev11.., on their own ports) is one the agent
+/// accepts, and the sizes the capacity model counted are the ones the agent applies: its
+/// defaults when infra is given none, the published values otherwise.
+#[test]
+fn every_host_s_developer_set_carries_the_sizes_the_capacity_model_counted() {
+    const GIB: u64 = 1024 * 1024 * 1024;
+    for (memory, reservation, cpu_millis) in [(4, 3, 1500), (6, 2, 2500)] {
+        let settings = infra::Settings {
+            developers: 40,
+            developer_memory_gib: memory,
+            developer_memory_reservation_gib: reservation,
+            developer_cpu_millis: cpu_millis,
+            template_url_prefix: "https://b.s3.amazonaws.com/t/".into(),
+            ..infra::Settings::default()
+        };
+        settings.validate().unwrap();
+        for host in settings.host_list() {
+            let parameter = names::developers_parameter("code-server-multi-dev", host.number);
+            let text = infra::agent_config_toml(
+                "code-server-multi-dev",
+                "ap-southeast-7",
+                "vol-0123456789abcdef0",
+                &parameter,
+                settings.base_port,
+            );
+            let set = infra::agent_config::developer_set_value(&settings, &host.developers);
+            let c = Config::from_toml_with_developers(
+                &text,
+                Path::new("user-data.toml"),
+                &set,
+                &parameter,
+            )
+            .unwrap_or_else(|e| panic!("host {}: {e}\n{set}", host.number));
+            assert_eq!(c.developers.len(), host.developers.len());
+            for (got, want) in c.developers.iter().zip(&host.developers) {
+                assert_eq!(got.name, want.name);
+                assert_eq!(got.port, want.port);
+                assert_eq!(got.memory, u64::from(memory) * GIB);
+                assert_eq!(got.memory_reservation, u64::from(reservation) * GIB);
+                assert_eq!(got.cpus, f64::from(cpu_millis) / 1000.0);
+            }
+        }
+    }
+}

@@ -20,6 +20,14 @@
 //! name reaches CREATE_COMPLETE; the kept repository survives the deletion, and a third stack
 //! adopts it (and the kept vault) through the Existing* parameters.
 //!
+//! More than one host (issue 18.3): 40 developers (the capacity model's 10 per t3.2xlarge: 4
+//! hosts) and 100 (10 hosts) deploy as a parent with nested stacks, whose child templates the
+//! test uploads to moto's S3 first (the parent's TemplateURLs point there). For every
+//! deployment, each host's developer-set parameter lists its developers, each developer is on
+//! exactly one host, and its target group targets that host's instance on its port (moto
+//! ignores a target group's `Targets`: the template's target is resolved through the deployed
+//! stacks to a physical instance id, see `check_hosts`).
+//!
 //! Each test deploys into the shared moto (`AWS_ENDPOINT_URL`) under its own project name, so
 //! stacks, secrets and log groups never collide. moto does not enforce the 51,200-byte limit
 //! on `TemplateBody`, so even the 40-developer template goes in the request itself (real AWS
@@ -32,9 +40,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
 use clap::Parser;
-use common::{aws, unique};
-use infra::Format;
+use common::{aws, moto_url, unique};
 use infra::cli::Cli;
+use infra::{ChildTemplate, Format};
 use serde_json::Value;
 
 const DOMAIN: &str = "dev.example.com";
@@ -86,8 +94,13 @@ async fn eight_developers_yaml_with_every_option_deploy() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn forty_developers_json_deploy() {
+async fn forty_developers_on_four_hosts_json_deploy() {
     deploy(40, Format::Json, Optional::None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_developers_on_ten_hosts_json_deploy() {
+    deploy(100, Format::Json, Optional::None).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -108,7 +121,7 @@ async fn two_developers_behind_a_given_cognito_pool_deploy() {
 /// (secrets, the vault, the final snapshot) is reasoned about in docs/operations.md.
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_and_create_again_under_the_same_project() {
-    let (_, body) = generate(2, Format::Json, Optional::None);
+    let (_, body, _) = generate(2, Format::Json, Optional::None);
     let config = aws().await;
     let cfn = aws_sdk_cloudformation::Client::new(&config);
     let ecr = aws_sdk_ecr::Client::new(&config);
@@ -283,9 +296,22 @@ async fn delete_stack(
     }
 }
 
-/// The template as `infra --developers N --domain .. --hosted-zone-id .. --format F
-/// --ami-ssm-parameter ..` prints it, parsed back, and its text.
-fn generate(developers: u32, format: Format, optional: Optional) -> (Value, String) {
+/// moto's S3 bucket the child templates go to.
+const TEMPLATE_BUCKET: &str = "csagent-ci-templates";
+
+/// The parent template as `infra --developers N --domain .. --hosted-zone-id .. --format F
+/// --ami-ssm-parameter .. --template-url-prefix ..` writes it, parsed back, and its text; the
+/// child templates (more than one host), already uploaded to moto's S3 under the prefix.
+fn generate(
+    developers: u32,
+    format: Format,
+    optional: Optional,
+) -> (Value, String, Vec<ChildTemplate>) {
+    // moto reads `https://s3.amazonaws.com/<bucket>/<key>` from its own S3.
+    let prefix = format!(
+        "https://s3.amazonaws.com/{TEMPLATE_BUCKET}/{}/",
+        unique("env")
+    );
     let developers = developers.to_string();
     let format_name = match format {
         Format::Json => "json",
@@ -303,6 +329,8 @@ fn generate(developers: u32, format: Format, optional: Optional) -> (Value, Stri
         format_name,
         "--ami-ssm-parameter",
         MOTO_AMI_PARAMETER,
+        "--template-url-prefix",
+        &prefix,
     ];
     if optional == Optional::All {
         args.extend(["--password-rotation-lambda-arn", ROTATION_LAMBDA_ARN]);
@@ -319,9 +347,46 @@ fn generate(developers: u32, format: Format, optional: Optional) -> (Value, Stri
     let settings = cli
         .settings()
         .unwrap_or_else(|e| panic!("infra {args:?}: {e}"));
-    let template = infra::build_template(&settings);
-    let text = infra::render(&template, cli.format, cli.compact).expect("render the template");
-    (template, text)
+    let templates = infra::build(&settings);
+    let text =
+        infra::render(&templates.parent, cli.format, cli.compact).expect("render the template");
+    infra::limits::check(&templates, text.len()).expect("within CloudFormation's limits");
+    for child in &templates.children {
+        let body = infra::render(&child.template, Format::Json, false).expect("render a child");
+        upload(&format!("{prefix}{}", child.file_name), &body);
+    }
+    (templates.parent, text, templates.children)
+}
+
+/// Puts `body` into moto's S3 at the `https://s3.amazonaws.com/<bucket>/<key>` `url`
+/// (creating the bucket), as `aws s3 cp` would: a plain PUT, which moto takes unsigned.
+fn upload(url: &str, body: &str) {
+    let path = url
+        .strip_prefix("https://s3.amazonaws.com/")
+        .expect("an s3.amazonaws.com URL");
+    let endpoint = moto_url();
+    let put = |target: &str, data: Option<&str>| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "-f", "-X", "PUT", target]);
+        if let Some(d) = data {
+            // Not curl's default form type: moto's server would read the body as a form.
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary", d]);
+        }
+        cmd.output().expect("run curl")
+    };
+    // The bucket may exist already (another test made it): only the object must land.
+    put(&format!("{endpoint}/{TEMPLATE_BUCKET}"), None);
+    let file = tempfile::NamedTempFile::new().expect("a temporary file");
+    std::fs::write(file.path(), body).expect("write the child template");
+    let out = put(
+        &format!("{endpoint}/{path}"),
+        Some(&format!("@{}", file.path().display())),
+    );
+    assert!(
+        out.status.success(),
+        "PUT {path} into moto's S3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// What a real account would already have, made in moto: the hosted zone, the AMI parameter
@@ -450,7 +515,8 @@ fn outputs_of(stack: &aws_sdk_cloudformation::types::Stack) -> BTreeMap<String, 
 /// line per finding; panics with every problem at once.
 async fn deploy(developers: u32, format: Format, optional: Optional) {
     let label = format!("dev={developers} {format:?} (optional: {optional:?})");
-    let (template, body) = generate(developers, format, optional);
+    let (template, body, children) = generate(developers, format, optional);
+    let hosts = children.len() as u32 + 1;
     let config = aws().await;
     let cfn = aws_sdk_cloudformation::Client::new(&config);
     let ec2 = aws_sdk_ec2::Client::new(&config);
@@ -518,7 +584,9 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
         Optional::None => {}
     }
 
+    let started = Instant::now();
     let stack = create_stack(&cfn, &label, &stack_name, &body, &params).await;
+    let seconds = started.elapsed().as_secs_f64();
 
     // The stack has what the agent relies on.
     let mut problems = Vec::new();
@@ -655,9 +723,21 @@ async fn deploy(developers: u32, format: Format, optional: Optional) {
     }
 
     problems.extend(check_sso(&config, &cfn, &stack_name, developers, optional, &outputs).await);
+    problems.extend(
+        check_hosts(
+            &config,
+            &cfn,
+            &stack_name,
+            &project,
+            (&template, &children),
+            developers,
+            &outputs,
+        )
+        .await,
+    );
 
     println!(
-        "{label}: moto: {} resources, {} outputs, {} log groups",
+        "{label}: moto: {hosts} host(s), {} resources in the parent, {} outputs, {} log groups, CREATE_COMPLETE in {seconds:.1} s",
         listed.len(),
         outputs.len(),
         want_groups.intersection(&groups).count()
@@ -682,7 +762,16 @@ async fn check_sso(
 ) -> Vec<String> {
     use aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum;
     let mut problems = Vec::new();
-    let ids = physical_ids(cfn, stack_name).await;
+    // Hosts 2..'s developers' rules are in their nested stacks.
+    let mut ids = physical_ids(cfn, stack_name).await;
+    let nested: Vec<String> = ids
+        .iter()
+        .filter(|(logical, _)| logical.starts_with("Host") && logical.ends_with("Stack"))
+        .map(|(_, physical)| physical.clone())
+        .collect();
+    for child in nested {
+        ids.extend(physical_ids(cfn, &child).await);
+    }
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
     let sso = matches!(optional, Optional::Oidc | Optional::Cognito);
     for n in 1..=developers {
@@ -754,6 +843,174 @@ async fn check_sso(
     problems
 }
 
+/// Each host's developer-set parameter lists its developers, each developer is on exactly one
+/// host, and its target group targets that host's instance on its port. moto creates the
+/// target group with its port but does not register a template's `Targets` (its
+/// CloudFormation model ignores them, so DescribeTargetHealth is empty): the target is the
+/// template's `Targets`, resolved through the deployed stacks (the child's parameter, the
+/// value the parent passed, that resource's physical id) to an instance id, which must be the
+/// host's `InstanceId` output; were moto to register targets, they must be exactly that. The
+/// problems found.
+async fn check_hosts(
+    config: &aws_config::SdkConfig,
+    cfn: &aws_sdk_cloudformation::Client,
+    stack_name: &str,
+    project: &str,
+    (parent_template, children): (&Value, &[ChildTemplate]),
+    developers: u32,
+    outputs: &BTreeMap<&str, &str>,
+) -> Vec<String> {
+    let hosts = children.len() as u32 + 1;
+    let ssm = aws_sdk_ssm::Client::new(config);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
+    let mut problems = Vec::new();
+    let parent = physical_ids(cfn, stack_name).await;
+    // dev name -> (host, port) from the parameters.
+    let mut on_host: BTreeMap<String, (u32, i64)> = BTreeMap::new();
+    // dev k -> (the host whose stack holds its target group, its ARN, its template resource).
+    let mut target_groups: BTreeMap<u32, (u32, String, Value)> = BTreeMap::new();
+    let mut collect = |host: u32,
+                       template: &Value,
+                       ids: &BTreeMap<String, String>,
+                       problems: &mut Vec<String>| {
+        for k in 1..=developers {
+            let id = format!("Dev{k}TargetGroup");
+            let Some(r) = template["Resources"].get(&id) else {
+                continue;
+            };
+            match ids.get(&id) {
+                Some(arn) => {
+                    if target_groups
+                        .insert(k, (host, arn.clone(), r.clone()))
+                        .is_some()
+                    {
+                        problems.push(format!("dev{k} has a target group in two stacks"));
+                    }
+                }
+                None => problems.push(format!("{id} of host {host} was not created")),
+            }
+        }
+    };
+    collect(1, parent_template, &parent, &mut problems);
+    let mut instances = BTreeMap::new();
+    for n in 1..=hosts {
+        let key = if n == 1 {
+            "InstanceId".to_string()
+        } else {
+            format!("Host{n}InstanceId")
+        };
+        match outputs.get(key.as_str()) {
+            Some(id) if !id.is_empty() => {
+                instances.insert(n, id.to_string());
+            }
+            _ => problems.push(format!("output {key} missing")),
+        }
+        let name = csagent_contract::names::developers_parameter(project, n);
+        for (dev, port) in developer_set(&ssm, &name).await {
+            if let Some((other, _)) = on_host.insert(dev.clone(), (n, port)) {
+                problems.push(format!("{dev} is on host {other} and host {n}"));
+            }
+        }
+        if n > 1 {
+            match parent.get(&format!("Host{n}Stack")) {
+                Some(child) => {
+                    let child_ids = physical_ids(cfn, child).await;
+                    collect(
+                        n,
+                        &children[n as usize - 2].template,
+                        &child_ids,
+                        &mut problems,
+                    );
+                }
+                None => problems.push(format!("no nested stack Host{n}Stack")),
+            }
+        }
+    }
+    if on_host.len() as u32 != developers {
+        problems.push(format!(
+            "the hosts' parameters list {} developers, want {developers}",
+            on_host.len()
+        ));
+    }
+    for k in 1..=developers {
+        let dev = format!("dev{k}");
+        let Some(&(host, port)) = on_host.get(&dev) else {
+            problems.push(format!("{dev} is on no host"));
+            continue;
+        };
+        let want_port = 8443 + i64::from(k) - 1;
+        if port != want_port {
+            problems.push(format!(
+                "{dev}: port {port} in its host's parameter, want {want_port}"
+            ));
+        }
+        let Some((tg_host, tg, resource)) = target_groups.get(&k) else {
+            problems.push(format!("{dev}: no target group in any stack"));
+            continue;
+        };
+        if *tg_host != host {
+            problems.push(format!(
+                "{dev}: on host {host} by its parameter, its target group in host {tg_host}'s stack"
+            ));
+        }
+        let Some(want_instance) = instances.get(&host) else {
+            continue;
+        };
+        // The deployed target group's port.
+        let deployed_port = elb
+            .describe_target_groups()
+            .target_group_arns(tg)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.target_groups().first().and_then(|g| g.port()));
+        if deployed_port != Some(want_port as i32) {
+            problems.push(format!(
+                "{dev}: target group port {deployed_port:?}, want {want_port}"
+            ));
+        }
+        // Its target: the template's, resolved through the deployed stacks.
+        let target = &resource["Properties"]["Targets"][0];
+        let mut logical = target["Id"]["Ref"].as_str().unwrap_or_default().to_string();
+        if host > 1 {
+            let passed = &parent_template["Resources"][format!("Host{host}Stack")]["Properties"]["Parameters"]
+                [&logical];
+            logical = passed["Ref"].as_str().unwrap_or_default().to_string();
+        }
+        let resolved = parent.get(&logical);
+        if resolved != Some(want_instance) || target["Port"] != want_port {
+            problems.push(format!(
+                "{dev} (host {host}): its target group targets {logical} = {resolved:?} port {}, want {want_instance} port {want_port}",
+                target["Port"]
+            ));
+        }
+        let registered: Vec<(String, i32)> = elb
+            .describe_target_health()
+            .target_group_arn(tg)
+            .send()
+            .await
+            .map(|o| {
+                o.target_health_descriptions()
+                    .iter()
+                    .filter_map(|d| d.target())
+                    .map(|t| {
+                        (
+                            t.id().unwrap_or_default().to_string(),
+                            t.port().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !registered.is_empty() && registered != vec![(want_instance.clone(), want_port as i32)] {
+            problems.push(format!(
+                "{dev}: registered targets {registered:?}, want {want_instance}:{want_port}"
+            ));
+        }
+    }
+    problems
+}
+
 /// Physical ids of the stack's resources by logical id.
 async fn physical_ids(
     cfn: &aws_sdk_cloudformation::Client,
@@ -791,8 +1048,12 @@ async fn adding_a_developer_updates_the_parameter_not_the_instance() {
     let project = unique("ciupd");
     let stack_name = format!("csagent-{project}");
     let params = prerequisites(&config, &project).await;
-    let (eight, body8) = generate(8, Format::Json, Optional::None);
-    let (nine, body9) = generate(9, Format::Json, Optional::None);
+    let (eight, body8, _) = generate(8, Format::Json, Optional::None);
+    let (nine, body9, no_children) = generate(9, Format::Json, Optional::None);
+    assert!(
+        no_children.is_empty(),
+        "9 developers still fit one t3.2xlarge (the capacity model's 10)"
+    );
     assert_eq!(
         eight["Resources"]["Instance"], nine["Resources"]["Instance"],
         "the instance's properties do not depend on the developers"

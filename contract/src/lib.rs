@@ -11,10 +11,25 @@ pub mod metrics;
 pub mod names;
 pub mod validate;
 
-/// Most developers one host and one template serve: an ALB listener takes at most 100 rules,
-/// a stack at most 500 resources (64 developers use 485), and a t3.2xlarge has 8 vCPUs and
-/// 32 GiB.
+/// Most developers one host (one agent) serves. How many fit a given instance type is
+/// infra's capacity model (`infra/src/capacity.rs`); this is the agent's own bound.
 pub const MAX_DEVELOPERS: u32 = 64;
+
+/// Most developers one environment (one template, one ALB) serves: an ALB takes at most 100
+/// listener rules and 100 target groups (default quotas), one each per developer.
+pub const MAX_ENVIRONMENT_DEVELOPERS: u32 = 100;
+
+/// A developer container's memory limit when nothing else is asked for, GiB (the agent's
+/// `containers.memory`; infra's capacity model counts with it).
+pub const DEFAULT_DEVELOPER_MEMORY_GIB: u32 = 4;
+
+/// A developer container's soft memory reservation when nothing else is asked for, GiB (the
+/// agent's `containers.memory_reservation`).
+pub const DEFAULT_DEVELOPER_MEMORY_RESERVATION_GIB: u32 = 3;
+
+/// A developer container's CPU limit when nothing else is asked for, in thousandths of a CPU
+/// (the agent's `containers.cpus`, 1.5).
+pub const DEFAULT_DEVELOPER_CPU_MILLIS: u32 = 1500;
 
 /// Log-group retention values CloudWatch Logs accepts (PutRetentionPolicy), in days.
 pub const LOG_RETENTION_DAYS: [u32; 22] = [

@@ -2,7 +2,8 @@
 //! script that installs the .deb and writes it. Both are plain functions so tests elsewhere can
 //! feed the config to `csagent check-config` and run the script against a local package.
 
-use crate::settings::{Developer, Settings};
+use crate::capacity::{DeveloperSize, cpus_text};
+use crate::settings::{Developer, Host, Settings};
 use csagent_contract::names::developers_parameter;
 
 /// Sample values that stand in for the CloudFormation placeholders in `--print-*` output.
@@ -98,6 +99,30 @@ pub fn developer_set_toml(developers: &[Developer]) -> String {
     out
 }
 
+/// A host's developer-set value for `settings`: [`developer_set_toml`], plus each developer's
+/// `memory`, `memory_reservation` and `cpus` when the settings ask for other sizes than the
+/// agent's defaults (so the agent runs what the capacity model counted with; with the
+/// defaults the value stays as short as before).
+pub fn developer_set_value(s: &Settings, developers: &[Developer]) -> String {
+    let size = DeveloperSize::of(s);
+    let default = DeveloperSize::of(&Settings::default());
+    if size == default {
+        return developer_set_toml(developers);
+    }
+    let mut out = String::new();
+    for d in developers {
+        out.push_str(&format!(
+            "[[developer]]\nname = {}\nport = {}\nmemory = \"{}GiB\"\nmemory_reservation = \"{}GiB\"\ncpus = {}\n",
+            toml_string(&d.name),
+            d.port,
+            size.memory_gib,
+            size.reservation_gib,
+            cpus_text(size.cpu_millis),
+        ));
+    }
+    out
+}
+
 /// The agent config with sample region, volume id and account (`--print-agent-config`),
 /// the team image line included when `--team-image-tag` is given.
 pub fn sample_agent_config(s: &Settings) -> String {
@@ -117,16 +142,16 @@ pub fn sample_agent_config(s: &Settings) -> String {
     config
 }
 
-/// The user-data script as a `Fn::Sub` template: `${DebUrl}`, `${ProjectName}`,
-/// `${AWS::Region}`, `${DataVolume}`, `${TeamImageTag}` and
-/// `${TeamImageRepositoryUri}` are filled in by CloudFormation. The script itself
-/// uses no `${...}` so nothing else is taken for a placeholder.
-pub fn user_data_template(s: &Settings) -> String {
+/// Host `host`'s user-data script as a `Fn::Sub` template: `${DebUrl}`, `${ProjectName}`,
+/// `${AWS::Region}`, the host's data volume (`${DataVolume}` for host 1, `${Host2DataVolume}`
+/// …), `${TeamImageTag}` and `${TeamImageRepositoryUri}` are filled in by CloudFormation. The
+/// script itself uses no `${...}` so nothing else is taken for a placeholder.
+pub fn user_data_template(s: &Settings, host: &Host) -> String {
     let config = agent_config_toml(
         "${ProjectName}",
         "${AWS::Region}",
-        "${DataVolume}",
-        &developers_parameter("${ProjectName}", 1),
+        &format!("${{{}}}", host.id("DataVolume")),
+        &developers_parameter("${ProjectName}", host.number),
         s.base_port,
     );
     format!(
@@ -245,8 +270,12 @@ pub fn sample_user_data(s: &Settings) -> String {
     } else {
         s.deb_url.as_str()
     };
+    let host1 = Host {
+        number: 1,
+        developers: Vec::new(),
+    };
     substitute(
-        &user_data_template(s),
+        &user_data_template(s, &host1),
         &[
             ("DebUrl", deb),
             ("ProjectName", &s.project),
@@ -327,19 +356,57 @@ mod tests {
     #[test]
     fn the_user_data_does_not_change_with_the_developers() {
         let at = |developers| {
-            user_data_template(&Settings {
-                developers,
-                ..Settings::default()
-            })
+            user_data_template(
+                &Settings {
+                    developers,
+                    ..Settings::default()
+                },
+                &host(1),
+            )
         };
         assert_eq!(at(8), at(9));
         assert!(at(8).contains("parameter = \"/${ProjectName}/csagent/host-1/developers\""));
     }
 
+    fn host(number: u32) -> Host {
+        Host {
+            number,
+            developers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn host_2_reads_its_own_parameter_and_volume() {
+        let text = user_data_template(&Settings::default(), &host(2));
+        assert!(text.contains("parameter = \"/${ProjectName}/csagent/host-2/developers\""));
+        assert!(text.contains("volume_id = \"${Host2DataVolume}\""));
+    }
+
+    #[test]
+    fn other_sizes_are_published_per_developer() {
+        let s = Settings {
+            developers: 2,
+            developer_memory_gib: 6,
+            developer_memory_reservation_gib: 2,
+            developer_cpu_millis: 2500,
+            ..Settings::default()
+        };
+        let text = developer_set_value(&s, &s.developer_list());
+        assert_eq!(
+            text,
+            "[[developer]]\nname = \"dev1\"\nport = 8443\nmemory = \"6GiB\"\nmemory_reservation = \"2GiB\"\ncpus = 2.5\n[[developer]]\nname = \"dev2\"\nport = 8444\nmemory = \"6GiB\"\nmemory_reservation = \"2GiB\"\ncpus = 2.5\n"
+        );
+        let d = Settings::default();
+        assert_eq!(
+            developer_set_value(&d, &d.developer_list()),
+            developer_set_toml(&d.developer_list())
+        );
+    }
+
     #[test]
     fn user_data_uses_only_known_placeholders() {
         let s = Settings::default();
-        let mut names = placeholders(&user_data_template(&s));
+        let mut names = placeholders(&user_data_template(&s, &host(1)));
         names.sort();
         names.dedup();
         assert_eq!(

@@ -12,12 +12,13 @@ use crate::cfn::{
     Resources, get_att, if_, r#ref, resource, skip_checkov, sub, sub_with_stack_suffix, tag_map,
     with,
 };
+use crate::settings::Host;
 use serde_json::{Value, json};
 
 /// Daily at 02:00 UTC.
 pub const SCHEDULE: &str = "cron(0 2 * * ? *)";
 
-/// Adds the vault, the plan and the selection.
+/// Adds the vault and the plan (each host adds its selection: [`add_selection`]).
 pub fn add(res: &mut Resources) {
     let vault = resource(
         "AWS::Backup::BackupVault",
@@ -61,16 +62,22 @@ pub fn add(res: &mut Resources) {
             }),
         ),
     );
+}
+
+/// Adds host `host`'s selection of its data volume (`BackupSelection` named `DataVolume` for
+/// host 1; `Host2BackupSelection` named `Host2DataVolume`, …).
+pub fn add_selection(res: &mut Resources, host: &Host) {
+    let volume = host.id("DataVolume");
     res.add(
-        "BackupSelection",
+        host.id("BackupSelection"),
         resource(
             "AWS::Backup::BackupSelection",
             json!({
                 "BackupPlanId": r#ref("BackupPlan"),
                 "BackupSelection": {
-                    "SelectionName": "DataVolume",
+                    "SelectionName": volume,
                     "IamRoleArn": get_att("BackupRole", "Arn"),
-                    "Resources": [data_volume_arn()],
+                    "Resources": [data_volume_arn(&volume)],
                 },
             }),
         ),
@@ -86,7 +93,9 @@ pub fn vault_name() -> Value {
     )
 }
 
-/// ARN of the data volume.
-pub fn data_volume_arn() -> Value {
-    sub("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:volume/${DataVolume}")
+/// ARN of the data volume with logical id `volume`.
+pub fn data_volume_arn(volume: &str) -> Value {
+    sub(format!(
+        "arn:${{AWS::Partition}}:ec2:${{AWS::Region}}:${{AWS::AccountId}}:volume/${{{volume}}}"
+    ))
 }

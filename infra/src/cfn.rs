@@ -121,4 +121,14 @@ impl Resources {
     pub fn into_value(self) -> Value {
         Value::Object(self.0)
     }
+
+    /// The resources so far.
+    pub fn map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
+    /// The resources, as a map.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.0
+    }
 }

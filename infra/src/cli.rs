@@ -9,9 +9,14 @@ use clap::Parser;
 /// Prints the CloudFormation template of the csagent environment to stdout.
 ///
 /// One stack: VPC with two public subnets, ALB with a wildcard certificate and one host rule,
-/// target group and DNS record per developer, one EC2 host running csagent (IMDSv2 only, hop
-/// limit one) with an encrypted gp3 data volume, generated per-developer passwords in Secrets
-/// Manager, log groups, alarms, a dashboard and a daily backup.
+/// target group and DNS record per developer, EC2 hosts running csagent (IMDSv2 only, hop
+/// limit one) each with an encrypted gp3 data volume, generated per-developer passwords in
+/// Secrets Manager, log groups, alarms, a dashboard and a daily backup.
+///
+/// Hosts: a host holds as many developers as its instance type's memory and vCPUs allow
+/// (capacity model, infra/README.md) or --developers-per-host; developer k runs on host
+/// ceil(k / per host). Hosts 2.. are nested stacks: give --out-dir and --template-url-prefix,
+/// upload the child templates there, then deploy the parent.
 ///
 /// Deploy with `aws cloudformation deploy --template-file env.json --stack-name NAME
 /// --capabilities CAPABILITY_IAM --s3-bucket BUCKET` (a template above 51,200 bytes has to go
@@ -19,10 +24,42 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "infra", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
-    /// Number of developers dev1..devN (1..=64). Shapes the template: one target group,
-    /// listener rule, DNS record, log group, alarm and two secrets each.
+    /// Number of developers dev1..devN (1..=100: one ALB's rules). Shapes the template: one
+    /// target group, listener rule, DNS record, log group, alarm and two secrets each.
     #[arg(long, value_name = "N", required_unless_present_any = ["print_agent_config"])]
     pub developers: Option<u32>,
+
+    /// Developers per host (1..=64); default: as many as --instance-type holds by the
+    /// capacity model (10 on a t3.2xlarge with the default sizes). A count that does not fit
+    /// is refused with the numbers.
+    #[arg(long, value_name = "N")]
+    pub developers_per_host: Option<u32>,
+
+    /// Memory limit of each developer's container, GiB (the agent's containers.memory).
+    #[arg(long, value_name = "GIB", default_value_t = csagent_contract::DEFAULT_DEVELOPER_MEMORY_GIB)]
+    pub developer_memory_gib: u32,
+
+    /// Soft memory reservation of each developer's container, GiB (the agent's
+    /// containers.memory_reservation); what the capacity model counts per developer.
+    #[arg(long, value_name = "GIB", default_value_t = csagent_contract::DEFAULT_DEVELOPER_MEMORY_RESERVATION_GIB)]
+    pub developer_memory_reservation_gib: u32,
+
+    /// CPU limit of each developer's container (the agent's containers.cpus), e.g. 1.5.
+    #[arg(long, value_name = "CPUS", default_value_t = f64::from(csagent_contract::DEFAULT_DEVELOPER_CPU_MILLIS) / 1000.0)]
+    pub developer_cpus: f64,
+
+    /// Write the parent template (template.json or template.yaml) and the child templates
+    /// (host-N-HASH.json) into DIR instead of printing the template; required for more than
+    /// one host.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<std::path::PathBuf>,
+
+    /// https:// URL of the S3 folder the child templates are uploaded to, ending in '/'
+    /// (e.g. https://my-bucket.s3.ap-southeast-7.amazonaws.com/csagent/); the parent's
+    /// nested stacks read TEMPLATE_URL_PREFIX/host-N-HASH.json. Required for more than one
+    /// host.
+    #[arg(long, value_name = "URL")]
+    pub template_url_prefix: Option<String>,
 
     /// Parent domain: developer N is served at https://devN.<DOMAIN> [Parameter DomainName].
     #[arg(long, value_name = "DOMAIN", required_unless_present_any = ["print_agent_config", "print_user_data"])]
@@ -82,7 +119,7 @@ pub struct Cli {
 
     /// ARN of a Secrets Manager rotation Lambda for the developers' passwords (e.g. AWS's
     /// generic rotation template; it must allow secretsmanager.amazonaws.com to invoke it);
-    /// at most 56 developers with it. Default none: a password changes only when an admin
+    /// one more resource per developer. Default none: a password changes only when an admin
     /// runs put-secret-value. The agent picks a change up by itself either way
     /// [Parameter PasswordRotationLambdaArn].
     #[arg(long, value_name = "ARN")]
@@ -229,6 +266,11 @@ impl Cli {
         let settings = Settings {
             // Only --print-agent-config may omit it; it then describes the default 8.
             developers: self.developers.unwrap_or(defaults.developers),
+            developers_per_host: self.developers_per_host.unwrap_or(0),
+            developer_memory_gib: self.developer_memory_gib,
+            developer_memory_reservation_gib: self.developer_memory_reservation_gib,
+            developer_cpu_millis: cpu_millis(self.developer_cpus),
+            template_url_prefix: self.template_url_prefix.clone().unwrap_or_default(),
             base_port: self.base_port,
             domain: self.domain.clone().unwrap_or(defaults.domain),
             hosted_zone_id: self
@@ -286,7 +328,25 @@ impl Cli {
                 session_seconds: self.sso_session_seconds,
             },
         };
+        if self.developers_per_host == Some(0) {
+            return Err(OptionError {
+                option: "--developers-per-host",
+                message: "must be 1..=64 (got 0); leave it out for the capacity model's count"
+                    .into(),
+            });
+        }
         settings.validate()?;
         Ok(settings)
+    }
+}
+
+/// CPUs as thousandths; out of range (negative, NaN, huge) becomes 0, which validation
+/// refuses naming --developer-cpus.
+fn cpu_millis(cpus: f64) -> u32 {
+    let millis = (cpus * 1000.0).round();
+    if millis.is_finite() && (0.0..=f64::from(u32::MAX)).contains(&millis) {
+        millis as u32
+    } else {
+        0
     }
 }

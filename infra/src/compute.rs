@@ -12,20 +12,22 @@ use crate::cfn::{
 };
 use crate::naming::DATA_DEVICE;
 use crate::network::availability_zone;
-use crate::settings::Settings;
+use crate::settings::{Host, Settings};
 use serde_json::json;
 
 /// Logical id of the host.
 pub const INSTANCE: &str = "Instance";
 
-/// Adds the instance, the data volume and its attachment.
-pub fn add(res: &mut Resources, s: &Settings) {
+/// Adds host `host`'s instance, data volume and attachment (`Instance`, `DataVolume`,
+/// `DataVolumeAttachment` for host 1; `Host2Instance`, … for host 2).
+pub fn add(res: &mut Resources, s: &Settings, host: &Host) {
+    let volume_id = host.id("DataVolume");
     let instance = resource(
         "AWS::EC2::Instance",
         json!({
             "ImageId": r#ref("LatestAmiId"),
             "InstanceType": r#ref("InstanceType"),
-            "IamInstanceProfile": r#ref("InstanceProfile"),
+            "IamInstanceProfile": r#ref(&host.id("InstanceProfile")),
             "KeyName": if_("HasKeyPair", r#ref("KeyPairName"), no_value()),
             "NetworkInterfaces": [{
                 "DeviceIndex": "0",
@@ -57,16 +59,16 @@ pub fn add(res: &mut Resources, s: &Settings) {
             "PropagateTagsToVolumeOnCreation": true,
             // TeamImageRepositoryUri: the stack's repository or ExistingTeamImageRepository.
             "UserData": { "Fn::Base64": { "Fn::Sub": [
-                user_data_template(s),
+                user_data_template(s, host),
                 { "TeamImageRepositoryUri": crate::registry::repository_uri() },
             ] } },
-            "Tags": tags(&[name_tag("host")]),
+            "Tags": tags(&[name_tag(&host.name("host"))]),
         }),
     );
     // The user data downloads the .deb: the default route must exist before the host boots.
     let instance = with(instance, "DependsOn", json!("PublicDefaultRoute"));
     res.add(
-        INSTANCE,
+        host.id(INSTANCE),
         skip_checkov(
             instance,
             &[(
@@ -83,23 +85,29 @@ pub fn add(res: &mut Resources, s: &Settings) {
             "Size": r#ref("DataVolumeSize"),
             // Re-creating a deleted stack: start from its final snapshot (the agent mounts a
             // volume that has a filesystem; it formats only a blank one).
-            "SnapshotId": if_("HasDataVolumeSnapshot", r#ref("DataVolumeSnapshotId"), no_value()),
+            // Host 1's only: the snapshot is one volume's data, and another host's volume
+            // from it would carry host 1's developers' homes.
+            "SnapshotId": if host.number == 1 {
+                if_("HasDataVolumeSnapshot", r#ref("DataVolumeSnapshotId"), no_value())
+            } else {
+                no_value()
+            },
             "VolumeType": "gp3",
             "Encrypted": true,
-            "Tags": tags(&[name_tag("data")]),
+            "Tags": tags(&[name_tag(&host.name("data"))]),
         }),
     );
     let volume = with(volume, "DeletionPolicy", json!("Snapshot"));
     let volume = with(volume, "UpdateReplacePolicy", json!("Snapshot"));
-    res.add("DataVolume", volume);
+    res.add(volume_id.clone(), volume);
 
     res.add(
-        "DataVolumeAttachment",
+        host.id("DataVolumeAttachment"),
         resource(
             "AWS::EC2::VolumeAttachment",
             json!({
-                "InstanceId": r#ref("Instance"),
-                "VolumeId": r#ref("DataVolume"),
+                "InstanceId": r#ref(&host.id(INSTANCE)),
+                "VolumeId": r#ref(&volume_id),
                 "Device": DATA_DEVICE,
             }),
         ),

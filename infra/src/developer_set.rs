@@ -5,17 +5,26 @@
 //! per-developer resources, never the instance: CloudFormation updates the parameter in place,
 //! and the agent applies the new set within `developers.poll_interval`.
 //!
-//! One host today (host 1). A standard-tier value holds at most 4 KB; 64 developers take
-//! about 2.4 KB (`tests` below holds that).
+//! Host N's parameter has logical id `HostNDevelopers` and lists the developers host N runs
+//! (`Settings::host_list`). A standard-tier value holds at most 4 KB; 64 developers take
+//! about 2.4 KB, or 4.7 KB with other sizes than the agent's defaults, which then use the
+//! advanced tier (`tests` below holds that).
 
+#[cfg(test)]
 use crate::agent_config::developer_set_toml;
+use crate::agent_config::developer_set_value;
 use crate::cfn::{Resources, resource, sub};
-use crate::settings::Settings;
+use crate::settings::{Host, Settings};
 use csagent_contract::names::developers_parameter;
 use serde_json::{Value, json};
 
 /// Logical id of host 1's developer-set parameter.
 pub const HOST1_DEVELOPERS: &str = "Host1Developers";
+
+/// Logical id of host `n`'s developer-set parameter.
+pub fn parameter_id(n: u32) -> String {
+    format!("Host{n}Developers")
+}
 
 /// The most a standard-tier parameter value may hold (bytes).
 pub const STANDARD_VALUE_LIMIT: usize = 4096;
@@ -34,18 +43,25 @@ pub fn parameter_arn(host: u32) -> Value {
     ))
 }
 
-/// Adds host 1's developer-set parameter with every developer.
-pub fn add(res: &mut Resources, s: &Settings) {
+/// Adds host `host`'s developer-set parameter with its developers.
+pub fn add(res: &mut Resources, s: &Settings, host: &Host) {
+    let value = developer_set_value(s, &host.developers);
+    // Advanced (4 KB..8 KB, charged) only when the value needs it.
+    let tier = if value.len() <= STANDARD_VALUE_LIMIT {
+        "Standard"
+    } else {
+        "Advanced"
+    };
     res.add(
-        HOST1_DEVELOPERS,
+        parameter_id(host.number),
         resource(
             "AWS::SSM::Parameter",
             json!({
-                "Name": parameter_name(1),
+                "Name": parameter_name(host.number),
                 "Type": "String",
-                "Tier": "Standard",
-                "Description": sub("csagent: the developers host 1 of ${ProjectName} runs ([[developer]] tables; the agent polls it)"),
-                "Value": developer_set_toml(&s.developer_list()),
+                "Tier": tier,
+                "Description": sub(format!("csagent: the developers host {} of ${{ProjectName}} runs ([[developer]] tables; the agent polls it)", host.number)),
+                "Value": value,
                 // No Tags: CloudFormation takes them as a map here, and moto (which the
                 // deployment tests run against) fails on a map; the parameter costs
                 // nothing to attribute.

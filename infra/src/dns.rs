@@ -10,7 +10,7 @@ use crate::cfn::{
     Resources, get_att, if_, name_tag, r#ref, resource, skip_checkov, sub, tags, with,
 };
 use crate::naming::developer_host;
-use crate::settings::Settings;
+use crate::settings::Developer;
 use serde_json::{Value, json};
 
 /// The certificate the HTTPS listener uses: ours, or the existing one.
@@ -23,7 +23,7 @@ pub fn listener_certificate_arn() -> Value {
 }
 
 /// Adds the certificate and the developers' records.
-pub fn add(res: &mut Resources, s: &Settings) {
+pub fn add(res: &mut Resources) {
     let certificate = resource(
         "AWS::CertificateManager::Certificate",
         json!({
@@ -47,14 +47,18 @@ pub fn add(res: &mut Resources, s: &Settings) {
             )],
         ),
     );
-    for dev in s.developer_list() {
+}
+
+/// Adds each developer's alias record `devN.<domain>` → the ALB.
+pub fn add_records(res: &mut Resources, developers: &[Developer]) {
+    for dev in developers {
         res.add(
             format!("{}DnsRecord", dev.id()),
             resource(
                 "AWS::Route53::RecordSet",
                 json!({
                     "HostedZoneId": r#ref("HostedZoneId"),
-                    "Name": developer_host(&dev),
+                    "Name": developer_host(dev),
                     "Type": "A",
                     "AliasTarget": {
                         "DNSName": get_att("LoadBalancer", "DNSName"),

@@ -1,5 +1,6 @@
-//! The host's instance role, least privilege:
-//! - Secrets Manager: GetSecretValue and DescribeSecret on `<project>/*` only.
+//! Each host's instance role, least privilege:
+//! - Secrets Manager: GetSecretValue and DescribeSecret on its own developers' secrets only:
+//!   under `<project>/*` and tagged `csagent-host` = its host number (`secrets::HOST_TAG`).
 //!   BatchGetSecretValue has no resource-level permissions (AWS requires `"*"`), but it returns
 //!   only the secrets that GetSecretValue allows. No ListSecrets: the agent asks for its secrets
 //!   by id (`SecretIdList`), which needs no listing.
@@ -11,14 +12,14 @@
 //!   (AWS requires `"*"`), and the token it returns reaches only what the pull actions allow.
 //! - `csagent restore` (see [`restore_statements`]): EC2 volumes from snapshots, scoped by the
 //!   `csagent-restore` tag; the Describe calls it needs have no resource-level permissions.
-//! - ssm:GetParameter on the host's developer-set parameter only (`developer_set`).
+//! - ssm:GetParameter on the host's own developer-set parameter only (`developer_set`).
 //!   AmazonSSMManagedInstanceCore allows GetParameter on `*` as well (Session Manager needs
 //!   it); the statement here says what the agent itself needs.
 //! - s3:GetObject on the .deb only when DebUrl is an s3:// URL.
 //! - AmazonSSMManagedInstanceCore for Session Manager (instead of SSH).
 
 use crate::cfn::{Resources, if_, name_tag, no_value, r#ref, resource, sub, tags, with};
-use crate::settings::Settings;
+use crate::settings::{Host, Settings};
 use crate::{developer_set, registry};
 use csagent_contract::{RESTORE_TAG, metrics};
 use serde_json::{Value, json};
@@ -34,10 +35,15 @@ fn assume_role(service: &str) -> Value {
     })
 }
 
-/// The agent's permissions as one policy document.
-pub fn agent_policy_document() -> Value {
+/// Host `host`'s agent permissions as one policy document.
+pub fn agent_policy_document(host: &Host) -> Value {
     let project_secrets = sub(
         "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${ProjectName}/*",
+    );
+    let mut own_host = serde_json::Map::new();
+    own_host.insert(
+        format!("secretsmanager:ResourceTag/{}", crate::secrets::HOST_TAG),
+        Value::from(host.number.to_string()),
     );
     let project_logs = sub(
         "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/ec2/${ProjectName}/*",
@@ -53,10 +59,12 @@ pub fn agent_policy_document() -> Value {
         "Version": "2012-10-17",
         "Statement": [
             {
-                "Sid": "ReadProjectSecrets",
+                "Sid": "ReadOwnDevelopersSecrets",
                 "Effect": "Allow",
                 "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                 "Resource": project_secrets,
+                // Its own developers' secrets only (each secret is tagged with its host).
+                "Condition": { "StringEquals": own_host },
             },
             {
                 "Sid": "BatchGetSecretsNoResourceLevel",
@@ -82,7 +90,7 @@ pub fn agent_policy_document() -> Value {
                 "Sid": "ReadDeveloperSet",
                 "Effect": "Allow",
                 "Action": "ssm:GetParameter",
-                "Resource": developer_set::parameter_arn(1),
+                "Resource": developer_set::parameter_arn(host.number),
             },
             {
                 "Sid": "EcrTokenNoResourceLevel",
@@ -182,37 +190,48 @@ pub fn restore_statements() -> [Value; 6] {
     ]
 }
 
-/// Adds the instance role and profile, and the AWS Backup service role.
-pub fn add(res: &mut Resources, s: &Settings) {
+/// Adds host `host`'s instance role and profile (`InstanceRole`, `InstanceProfile` for host 1;
+/// `Host2InstanceRole`, … for host 2).
+pub fn add_host(res: &mut Resources, host: &Host) {
     // The role depends on the log groups, so a stack deletion removes the log groups only
     // after the instance (which depends on the role's profile) is terminated. The agent creates
     // a log group it finds missing; were the groups deleted first, a still-running agent would
     // create them again outside the stack, and re-creating the stack would then fail on
     // "already exists".
-    let depends_on = crate::monitoring::log_group_ids(s);
+    let depends_on = crate::monitoring::host_log_group_ids(host);
+    let which = if host.number == 1 {
+        String::new()
+    } else {
+        format!(" {}", host.number)
+    };
     let role = resource(
         "AWS::IAM::Role",
         json!({
-            "Description": sub("csagent host of ${ProjectName}: project secrets, logs, metrics and team image pulls"),
+            "Description": sub(format!("csagent host{which} of ${{ProjectName}}: its developers' secrets, logs, metrics and team image pulls")),
             "AssumeRolePolicyDocument": assume_role("ec2.amazonaws.com"),
             "ManagedPolicyArns": [
                 sub("arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"),
             ],
             "Policies": [{
                 "PolicyName": "csagent",
-                "PolicyDocument": agent_policy_document(),
+                "PolicyDocument": agent_policy_document(host),
             }],
-            "Tags": tags(&[name_tag("host")]),
+            "Tags": tags(&[name_tag(&host.name("host"))]),
         }),
     );
-    res.add("InstanceRole", with(role, "DependsOn", json!(depends_on)));
+    let role_id = host.id("InstanceRole");
+    res.add(role_id.clone(), with(role, "DependsOn", json!(depends_on)));
     res.add(
-        "InstanceProfile",
+        host.id("InstanceProfile"),
         resource(
             "AWS::IAM::InstanceProfile",
-            json!({ "Roles": [r#ref("InstanceRole")] }),
+            json!({ "Roles": [r#ref(&role_id)] }),
         ),
     );
+}
+
+/// Adds the AWS Backup service role (one for every host's volume).
+pub fn add(res: &mut Resources, _s: &Settings) {
     res.add(
         "BackupRole",
         resource(

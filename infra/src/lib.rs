@@ -7,18 +7,29 @@
 //! The developer count and base port shape the resources (one target group, listener rule, DNS
 //! record, log group, alarm and two secrets per developer), so they are command-line options;
 //! everything else is a template Parameter whose default the command line may set.
+//!
+//! Hosts: the capacity model (`capacity`) decides how many developers one host holds; developer
+//! k runs on host ceil(k / per host). The parent template holds everything shared (network,
+//! ALB, topic, dashboard, backup plan, schedules), every host's instance, volume, role,
+//! developer-set parameter, backup selection, alarms and its developers' log groups, and host
+//! 1's developers (secrets, target groups, rules, records, alarms) with the logical ids a
+//! single-host stack always had. Host N ≥ 2's developers are a nested stack `HostNStack`
+//! (`nested`), so adding developers never moves a resource from one stack to another.
 
 pub mod agent_config;
 pub mod backup;
+pub mod capacity;
 pub mod cfn;
 pub mod cli;
 pub mod compute;
 pub mod developer_set;
 pub mod dns;
 pub mod iam;
+pub mod limits;
 pub mod load_balancer;
 pub mod monitoring;
 pub mod naming;
+pub mod nested;
 pub mod network;
 pub mod outputs;
 pub mod parameters;
@@ -31,9 +42,10 @@ pub mod sso;
 pub use agent_config::{
     agent_config_toml, developer_set_toml, sample_agent_config, sample_user_data,
 };
-pub use settings::{MAX_DEVELOPERS, MAX_DEVELOPERS_WITH_ROTATION, OptionError, Settings};
+pub use settings::{Host, MAX_DEVELOPERS, MAX_ENVIRONMENT_DEVELOPERS, OptionError, Settings};
 
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// Output format of the template.
@@ -45,25 +57,141 @@ pub enum Format {
     Yaml,
 }
 
-/// The whole template for `settings` (which must have passed [`Settings::validate`]).
-pub fn build_template(s: &Settings) -> Value {
+/// A child template: host N's developers (N ≥ 2), nested in the parent as `HostNStack`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildTemplate {
+    /// The host it belongs to.
+    pub host: u32,
+    /// File name under `--out-dir` and after `--template-url-prefix`:
+    /// `host-<N>-<first 12 hex digits of the SHA-256 of its compact JSON>.json`, so a changed
+    /// child is a new URL and CloudFormation updates the nested stack.
+    pub file_name: String,
+    /// The template.
+    pub template: Value,
+}
+
+/// The parent template and its children (none for a single host).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Templates {
+    /// The template to deploy.
+    pub parent: Value,
+    /// One per host after the first, in host order.
+    pub children: Vec<ChildTemplate>,
+}
+
+/// Host `host`'s developer resources: two secrets (and a rotation schedule), a target group
+/// on the host's instance, a listener rule, a DNS record and a health alarm each.
+fn add_developer_resources(res: &mut cfn::Resources, s: &Settings, host: &Host) {
+    let instance = host.id(compute::INSTANCE);
+    secrets::add(res, s, host);
+    load_balancer::add_developers(res, &host.developers, &instance);
+    dns::add_records(res, &host.developers);
+    monitoring::add_developer_alarms(res, &host.developers, &instance);
+}
+
+/// First 12 hex digits of the SHA-256 of `text`.
+fn short_hash(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The parent template and the child templates for `settings` (which must have passed
+/// [`Settings::validate`]). CloudFormation's limits are checked by [`limits::check`].
+pub fn build(s: &Settings) -> Templates {
+    let hosts = s.host_list();
+    let instances: Vec<String> = hosts.iter().map(|h| h.id(compute::INSTANCE)).collect();
     let mut res = cfn::Resources::default();
     network::add(&mut res, s);
     iam::add(&mut res, s);
     registry::add(&mut res);
-    secrets::add(&mut res, s);
-    developer_set::add(&mut res, s);
-    compute::add(&mut res, s);
     load_balancer::add(&mut res, s);
-    dns::add(&mut res, s);
-    monitoring::add(&mut res, s);
+    dns::add(&mut res);
+    monitoring::add(&mut res, &instances);
     backup::add(&mut res);
-    schedule::add(&mut res, &[compute::INSTANCE]);
+    let instance_refs: Vec<&str> = instances.iter().map(String::as_str).collect();
+    schedule::add(&mut res, &instance_refs);
     sso::add(&mut res, s);
-    json!({
+    for host in &hosts {
+        iam::add_host(&mut res, host);
+        developer_set::add(&mut res, s, host);
+        compute::add(&mut res, s, host);
+        backup::add_selection(&mut res, host);
+        monitoring::add_host(&mut res, host);
+        schedule::add_idle_stop(&mut res, &host.id(compute::INSTANCE));
+        monitoring::add_developer_log_groups(&mut res, &host.developers);
+        if host.number == 1 {
+            add_developer_resources(&mut res, s, host);
+        }
+    }
+
+    let parameters = parameters::parameters(s);
+    let conditions = parameters::conditions(s);
+    let mappings = schedule::mappings();
+    let empty = serde_json::Map::new();
+    let mut children = Vec::new();
+    let mut stacks = Vec::new();
+    for host in hosts.iter().skip(1) {
+        let mut developers = cfn::Resources::default();
+        add_developer_resources(&mut developers, s, host);
+        let parent = nested::Parent {
+            parameters: parameters.as_object().unwrap_or(&empty),
+            conditions: conditions.as_object().unwrap_or(&empty),
+            mappings: mappings.as_object().unwrap_or(&empty),
+            resources: res.map(),
+        };
+        let (first, last) = match (host.developers.first(), host.developers.last()) {
+            (Some(f), Some(l)) => (f.name.clone(), l.name.clone()),
+            _ => continue,
+        };
+        let child = nested::child(
+            &format!(
+                "csagent environment: developers {first}..{last} of host {} (secrets, target groups, listener rules, DNS records, health alarms); a nested stack of the csagent-infra {} template",
+                host.number,
+                env!("CARGO_PKG_VERSION")
+            ),
+            developers.into_map(),
+            &parent,
+        );
+        let file_name = format!(
+            "host-{}-{}.json",
+            host.number,
+            short_hash(&child.template.to_string())
+        );
+        let stack = cfn::resource(
+            "AWS::CloudFormation::Stack",
+            json!({
+                "TemplateURL": format!("{}{file_name}", s.template_url_prefix),
+                "Parameters": child.parameters,
+            }),
+        );
+        let stack = if child.depends_on.is_empty() {
+            stack
+        } else {
+            cfn::with(stack, "DependsOn", json!(child.depends_on))
+        };
+        stacks.push((host.id("Stack"), stack));
+        children.push(ChildTemplate {
+            host: host.number,
+            file_name,
+            template: child.template,
+        });
+    }
+    for (id, stack) in stacks {
+        res.add(id, stack);
+    }
+
+    let on = if hosts.len() == 1 {
+        "one EC2 host".to_string()
+    } else {
+        format!("{} EC2 hosts ({} per host)", hosts.len(), s.per_host())
+    };
+    let parent = json!({
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": format!(
-            "csagent environment: {} code-server developer(s) on one EC2 host behind an ALB (ports {}-{}), generated by csagent-infra {}",
+            "csagent environment: {} code-server developer(s) on {on} behind an ALB (ports {}-{}), generated by csagent-infra {}",
             s.developers, s.base_port, s.last_port(), env!("CARGO_PKG_VERSION")
         ),
         "Metadata": {
@@ -72,15 +200,24 @@ pub fn build_template(s: &Settings) -> Value {
                 "version": env!("CARGO_PKG_VERSION"),
                 "developers": s.developers,
                 "basePort": s.base_port,
+                "hosts": hosts.len(),
+                "developersPerHost": s.per_host(),
             },
         },
-        "Parameters": parameters::parameters(s),
-        "Mappings": schedule::mappings(),
-        "Conditions": parameters::conditions(s),
+        "Parameters": parameters,
+        "Mappings": mappings,
+        "Conditions": conditions,
         "Rules": sso::rules(),
         "Resources": res.into_value(),
         "Outputs": outputs::outputs(s),
-    })
+    });
+    Templates { parent, children }
+}
+
+/// The parent template for `settings` (which must have passed [`Settings::validate`]); the
+/// whole environment when it has one host.
+pub fn build_template(s: &Settings) -> Value {
+    build(s).parent
 }
 
 /// Why rendering failed (serialisation; not expected for a template this crate built).

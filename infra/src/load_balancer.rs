@@ -5,7 +5,7 @@
 
 use crate::cfn::{Resources, if_, name_tag, no_value, r#ref, resource, skip_checkov, tags, with};
 use crate::naming::developer_host;
-use crate::settings::Settings;
+use crate::settings::{Developer, Settings};
 use serde_json::{Value, json};
 
 /// ALB idle timeout in seconds (code-server keeps a websocket open per window).
@@ -21,8 +21,8 @@ fn attribute(key: &str, value: impl Into<Value>) -> Value {
     json!({ "Key": key, "Value": value.into() })
 }
 
-/// Adds the ALB, its listeners, and per developer a target group and a listener rule.
-pub fn add(res: &mut Resources, s: &Settings) {
+/// Adds the ALB and its listeners.
+pub fn add(res: &mut Resources, _s: &Settings) {
     let alb = resource(
         "AWS::ElasticLoadBalancingV2::LoadBalancer",
         json!({
@@ -101,8 +101,12 @@ pub fn add(res: &mut Resources, s: &Settings) {
             }),
         ),
     );
+}
 
-    for dev in s.developer_list() {
+/// Adds per developer a target group (the host `instance` on the developer's port) and a
+/// listener rule (priority N, `devN.<domain>`).
+pub fn add_developers(res: &mut Resources, developers: &[Developer], instance: &str) {
+    for dev in developers {
         let tg = format!("{}TargetGroup", dev.id());
         res.add(
             tg.clone(),
@@ -114,7 +118,7 @@ pub fn add(res: &mut Resources, s: &Settings) {
                     "Protocol": "HTTP",
                     "ProtocolVersion": "HTTP1",
                     "Port": dev.port,
-                    "Targets": [{ "Id": r#ref("Instance"), "Port": dev.port }],
+                    "Targets": [{ "Id": r#ref(instance), "Port": dev.port }],
                     "HealthCheckEnabled": true,
                     "HealthCheckProtocol": "HTTP",
                     "HealthCheckPath": HEALTH_CHECK_PATH,
@@ -143,7 +147,7 @@ pub fn add(res: &mut Resources, s: &Settings) {
                     "Priority": dev.number,
                     "Conditions": [{
                         "Field": "host-header",
-                        "HostHeaderConfig": { "Values": [developer_host(&dev)] },
+                        "HostHeaderConfig": { "Values": [developer_host(dev)] },
                     }],
                     // With SSO: authenticate (Order 1), then forward (Order 2).
                     "Actions": crate::sso::rule_actions(

@@ -9,7 +9,7 @@
 
 use crate::cfn::{Resources, name_tag, r#ref, resource, skip_checkov, sub, tags, with};
 use crate::naming::{agent_log_group, container_log_group, docker_log_group, system_log_group};
-use crate::settings::{Developer, Settings};
+use crate::settings::{Developer, Host, Settings};
 use csagent_contract::DATA_MOUNT;
 use csagent_contract::metrics::{
     ACTIVE, AGENT_HEARTBEAT, CONTAINER_HEALTHY, CONTAINER_RUNNING, DEVELOPER_METRICS,
@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 
 const LOG_KMS_REASON: &str = "Log groups use CloudWatch Logs' default encryption at rest; a customer managed KMS key would add cost and a key policy for the logs service without narrowing who can read them.";
 
-fn instance_dimension() -> Value {
-    json!({ "Name": DIM_INSTANCE, "Value": r#ref("Instance") })
+fn instance_dimension(instance: &str) -> Value {
+    json!({ "Name": DIM_INSTANCE, "Value": r#ref(instance) })
 }
 
 struct AlarmSpec<'a> {
@@ -81,36 +81,53 @@ pub fn log_group_ids(s: &Settings) -> Vec<String> {
         .collect()
 }
 
-/// Adds log groups, the alarm topic, alarms and the dashboard.
-pub fn add(res: &mut Resources, s: &Settings) {
-    // Log groups are deleted with the stack, explicitly (a kept group would block re-creating
-    // the stack; logs worth keeping longer get a longer LogRetentionDays, not a Retain).
-    let log_group = |name: Value, extra: &[(&str, Value)]| {
-        let group = resource(
-            "AWS::Logs::LogGroup",
-            json!({
-                "LogGroupName": name,
-                "RetentionInDays": r#ref("LogRetentionDays"),
-                "Tags": tags(extra),
-            }),
-        );
-        let group = with(group, "DeletionPolicy", json!("Delete"));
-        let group = with(group, "UpdateReplacePolicy", json!("Delete"));
-        skip_checkov(group, &[("CKV_AWS_158", LOG_KMS_REASON)])
-    };
-    res.add(AGENT_LOG_GROUP_ID, log_group(agent_log_group(), &[]));
-    // The agent's host-log shipper writes these (the role's logs statement covers them).
-    res.add(SYSTEM_LOG_GROUP_ID, log_group(system_log_group(), &[]));
-    res.add(DOCKER_LOG_GROUP_ID, log_group(docker_log_group(), &[]));
-    for dev in s.developer_list() {
+/// Logical ids of the log groups host `host` writes: the shared agent and host-log groups
+/// and its developers' container groups.
+pub fn host_log_group_ids(host: &Host) -> Vec<String> {
+    [AGENT_LOG_GROUP_ID, SYSTEM_LOG_GROUP_ID, DOCKER_LOG_GROUP_ID]
+        .into_iter()
+        .map(str::to_string)
+        .chain(host.developers.iter().map(developer_log_group_id))
+        .collect()
+}
+
+/// A log group, deleted with the stack, explicitly (a kept group would block re-creating the
+/// stack; logs worth keeping longer get a longer LogRetentionDays, not a Retain).
+fn log_group(name: Value, extra: &[(&str, Value)]) -> Value {
+    let group = resource(
+        "AWS::Logs::LogGroup",
+        json!({
+            "LogGroupName": name,
+            "RetentionInDays": r#ref("LogRetentionDays"),
+            "Tags": tags(extra),
+        }),
+    );
+    let group = with(group, "DeletionPolicy", json!("Delete"));
+    let group = with(group, "UpdateReplacePolicy", json!("Delete"));
+    skip_checkov(group, &[("CKV_AWS_158", LOG_KMS_REASON)])
+}
+
+/// Adds the developers' container log groups. They stay in the parent stack for every host:
+/// the host's role depends on them, so a deletion removes them after the instance.
+pub fn add_developer_log_groups(res: &mut Resources, developers: &[Developer]) {
+    for dev in developers {
         res.add(
-            developer_log_group_id(&dev),
+            developer_log_group_id(dev),
             log_group(
-                container_log_group(&dev),
+                container_log_group(dev),
                 &[("Developer", Value::from(dev.name.clone()))],
             ),
         );
     }
+}
+
+/// Adds the shared log groups, the alarm topic and the dashboard of every host (`instances`:
+/// the hosts' instance logical ids).
+pub fn add(res: &mut Resources, instances: &[String]) {
+    res.add(AGENT_LOG_GROUP_ID, log_group(agent_log_group(), &[]));
+    // The agent's host-log shipper writes these (the role's logs statement covers them).
+    res.add(SYSTEM_LOG_GROUP_ID, log_group(system_log_group(), &[]));
+    res.add(DOCKER_LOG_GROUP_ID, log_group(docker_log_group(), &[]));
 
     res.add(
         "AlarmTopic",
@@ -143,14 +160,36 @@ pub fn add(res: &mut Resources, s: &Settings) {
             json!("HasAlarmEmail"),
         ),
     );
-
     res.add(
-        "HighCpuAlarm",
+        "Dashboard",
+        resource(
+            "AWS::CloudWatch::Dashboard",
+            json!({
+                "DashboardName": sub("${ProjectName}-${AWS::Region}"),
+                "DashboardBody": sub(dashboard_body(instances)),
+            }),
+        ),
+    );
+}
+
+/// Adds host `host`'s alarms (CPU, data disk, disk quota, memory, agent heartbeat; ids as
+/// before for host 1, `Host2HighCpuAlarm`, … for host 2).
+pub fn add_host(res: &mut Resources, host: &Host) {
+    let instance = host.id("Instance");
+    let instance = instance.as_str();
+    // "${ProjectName}" for host 1 (as before), "${ProjectName} host 2" for the others.
+    let who = if host.number == 1 {
+        "${ProjectName}".to_string()
+    } else {
+        format!("${{ProjectName}} host {}", host.number)
+    };
+    res.add(
+        host.id("HighCpuAlarm"),
         alarm(AlarmSpec {
-            description: sub("${ProjectName}: host CPU above 80% for 10 minutes"),
+            description: sub(format!("{who}: host CPU above 80% for 10 minutes")),
             namespace: "AWS/EC2",
             metric: "CPUUtilization",
-            dimensions: json!([instance_dimension()]),
+            dimensions: json!([instance_dimension(instance)]),
             statistic: "Average",
             period: 300,
             evaluation_periods: 2,
@@ -161,14 +200,14 @@ pub fn add(res: &mut Resources, s: &Settings) {
         }),
     );
     res.add(
-        "DataDiskAlarm",
+        host.id("DataDiskAlarm"),
         alarm(AlarmSpec {
             description: sub(format!(
-                "${{ProjectName}}: data volume {DATA_MOUNT} more than 85% used"
+                "{who}: data volume {DATA_MOUNT} more than 85% used"
             )),
             namespace: NAMESPACE,
             metric: DISK_USED_PERCENT,
-            dimensions: json!([instance_dimension(), { "Name": DIM_PATH, "Value": DATA_MOUNT }]),
+            dimensions: json!([instance_dimension(instance), { "Name": DIM_PATH, "Value": DATA_MOUNT }]),
             statistic: "Maximum",
             period: 300,
             evaluation_periods: 1,
@@ -178,14 +217,16 @@ pub fn add(res: &mut Resources, s: &Settings) {
             extra_tags: vec![],
         }),
     );
-    res.add("DiskQuotaAlarm", disk_quota_alarm());
+    res.add(host.id("DiskQuotaAlarm"), disk_quota_alarm(instance, &who));
     res.add(
-        "MemoryAlarm",
+        host.id("MemoryAlarm"),
         alarm(AlarmSpec {
-            description: sub("${ProjectName}: host memory more than 90% used for 10 minutes"),
+            description: sub(format!(
+                "{who}: host memory more than 90% used for 10 minutes"
+            )),
             namespace: NAMESPACE,
             metric: MEM_USED_PERCENT,
-            dimensions: json!([instance_dimension()]),
+            dimensions: json!([instance_dimension(instance)]),
             statistic: "Average",
             period: 300,
             evaluation_periods: 2,
@@ -196,14 +237,14 @@ pub fn add(res: &mut Resources, s: &Settings) {
         }),
     );
     res.add(
-        "AgentHeartbeatAlarm",
+        host.id("AgentHeartbeatAlarm"),
         alarm(AlarmSpec {
-            description: sub(
-                "${ProjectName}: no agent_heartbeat for 5 minutes (agent dead, host stopped or CloudWatch unreachable)",
-            ),
+            description: sub(format!(
+                "{who}: no agent_heartbeat for 5 minutes (agent dead, host stopped or CloudWatch unreachable)",
+            )),
             namespace: NAMESPACE,
             metric: AGENT_HEARTBEAT,
-            dimensions: json!([instance_dimension()]),
+            dimensions: json!([instance_dimension(instance)]),
             statistic: "Sum",
             period: 60,
             evaluation_periods: 5,
@@ -213,7 +254,12 @@ pub fn add(res: &mut Resources, s: &Settings) {
             extra_tags: vec![],
         }),
     );
-    for dev in s.developer_list() {
+}
+
+/// Adds each developer's container health alarm (on the metrics of `instance`, the logical
+/// id of the host that runs them).
+pub fn add_developer_alarms(res: &mut Resources, developers: &[Developer], instance: &str) {
+    for dev in developers {
         res.add(
             format!("{}ContainerHealthAlarm", dev.id()),
             alarm(AlarmSpec {
@@ -224,7 +270,7 @@ pub fn add(res: &mut Resources, s: &Settings) {
                 namespace: NAMESPACE,
                 metric: CONTAINER_HEALTHY,
                 dimensions: json!([
-                    instance_dimension(),
+                    instance_dimension(instance),
                     { "Name": DIM_DEVELOPER, "Value": dev.name },
                 ]),
                 statistic: "Maximum",
@@ -238,32 +284,21 @@ pub fn add(res: &mut Resources, s: &Settings) {
             }),
         );
     }
-
-    res.add(
-        "Dashboard",
-        resource(
-            "AWS::CloudWatch::Dashboard",
-            json!({
-                "DashboardName": sub("${ProjectName}-${AWS::Region}"),
-                "DashboardBody": sub(dashboard_body()),
-            }),
-        ),
-    );
 }
 
 /// The fullest developer home, as a share of its disk quota, on this stack's
 /// instance. The agent sends `disk_quota_used_percent` only while a quota is in
 /// force (`containers.disk_quota`), so without one the alarm has no data and
 /// stays OK.
-fn disk_quota_alarm() -> Value {
+fn disk_quota_alarm(instance: &str, who: &str) -> Value {
     let query = format!(
-        "SELECT MAX({DISK_QUOTA_USED_PERCENT}) FROM SCHEMA(\"{NAMESPACE}\", {DIM_DEVELOPER}, {DIM_INSTANCE}) WHERE {DIM_INSTANCE} = '${{Instance}}'"
+        "SELECT MAX({DISK_QUOTA_USED_PERCENT}) FROM SCHEMA(\"{NAMESPACE}\", {DIM_DEVELOPER}, {DIM_INSTANCE}) WHERE {DIM_INSTANCE} = '${{{instance}}}'"
     );
     resource(
         "AWS::CloudWatch::Alarm",
         json!({
             "AlarmDescription": sub(format!(
-                "${{ProjectName}}: a developer's home holds {DISK_QUOTA_ALARM_PERCENT:.0}% or more of its disk quota (csagent status shows whose)"
+                "{who}: a developer's home holds {DISK_QUOTA_ALARM_PERCENT:.0}% or more of its disk quota (csagent status shows whose)"
             )),
             "Metrics": [{
                 "Id": "fullest",
@@ -283,16 +318,26 @@ fn disk_quota_alarm() -> Value {
     )
 }
 
-/// A metric line `[namespace, name, dim, value, ...]` for the dashboard.
-fn host_metric(metric: &str, extra: &[&str]) -> Value {
-    let mut line = vec![
-        Value::from(NAMESPACE),
-        Value::from(metric),
-        Value::from(DIM_INSTANCE),
-        Value::from("${Instance}"),
-    ];
-    line.extend(extra.iter().map(|v| Value::from(*v)));
-    Value::Array(line)
+/// One metric line `[namespace, name, dim, value, ...]` per host for the dashboard.
+fn host_metric(instances: &[String], metric: &str, extra: &[&str]) -> Vec<Value> {
+    instances
+        .iter()
+        .map(|instance| {
+            let mut line = vec![
+                Value::from(NAMESPACE),
+                Value::from(metric),
+                Value::from(DIM_INSTANCE),
+                Value::from(format!("${{{instance}}}")),
+            ];
+            line.extend(extra.iter().map(|v| Value::from(*v)));
+            Value::Array(line)
+        })
+        .collect()
+}
+
+/// The lines of several [`host_metric`] calls, in order.
+fn lines(groups: &[Vec<Value>]) -> Value {
+    Value::Array(groups.concat())
 }
 
 fn widget(x: u32, y: u32, title: &str, metrics: Value, extra: Value) -> Value {
@@ -313,10 +358,20 @@ fn widget(x: u32, y: u32, title: &str, metrics: Value, extra: Value) -> Value {
 }
 
 /// A per-developer graph: one line per developer through a SEARCH expression, so the graph
-/// follows the developer count without listing every developer.
-fn developer_widget(x: u32, y: u32, metric: &str, stat: &str) -> Value {
+/// follows the developer count without listing every developer; with more than one host the
+/// search takes any of their instance ids.
+fn developer_widget(x: u32, y: u32, metric: &str, stat: &str, instances: &[String]) -> Value {
+    let hosts: Vec<String> = instances
+        .iter()
+        .map(|i| format!("{DIM_INSTANCE}=\"${{{i}}}\""))
+        .collect();
+    let hosts = if hosts.len() == 1 {
+        hosts.concat()
+    } else {
+        format!("({})", hosts.join(" OR "))
+    };
     let expression = format!(
-        "SEARCH('{{{NAMESPACE},{DIM_INSTANCE},{DIM_DEVELOPER}}} MetricName=\"{metric}\" {DIM_INSTANCE}=\"${{Instance}}\"', '{stat}', 60)"
+        "SEARCH('{{{NAMESPACE},{DIM_INSTANCE},{DIM_DEVELOPER}}} MetricName=\"{metric}\" {hosts}', '{stat}', 60)"
     );
     widget(
         x,
@@ -327,24 +382,37 @@ fn developer_widget(x: u32, y: u32, metric: &str, stat: &str) -> Value {
     )
 }
 
-/// The dashboard body as a `Fn::Sub` template (`${Instance}`, `${AWS::Region}`).
-pub fn dashboard_body() -> String {
+/// The dashboard body as a `Fn::Sub` template (`${Instance}`, `${Host2Instance}`, …,
+/// `${AWS::Region}`): every graph has a line per host (`instances`: their logical ids).
+pub fn dashboard_body(instances: &[String]) -> String {
+    let h = |metric: &str, extra: &[&str]| host_metric(instances, metric, extra);
+    let cpu: Vec<Value> = instances
+        .iter()
+        .map(|i| {
+            json!([
+                "AWS/EC2",
+                "CPUUtilization",
+                "InstanceId",
+                format!("${{{i}}}")
+            ])
+        })
+        .collect();
     let mut widgets = vec![
         widget(
             0,
             0,
             "Host CPU (AWS/EC2)",
-            json!([["AWS/EC2", "CPUUtilization", "InstanceId", "${Instance}"]]),
+            Value::Array(cpu),
             json!({ "yAxis": { "left": { "min": 0, "max": 100 } } }),
         ),
         widget(
             12,
             0,
             "Host memory and disk used %",
-            json!([
-                host_metric(MEM_USED_PERCENT, &[]),
-                host_metric(DISK_USED_PERCENT, &[DIM_PATH, DATA_MOUNT]),
-                host_metric(DISK_USED_PERCENT, &[DIM_PATH, "/"]),
+            lines(&[
+                h(MEM_USED_PERCENT, &[]),
+                h(DISK_USED_PERCENT, &[DIM_PATH, DATA_MOUNT]),
+                h(DISK_USED_PERCENT, &[DIM_PATH, "/"]),
             ]),
             json!({ "yAxis": { "left": { "min": 0, "max": 100 } } }),
         ),
@@ -352,9 +420,9 @@ pub fn dashboard_body() -> String {
             0,
             6,
             "Disk free (bytes)",
-            json!([
-                host_metric(DISK_FREE, &[DIM_PATH, DATA_MOUNT]),
-                host_metric(DISK_FREE, &[DIM_PATH, "/"]),
+            lines(&[
+                h(DISK_FREE, &[DIM_PATH, DATA_MOUNT]),
+                h(DISK_FREE, &[DIM_PATH, "/"]),
             ]),
             json!({}),
         ),
@@ -362,27 +430,21 @@ pub fn dashboard_body() -> String {
             12,
             6,
             "Developers healthy / active",
-            json!([
-                host_metric(DEVELOPERS_HEALTHY, &[]),
-                host_metric(DEVELOPERS_ACTIVE, &[]),
-            ]),
+            lines(&[h(DEVELOPERS_HEALTHY, &[]), h(DEVELOPERS_ACTIVE, &[])]),
             json!({}),
         ),
         widget(
             0,
             12,
             "Agent heartbeat",
-            json!([host_metric(AGENT_HEARTBEAT, &[])]),
+            lines(&[h(AGENT_HEARTBEAT, &[])]),
             json!({ "stat": "Sum" }),
         ),
         widget(
             12,
             12,
             "Agent lag (seconds)",
-            json!([
-                host_metric(SECRETS_STALENESS_SECONDS, &[]),
-                host_metric(LOG_LAG_SECONDS, &[]),
-            ]),
+            lines(&[h(SECRETS_STALENESS_SECONDS, &[]), h(LOG_LAG_SECONDS, &[])]),
             json!({ "stat": "Maximum" }),
         ),
     ];
@@ -394,7 +456,7 @@ pub fn dashboard_body() -> String {
             _ => "Average",
         };
         let x = if i % 2 == 0 { 0 } else { 12 };
-        widgets.push(developer_widget(x, y, metric, stat));
+        widgets.push(developer_widget(x, y, metric, stat, instances));
         if i % 2 == 1 {
             y += 6;
         }

@@ -30,6 +30,26 @@ pub fn outputs(s: &Settings) -> Value {
         "DataVolumeId".into(),
         json!({ "Description": "Id of the data volume (the agent's volume_id)", "Value": r#ref("DataVolume") }),
     );
+    for host in s.host_list().iter().skip(1) {
+        let (first, last) = match (host.developers.first(), host.developers.last()) {
+            (Some(f), Some(l)) => (f.name.clone(), l.name.clone()),
+            _ => continue,
+        };
+        o.insert(
+            host.id("InstanceId"),
+            json!({
+                "Description": format!("Id of code-server host {} ({first}..{last})", host.number),
+                "Value": r#ref(&host.id("Instance")),
+            }),
+        );
+        o.insert(
+            host.id("DataVolumeId"),
+            json!({
+                "Description": format!("Id of host {}'s data volume", host.number),
+                "Value": r#ref(&host.id("DataVolume")),
+            }),
+        );
+    }
     o.insert(
         "TeamImageRepositoryUri".into(),
         json!({

@@ -57,14 +57,24 @@ pub fn parameters(s: &Settings) -> Value {
             "1-128 tag-safe characters",
         ),
     );
+    // Only types that hold the developers per host (capacity model): a deploy-time override
+    // cannot put more on a host than it holds.
+    let size = crate::capacity::DeveloperSize::of(s);
+    let on_one = s.per_host().min(s.developers);
+    let fitting: Vec<&str> = crate::capacity::INSTANCE_TYPES
+        .iter()
+        .filter(|t| crate::capacity::check(**t, size, on_one).is_ok())
+        .map(|t| t.name)
+        .collect();
     p.insert(
         "InstanceType".into(),
-        string_param(
-            "EC2 instance type of the host (x86_64: the AMI is amd64).",
-            &s.instance_type,
-            validate::INSTANCE_TYPE_PATTERN,
-            "an instance type such as t3.2xlarge",
-        ),
+        json!({
+            "Type": "String",
+            "Description": format!("EC2 instance type of the host(s) (x86_64: the AMI is amd64); the types that hold {on_one} developer(s) by infra's capacity model."),
+            "Default": s.instance_type,
+            "AllowedValues": fitting,
+            "ConstraintDescription": "an instance type from infra's capacity table that holds the developers per host",
+        }),
     );
     p.insert(
         "LatestAmiId".into(),

@@ -206,8 +206,8 @@ pub fn idle_stop_alarm(instance: &str) -> Value {
     with(alarm, "Condition", json!("IdleStop"))
 }
 
-/// Adds the schedules, their role and one idle-stop alarm per host in `instances` (logical ids
-/// of `AWS::EC2::Instance` resources).
+/// Adds the schedules and their role for every host in `instances` (logical ids of
+/// `AWS::EC2::Instance` resources). Each host adds its idle-stop alarm: [`add_idle_stop`].
 pub fn add(res: &mut Resources, instances: &[&str]) {
     res.add(ROLE, role(instances));
     res.add(
@@ -230,7 +230,9 @@ pub fn add(res: &mut Resources, instances: &[&str]) {
             instances,
         ),
     );
-    for instance in instances {
-        res.add(idle_stop_alarm_id(instance), idle_stop_alarm(instance));
-    }
+}
+
+/// Adds the idle-stop alarm of the host `instance`.
+pub fn add_idle_stop(res: &mut Resources, instance: &str) {
+    res.add(idle_stop_alarm_id(instance), idle_stop_alarm(instance));
 }

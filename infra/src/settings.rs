@@ -1,24 +1,24 @@
 //! Validated settings: what the command line asks for, checked once, so every template module
-//! can trust its input. Errors name the option at fault (`--developers: must be 1..=64`).
+//! can trust its input. Errors name the option at fault (`--developers: must be 1..=100`).
 
 use csagent_contract::LOG_RETENTION_DAYS;
 use csagent_contract::validate::{self, CidrError};
 use std::fmt;
 
-/// Most developers one template supports (see the contract for why).
+/// Most developers one host's agent serves (see the contract).
 pub use csagent_contract::MAX_DEVELOPERS;
 
-/// Most developers with --password-rotation-lambda-arn: a RotationSchedule each
-/// adds one resource per developer (56 developers use 500 resources, counting every
-/// conditional resource: the schedule's, the optional SSO's, the host log groups, the quota alarm).
-pub const MAX_DEVELOPERS_WITH_ROTATION: u32 = 56;
+/// Most developers one environment (one ALB) serves (see the contract for why).
+pub use csagent_contract::MAX_ENVIRONMENT_DEVELOPERS;
+
+use crate::capacity::{self, DeveloperSize};
 
 /// A bad command-line value: which option, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptionError {
     /// The option as typed, e.g. `--developers`.
     pub option: &'static str,
-    /// What is wrong, e.g. `must be 1..=64 (got 0)`.
+    /// What is wrong, e.g. `must be 1..=100 (got 0)`.
     pub message: String,
 }
 
@@ -57,6 +57,18 @@ pub(crate) fn check(
 pub struct Settings {
     /// Number of developers, `dev1..devN`.
     pub developers: u32,
+    /// Developers per host; 0: as many as the capacity model lets `instance_type` hold.
+    /// Developer k runs on host ceil(k / per host).
+    pub developers_per_host: u32,
+    /// Memory limit of each developer's container, GiB.
+    pub developer_memory_gib: u32,
+    /// Soft memory reservation of each developer's container, GiB.
+    pub developer_memory_reservation_gib: u32,
+    /// CPU limit of each developer's container, thousandths of a CPU.
+    pub developer_cpu_millis: u32,
+    /// URL prefix (ending in '/') the child templates of hosts 2.. are uploaded under;
+    /// empty: a single host only.
+    pub template_url_prefix: String,
     /// Port of `dev1`; developer N listens on `base_port + N - 1`.
     pub base_port: u16,
     /// Parent domain; developer N is served at `dev<N>.<domain>`.
@@ -133,6 +145,12 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             developers: 8,
+            developers_per_host: 0,
+            developer_memory_gib: csagent_contract::DEFAULT_DEVELOPER_MEMORY_GIB,
+            developer_memory_reservation_gib:
+                csagent_contract::DEFAULT_DEVELOPER_MEMORY_RESERVATION_GIB,
+            developer_cpu_millis: csagent_contract::DEFAULT_DEVELOPER_CPU_MILLIS,
+            template_url_prefix: String::new(),
             base_port: 8443,
             domain: "dev.example.com".into(),
             hosted_zone_id: "Z1234567890ABC".into(),
@@ -169,10 +187,13 @@ impl Default for Settings {
 impl Settings {
     /// Checks every field; the first problem found is returned, naming its option.
     pub fn validate(&self) -> Result<(), OptionError> {
-        if !(1..=MAX_DEVELOPERS).contains(&self.developers) {
+        if !(1..=MAX_ENVIRONMENT_DEVELOPERS).contains(&self.developers) {
             return Err(bad(
                 "--developers",
-                format!("must be 1..={MAX_DEVELOPERS} (got {})", self.developers),
+                format!(
+                    "must be 1..={MAX_ENVIRONMENT_DEVELOPERS} (got {}); one ALB takes at most 100 listener rules and target groups",
+                    self.developers
+                ),
             ));
         }
         let last_port = u32::from(self.base_port) + self.developers - 1;
@@ -291,17 +312,6 @@ impl Settings {
             "must be a Lambda function ARN, arn:aws:lambda:REGION:ACCOUNT:function:NAME",
             &self.password_rotation_lambda_arn,
         )?;
-        if !self.password_rotation_lambda_arn.is_empty()
-            && self.developers > MAX_DEVELOPERS_WITH_ROTATION
-        {
-            return Err(bad(
-                "--password-rotation-lambda-arn",
-                format!(
-                    "supports at most {MAX_DEVELOPERS_WITH_ROTATION} developers (a rotation schedule each; a stack holds at most 500 resources), got --developers {}",
-                    self.developers
-                ),
-            ));
-        }
         if !(1..=1000).contains(&self.password_rotation_days) {
             return Err(bad(
                 "--password-rotation-days",
@@ -354,6 +364,31 @@ impl Settings {
             &self.data_volume_snapshot_id,
         )?;
         self.sso.validate()?;
+        self.validate_capacity()?;
+        if self.hosts() > 1 {
+            check(
+                !self.template_url_prefix.is_empty(),
+                "--template-url-prefix",
+                &format!(
+                    "is required for {} hosts: hosts 2.. are nested stacks whose templates CloudFormation reads from S3 (e.g. https://my-bucket.s3.ap-southeast-7.amazonaws.com/csagent/)",
+                    self.hosts()
+                ),
+                &self.template_url_prefix,
+            )?;
+        }
+        check(
+            self.template_url_prefix.is_empty()
+                || (self.template_url_prefix.starts_with("https://")
+                    && self.template_url_prefix.ends_with('/')
+                    && self.template_url_prefix.len() <= 900
+                    && !self
+                        .template_url_prefix
+                        .chars()
+                        .any(|c| c.is_whitespace() || c == '"' || c == '\\')),
+            "--template-url-prefix",
+            "must be an https:// URL ending in '/' (the S3 folder the child templates are uploaded to)",
+            &self.template_url_prefix,
+        )?;
         if !self.ami_ssm_parameter.starts_with('/')
             || self.ami_ssm_parameter.len() > 2048
             || !self
@@ -367,6 +402,116 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// The developer sizes and the per-host count against the capacity model.
+    fn validate_capacity(&self) -> Result<(), OptionError> {
+        if !(1..=1024).contains(&self.developer_memory_gib) {
+            return Err(bad(
+                "--developer-memory-gib",
+                format!("must be 1..=1024 (got {})", self.developer_memory_gib),
+            ));
+        }
+        if !(1..=self.developer_memory_gib).contains(&self.developer_memory_reservation_gib) {
+            return Err(bad(
+                "--developer-memory-reservation-gib",
+                format!(
+                    "must be 1..=--developer-memory-gib ({}) (got {})",
+                    self.developer_memory_gib, self.developer_memory_reservation_gib
+                ),
+            ));
+        }
+        if !(10..=64_000).contains(&self.developer_cpu_millis) {
+            return Err(bad(
+                "--developer-cpus",
+                format!(
+                    "must be 0.01..=64 (got {})",
+                    capacity::cpus_text(self.developer_cpu_millis)
+                ),
+            ));
+        }
+        let Some(host) = capacity::instance_type(&self.instance_type) else {
+            let known: Vec<&str> = capacity::INSTANCE_TYPES.iter().map(|t| t.name).collect();
+            return Err(bad(
+                "--instance-type",
+                format!(
+                    "{:?} is not in the capacity table (infra/src/capacity.rs); one of: {}",
+                    self.instance_type,
+                    known.join(", ")
+                ),
+            ));
+        };
+        let size = DeveloperSize::of(self);
+        if self.developers_per_host == 0 {
+            // Automatic: as many as fit, so at least one must.
+            if let Err(why) = capacity::check(host, size, 1) {
+                return Err(bad(
+                    "--instance-type",
+                    format!("cannot hold one developer: {why}; use a larger --instance-type"),
+                ));
+            }
+            return Ok(());
+        }
+        if self.developers_per_host > MAX_DEVELOPERS {
+            return Err(bad(
+                "--developers-per-host",
+                format!(
+                    "must be 1..={MAX_DEVELOPERS} (the agent's bound; got {})",
+                    self.developers_per_host
+                ),
+            ));
+        }
+        // Only the developers a host really runs count (8 developers with a per-host
+        // bound of 10 put 8 on the host).
+        let on_one = self.developers_per_host.min(self.developers);
+        if let Err(why) = capacity::check(host, size, on_one) {
+            let most = capacity::most(host, size, MAX_DEVELOPERS);
+            let hint = if most == 0 {
+                "use a larger --instance-type or smaller developers".to_string()
+            } else {
+                format!("use --developers-per-host {most} or a larger --instance-type")
+            };
+            return Err(bad("--developers-per-host", format!("{why}; {hint}")));
+        }
+        Ok(())
+    }
+
+    /// Developers per host: `developers_per_host`, or the most `instance_type` holds (at most
+    /// the agent's bound). 1 when the settings are invalid (call [`Settings::validate`]).
+    pub fn per_host(&self) -> u32 {
+        if self.developers_per_host > 0 {
+            return self.developers_per_host;
+        }
+        capacity::instance_type(&self.instance_type)
+            .map(|t| capacity::most(t, DeveloperSize::of(self), MAX_DEVELOPERS))
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// Number of hosts: ceil(developers / per host).
+    pub fn hosts(&self) -> u32 {
+        self.developers.div_ceil(self.per_host())
+    }
+
+    /// The host developer `n` runs on: ceil(n / per host). Adding developers never changes
+    /// it for an existing one.
+    pub fn host_of(&self, n: u32) -> u32 {
+        n.div_ceil(self.per_host())
+    }
+
+    /// The hosts, each with its developers.
+    pub fn host_list(&self) -> Vec<Host> {
+        let all = self.developer_list();
+        (1..=self.hosts())
+            .map(|number| Host {
+                number,
+                developers: all
+                    .iter()
+                    .filter(|d| self.host_of(d.number) == number)
+                    .cloned()
+                    .collect(),
+            })
+            .collect()
     }
 
     /// Port of developer `n` (1-based).
@@ -390,6 +535,36 @@ impl Settings {
     /// The last developer's port.
     pub fn last_port(&self) -> u16 {
         self.port(self.developers)
+    }
+}
+
+/// One host and the developers it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// 1-based: names the developer-set parameter `host-<N>`.
+    pub number: u32,
+    /// Its developers, in order.
+    pub developers: Vec<Developer>,
+}
+
+impl Host {
+    /// Logical id of this host's copy of a per-host resource: host 1 keeps the ids a
+    /// single-host stack always had (`Instance`), host N gets `HostN<id>` (`Host2Instance`).
+    pub fn id(&self, base: &str) -> String {
+        if self.number == 1 {
+            base.to_string()
+        } else {
+            format!("Host{}{base}", self.number)
+        }
+    }
+
+    /// `Name` tag suffix: `host` for host 1 (as before), `host-2`, …
+    pub fn name(&self, base: &str) -> String {
+        if self.number == 1 {
+            base.to_string()
+        } else {
+            format!("{base}-{}", self.number)
+        }
     }
 }
 
@@ -458,11 +633,24 @@ mod tests {
     #[test]
     fn developers_range() {
         assert_eq!(option_of(with(|s| s.developers = 0)), "--developers");
-        assert_eq!(option_of(with(|s| s.developers = 65)), "--developers");
+        assert_eq!(option_of(with(|s| s.developers = 101)), "--developers");
         assert_eq!(option_of(with(|s| s.developers = 1)), "ok");
-        assert_eq!(option_of(with(|s| s.developers = 64)), "ok");
+        let many = |s: &mut Settings| {
+            s.developers = 100;
+            s.template_url_prefix = "https://b.s3.amazonaws.com/t/".into();
+        };
+        assert_eq!(option_of(with(many)), "ok");
         let e = with(|s| s.developers = 0).unwrap_err();
-        assert_eq!(e.to_string(), "--developers: must be 1..=64 (got 0)");
+        assert!(
+            e.to_string()
+                .starts_with("--developers: must be 1..=100 (got 0)"),
+            "{e}"
+        );
+        // More than one host needs the URL the child templates are read from.
+        assert_eq!(
+            option_of(with(|s| s.developers = 11)),
+            "--template-url-prefix"
+        );
     }
 
     #[test]
@@ -653,5 +841,89 @@ mod tests {
             "--log-retention-days"
         );
         assert_eq!(option_of(with(|s| s.log_retention_days = 365)), "ok");
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    fn hosts_of(developers: u32, per_host: u32) -> Vec<Vec<u32>> {
+        let s = Settings {
+            developers,
+            developers_per_host: per_host,
+            ..Settings::default()
+        };
+        s.host_list()
+            .iter()
+            .map(|h| h.developers.iter().map(|d| d.number).collect())
+            .collect()
+    }
+
+    #[test]
+    fn developer_k_runs_on_host_ceil_k_over_per_host() {
+        assert_eq!(hosts_of(8, 0), vec![(1..=8).collect::<Vec<_>>()]);
+        // The default t3.2xlarge holds 10 (capacity model): 9 still fit one host.
+        assert_eq!(hosts_of(9, 0).len(), 1);
+        assert_eq!(hosts_of(40, 0).len(), 4);
+        assert_eq!(hosts_of(100, 0).len(), 10);
+        assert_eq!(hosts_of(40, 8).len(), 5);
+        assert_eq!(
+            hosts_of(17, 8),
+            vec![(1..=8).collect::<Vec<_>>(), (9..=16).collect(), vec![17]]
+        );
+    }
+
+    #[test]
+    fn adding_developers_never_moves_one() {
+        for per_host in [0, 3, 7, 10] {
+            for n in 1..100 {
+                let before = hosts_of(n, per_host);
+                let after = hosts_of(n + 1, per_host);
+                for (host, devs) in before.iter().enumerate() {
+                    assert!(
+                        after[host].starts_with(devs),
+                        "{n}→{}: host {} had {devs:?}, now {:?}",
+                        n + 1,
+                        host + 1,
+                        after[host]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_per_host_count_that_does_not_fit_is_refused_with_the_numbers() {
+        let s = Settings {
+            developers: 40,
+            developers_per_host: 12,
+            template_url_prefix: "https://b.s3.amazonaws.com/t/".into(),
+            ..Settings::default()
+        };
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "--developers-per-host: 12 developers × 3 GiB reserved + 2 GiB headroom = 38 GiB > t3.2xlarge's 32 GiB; use --developers-per-host 10 or a larger --instance-type"
+        );
+        let s = Settings {
+            instance_type: "t3.xlarge".into(),
+            developer_memory_gib: 16,
+            developer_memory_reservation_gib: 3,
+            ..Settings::default()
+        };
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "--instance-type: cannot hold one developer: one developer's 16 GiB limit + 2 GiB headroom = 18 GiB > t3.xlarge's 16 GiB; use a larger --instance-type"
+        );
+        let s = Settings {
+            instance_type: "t9.huge".into(),
+            ..Settings::default()
+        };
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("--instance-type: \"t9.huge\" is not in the capacity table"),
+        );
     }
 }

@@ -59,18 +59,18 @@ fn bad_options_are_named() {
                 "--hosted-zone-id",
                 "Z1",
             ],
-            "--developers: must be 1..=64",
+            "--developers: must be 1..=100",
         ),
         (
             &[
                 "--developers",
-                "65",
+                "101",
                 "--domain",
                 "dev.example.com",
                 "--hosted-zone-id",
                 "Z1",
             ],
-            "--developers: must be 1..=64",
+            "--developers: must be 1..=100",
         ),
         (
             &[
@@ -202,7 +202,7 @@ fn print_agent_config_is_the_agent_toml() {
     // Still validated.
     let o = infra(&["--print-agent-config", "--developers", "0"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--developers: must be 1..=64"));
+    assert!(stderr(&o).contains("--developers: must be 1..=100"));
 }
 
 #[test]

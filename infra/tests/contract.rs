@@ -136,12 +136,42 @@ fn instance_type() {
         "t3.lar-ge",
         "",
     ]);
-    check_strings(
-        "InstanceType",
-        "--instance-type",
-        |s, v| s.instance_type = v,
-        &samples,
+    // The Parameter takes AllowedValues: the capacity table's types that hold the developers
+    // per host; the command line takes the same (the table, then the capacity check).
+    let params = parameters();
+    let allowed: Vec<&str> = params["InstanceType"]["AllowedValues"]
+        .as_array()
+        .expect("AllowedValues")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut samples = samples;
+    samples.extend(
+        infra::capacity::INSTANCE_TYPES
+            .iter()
+            .map(|t| t.name.to_string()),
     );
+    for value in &samples {
+        // The same layout on both sides: the default 8 developers on one host. (Without
+        // --developers-per-host a smaller type spreads them over more hosts instead.)
+        let set = |s: &mut Settings, v: String| {
+            s.instance_type = v;
+            s.developers_per_host = 8;
+        };
+        let mut s = Settings::default();
+        set(&mut s, value.clone());
+        let cli = match s.validate() {
+            Ok(()) => true,
+            Err(e) if e.option == "--instance-type" || e.option == "--developers-per-host" => false,
+            Err(e) => panic!("{value:?}: another option failed: {e}"),
+        };
+        let cfn = allowed.contains(&value.as_str());
+        assert_eq!(
+            cli, cfn,
+            "{value:?}: --instance-type {cli}, Parameter {cfn}"
+        );
+    }
+    assert!(allowed.contains(&"t3.2xlarge") && !allowed.contains(&"t3.large"));
 }
 
 #[test]
@@ -734,7 +764,8 @@ fn number_ranges() {
 #[test]
 fn developer_names_are_ones_the_agent_accepts() {
     let s = Settings {
-        developers: infra::MAX_DEVELOPERS,
+        developers: infra::MAX_ENVIRONMENT_DEVELOPERS,
+        template_url_prefix: "https://b.s3.amazonaws.com/t/".into(),
         ..Settings::default()
     };
     for dev in s.developer_list() {

@@ -15,12 +15,23 @@ const COUNTS: [u32; 3] = [1, 8, 40];
 /// The SSO conditions with SsoProvider `none` (the default).
 const SSO_OFF: &[(&str, bool)] = &[("SsoOidc", false), ("SsoCognito", false), ("UseSso", false)];
 
+/// The template of `developers` on one host: the default t3.2xlarge up to the 10 it holds,
+/// beyond that an r6i.8xlarge (42 with the default sizes, 64 with 1 CPU each). More than one
+/// host: infra/tests/hosts.rs.
 fn template(developers: u32) -> Value {
-    let s = Settings {
+    let mut s = Settings {
         developers,
         ..Settings::default()
     };
+    if developers > 10 {
+        s.instance_type = "r6i.8xlarge".into();
+        s.developers_per_host = developers;
+    }
+    if developers > 42 {
+        s.developer_cpu_millis = 1000;
+    }
     s.validate().unwrap();
+    assert_eq!(s.hosts(), 1);
     build_template(&s)
 }
 
@@ -356,6 +367,13 @@ fn instance_policy_is_least_privilege() {
                 }
                 if actions.iter().any(|a| a.starts_with("secretsmanager:")) {
                     assert!(text.contains(":secret:${ProjectName}/*"), "{text}");
+                    if actions.contains(&"secretsmanager:GetSecretValue") {
+                        assert_eq!(
+                            st["Condition"]["StringEquals"]["secretsmanager:ResourceTag/csagent-host"],
+                            "1",
+                            "host 1's developers' secrets only"
+                        );
+                    }
                 }
                 if actions.iter().any(|a| a.starts_with("ecr:")) {
                     assert_eq!(
@@ -575,8 +593,20 @@ fn every_reference_resolves() {
 
 #[test]
 fn no_dependency_cycle() {
-    for n in COUNTS {
-        let graph = dependency_graph(&template(n));
+    // One host (1, 8, 40 developers) and the parent of 40 on 4 hosts, whose nested stacks
+    // depend on the hosts' instances.
+    let multi = Settings {
+        developers: 40,
+        template_url_prefix: "https://b.s3.amazonaws.com/t/".into(),
+        ..Settings::default()
+    };
+    multi.validate().unwrap();
+    let parents = COUNTS
+        .iter()
+        .map(|&n| template(n))
+        .chain([infra::build(&multi).parent]);
+    for t in parents {
+        let graph = dependency_graph(&t);
         // Kahn's algorithm: everything must be removable.
         let mut remaining = graph.clone();
         loop {
@@ -848,7 +878,7 @@ fn password_rotation_only_when_asked_and_within_the_resource_limit() {
     assert!(t["Parameters"].get("PasswordRotationLambdaArn").is_none());
 
     let arn = "arn:aws:lambda:ap-southeast-7:123456789012:function:rotate-passwords";
-    for n in [8, infra::MAX_DEVELOPERS_WITH_ROTATION] {
+    for n in [8, 10] {
         let s = Settings {
             developers: n,
             password_rotation_lambda_arn: arn.into(),
@@ -879,13 +909,32 @@ fn password_rotation_only_when_asked_and_within_the_resource_limit() {
             resources(&t).len()
         );
     }
+    // 64 developers on one host (a big host, small CPU limits): host 1's developers are in
+    // the parent, 64 × 8 resources with rotation is past 500, and the limit check says so.
     let too_many = Settings {
-        developers: infra::MAX_DEVELOPERS_WITH_ROTATION + 1,
+        developers: 64,
+        instance_type: "r6i.8xlarge".into(),
+        developer_cpu_millis: 500,
         password_rotation_lambda_arn: arn.into(),
         ..Settings::default()
     };
-    let err = too_many.validate().unwrap_err().to_string();
-    assert!(err.contains("--password-rotation-lambda-arn"), "{err}");
+    too_many.validate().unwrap();
+    assert_eq!(too_many.hosts(), 1);
+    let t = infra::build(&too_many);
+    let err = infra::limits::check(&t, 0).unwrap_err().to_string();
+    assert!(
+        err.starts_with("the parent template would have ")
+            && err.contains("resources, more than CloudFormation's 500 per template; lower --developers-per-host"),
+        "{err}"
+    );
+    // Spread over hosts of 32, it fits.
+    let spread = Settings {
+        developers_per_host: 32,
+        template_url_prefix: "https://b.s3.amazonaws.com/t/".into(),
+        ..too_many
+    };
+    spread.validate().unwrap();
+    assert_eq!(infra::limits::check(&infra::build(&spread), 0), Ok(()));
 }
 
 /// checkov honours the skips a resource's Metadata declares (`checkov: skip: [{id, comment}]`),
@@ -1148,6 +1197,9 @@ fn idle_stop_alarm_stops_the_host_after_idle_stop_hours() {
 fn schedule_and_idle_stop_cover_every_host_given() {
     let mut res = infra::cfn::Resources::default();
     infra::schedule::add(&mut res, &["HostA", "HostB"]);
+    for host in ["HostA", "HostB"] {
+        infra::schedule::add_idle_stop(&mut res, host);
+    }
     let v = res.into_value();
     let input = sub_text(&v["StartSchedule"]["Properties"]["Target"]["Input"]);
     assert_eq!(input, r#"{"InstanceIds":["${HostA}","${HostB}"]}"#);

@@ -50,11 +50,12 @@ pub const DEFAULT_REGISTRY_AUTH: RegistryAuth = RegistryAuth::Auto;
 /// `containers.base_port`: dev1's host port.
 pub const DEFAULT_BASE_PORT: u16 = 8443;
 /// `containers.cpus`: CPU limit per developer, in CPUs.
-pub const DEFAULT_CPUS: f64 = 1.5;
+pub const DEFAULT_CPUS: f64 = csagent_contract::DEFAULT_DEVELOPER_CPU_MILLIS as f64 / 1000.0;
 /// `containers.memory` ("4GiB"): memory limit per developer, in bytes.
-pub const DEFAULT_MEMORY: u64 = 4 * GIB;
+pub const DEFAULT_MEMORY: u64 = csagent_contract::DEFAULT_DEVELOPER_MEMORY_GIB as u64 * GIB;
 /// `containers.memory_reservation` ("3GiB"): soft reservation per developer, in bytes.
-pub const DEFAULT_MEMORY_RESERVATION: u64 = 3 * GIB;
+pub const DEFAULT_MEMORY_RESERVATION: u64 =
+    csagent_contract::DEFAULT_DEVELOPER_MEMORY_RESERVATION_GIB as u64 * GIB;
 /// `containers.pids_limit`: most processes in one container.
 pub const DEFAULT_PIDS_LIMIT: i64 = 2048;
 /// `containers.uid`: the code-server image's `coder` user.
