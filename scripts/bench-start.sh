@@ -3,6 +3,8 @@
 # the agent's CPU and RSS while idle with 8 containers. Uses the demo's setup
 # (scripts/demo.sh must have been run once; it is stopped and restarted here).
 #   sudo bash scripts/bench-start.sh [--test-image] [idle-seconds]
+# CSAGENT_BIN=path measures that binary instead of building the release one (to
+# compare builds); the memory line splits RSS by mapping (from /proc/PID/smaps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGE_FLAG=""
@@ -14,8 +16,12 @@ config=$DEMO/config.toml
 # Set the demo up once (images, secrets, loop device) unless it already is.
 [ -f "$config" ] || bash scripts/demo.sh $IMAGE_FLAG
 [ -f "$config" ] || { echo "bench-start: demo setup failed" >&2; exit 1; }
-cargo build -q --release --bin csagent
-bin=${CARGO_TARGET_DIR:-target}/release/csagent
+if [ -n "${CSAGENT_BIN:-}" ]; then
+  bin=$CSAGENT_BIN
+else
+  cargo build -q --release --bin csagent
+  bin=${CARGO_TARGET_DIR:-target}/release/csagent
+fi
 
 # Fresh start: stop the agent, remove the containers (data stays), start again.
 kill "$(cat "$DEMO/csagent.pid")" 2>/dev/null || true
@@ -65,3 +71,13 @@ c0=$(cpu); sleep "$IDLE"; c1=$(cpu)
 rss=$(awk '/VmRSS/{print $2}' "/proc/$pid/status")
 hwm=$(awk '/VmHWM/{print $2}' "/proc/$pid/status")
 python3 -c "print(f'idle over ${IDLE}s: CPU {100*($c1-$c0)/$ticks/$IDLE:.2f}% of one core, RSS {$rss/1024:.1f} MiB (peak {$hwm/1024:.1f} MiB)')"
+# Where the idle RSS is: the binary's own pages (text, data: file-backed, shared
+# with the page cache), other files (libc...), the main heap, anonymous mappings
+# (glibc arenas of other threads, large allocations, thread stacks).
+exe=$(readlink -f "/proc/$pid/exe")
+awk -v exe="$exe" '
+  /^[0-9a-f]+-[0-9a-f]+ / { path = $6; kind = (path == exe) ? "binary" : (path == "[heap]") ? "heap" : (path == "[stack]") ? "stack" : (path ~ /^\//) ? "files" : (path == "") ? "anon" : "other"; next }
+  /^Rss:/ { rss[kind] += $2 }
+  END { printf "RSS by mapping: binary %.1f MiB, other files %.1f MiB, [heap] %.1f MiB, anonymous %.1f MiB, [stack] %.1f MiB, other %.1f MiB\n", rss["binary"]/1024, rss["files"]/1024, rss["heap"]/1024, rss["anon"]/1024, rss["stack"]/1024, rss["other"]/1024 }
+' "/proc/$pid/smaps"
+echo "threads: $(awk '/^Threads/{print $2}' "/proc/$pid/status"); binary: $(stat -c %s "$exe") bytes ($exe)"

@@ -15,9 +15,12 @@ pub fn dispatch(cli: Cli) -> i32 {
             exit::OK
         }
         Command::CheckConfig { json } => check_config(&cli.global.config, json),
-        Command::Run { once } => runtime()
-            .map(|rt| rt.block_on(crate::agent::run(&cli.global.config, once)))
-            .unwrap_or(exit::FAILED),
+        Command::Run { once } => {
+            crate::secrets::tune_allocator();
+            runtime()
+                .map(|rt| rt.block_on(crate::agent::run(&cli.global.config, once)))
+                .unwrap_or(exit::FAILED)
+        }
         Command::Status { json } => runtime()
             .map(|rt| rt.block_on(status(&cli.global.config, json)))
             .unwrap_or(exit::FAILED),
@@ -114,6 +117,10 @@ fn print_summary(out: &mut impl Write, c: &Config) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Two workers whatever the host's size: the agent is idle nearly all the time,
+/// and each worker is a thread (stack, glibc arena) kept for the process's life.
+/// Two still let the log shipper use a second core under a burst while another
+/// task runs (docs/benchmarks.md, "issue 20: footprint").
 fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -51,7 +51,6 @@ use crate::supervise::spawn_supervised;
 
 /// Runs the agent; returns the process exit code.
 pub async fn run(config_path: &Path, once: bool) -> i32 {
-    crate::secrets::pin_mmap_threshold();
     let (config, file_text) = match Config::load_with_text(config_path) {
         Ok((c, text)) => (Arc::new(c), text),
         Err(e) => {
@@ -80,6 +79,9 @@ pub async fn run(config_path: &Path, once: bool) -> i32 {
         return if converged { exit::OK } else { exit::FAILED };
     }
     agent.start_background();
+    // Start-up is the agent's busiest moment (volume, secrets, every container
+    // created); what it freed need not stay resident while the agent idles.
+    crate::secrets::release_freed_memory();
     agent.run_loop().await
 }
 

@@ -59,7 +59,7 @@ pub use credentials::{
     hash_password, image_command,
 };
 pub use fetch::{ApiCalls, BATCH_LIMIT};
-pub use hashing::pin_mmap_threshold;
+pub use hashing::{release_freed_memory, tune_allocator};
 pub use policy::{ApplyDecision, decide, is_idle};
 pub use types::{
     Credentials, DeveloperSecrets, DeveloperSecretsStatus, PendingRotation, SecretsError,
@@ -320,8 +320,8 @@ impl SecretsManager {
     }
 
     /// Developers whose current password has no cached hash yet, with what to
-    /// hash. Hashing is slow by design: the daemon runs these on blocking threads
-    /// in parallel and hands the results back with [`insert_hash`](Self::insert_hash).
+    /// hash. Hashing is slow by design: the daemon runs these on a blocking thread,
+    /// one at a time, and hands the results back with [`insert_hash`](Self::insert_hash).
     pub fn hashes_needed(&self) -> Vec<(String, String, Secret)> {
         self.records
             .iter()
