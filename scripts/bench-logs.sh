@@ -16,6 +16,10 @@
 # and RSS growth are reported; dockerd's CPU is reported for both runs (with
 # csagent it writes json-file and serves the logs API).
 #
+# The table also gives the endpoint's CPU, and shipper + dockerd CPU-seconds per
+# million lines (the issue's cost figure). AGENT_BIN=path runs that ship_logs
+# binary instead of building this tree's (to compare builds of other commits).
+#
 # awslogs needs credentials in dockerd's environment or ~/.aws/credentials of
 # dockerd's HOME; when neither exists, a dummy /root/.aws/credentials is written
 # for the run and removed afterwards.
@@ -45,8 +49,12 @@ cleanup() {
 trap cleanup EXIT
 
 docker image inspect "$IMAGE" >/dev/null 2>&1 || bash scripts/build-test-image.sh
-cargo build -q --release --example ship_logs
-agent_bin="$TARGET_DIR/release/examples/ship_logs"
+if [ -n "${AGENT_BIN:-}" ]; then
+  agent_bin=$AGENT_BIN
+else
+  cargo build -q --release --example ship_logs
+  agent_bin="$TARGET_DIR/release/examples/ship_logs"
+fi
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 python3 scripts/bench-logs-sink.py "$port" & sink_pid=$!
@@ -86,11 +94,12 @@ wait_all() {
 
 results=()
 pct() { awk -v t="$1" -v s="$2" -v hz="$HZ" 'BEGIN{printf "%.0f%%", 100*t/hz/s}'; }
-report() { # name containers seconds events bytes shipper_cpu shipper_rss dockerd_ticks dockerd_rss_growth_kib maxcall
-  local lps mbs
+report() { # name containers seconds events bytes shipper_cpu shipper_rss dockerd_ticks dockerd_rss_growth_kib maxcall shipper_ticks sink_ticks
+  local lps mbs per_m
   lps=$(awk -v e="$4" -v s="$3" 'BEGIN{printf "%.0f", e/s}')
   mbs=$(awk -v b="$5" -v s="$3" 'BEGIN{printf "%.1f", b/s/1048576}')
-  results+=("| $1 | $2 | $4 | $3 | $lps | $mbs | $6 | $7 | $(pct "$8" "$3") | $(( $9 / 1024 )) MiB | ${10} |")
+  per_m=$(awk -v a="${11}" -v d="$8" -v e="$4" -v hz="$HZ" 'BEGIN{printf "%.2f", (a+d)/hz/(e/1000000)}')
+  results+=("| $1 | $2 | $4 | $3 | $lps | $mbs | $6 | $7 | $(pct "$8" "$3") | $per_m | $(pct "${12}" "$3") | $(( $9 / 1024 )) MiB | ${10} |")
 }
 
 run_csagent() {
@@ -112,8 +121,8 @@ $devs
 EOC
   "$agent_bin" --config "$work/$proj/config.toml" >"$work/$proj/status.json" 2>"$work/$proj/agent.log" & agent_pid=$!
   sleep 1
-  local a0 d0 dr0
-  a0=$(ticks "$agent_pid"); d0=$(ticks "$dockerd_pid"); dr0=$(rss_kib "$dockerd_pid")
+  local a0 d0 dr0 s0
+  a0=$(ticks "$agent_pid"); d0=$(ticks "$dockerd_pid"); dr0=$(rss_kib "$dockerd_pid"); s0=$(ticks "$sink_pid")
   for i in $(seq 1 "$k"); do
     docker run -d --name "code-server-b$k-$i-$proj" --label csagent.bench=1 \
       --label csagent.managed=true --label "csagent.project=$proj" --label "csagent.developer=b$k-$i" \
@@ -122,10 +131,11 @@ EOC
   local out secs rss
   out=$(wait_all "/aws/ec2/$proj/" $(( k * (LINES + 1) )) "$agent_pid")
   secs=${out% *}; rss=${out#* }
-  local a1 d1 dr1
-  a1=$(ticks "$agent_pid"); d1=$(ticks "$dockerd_pid"); dr1=$(rss_kib "$dockerd_pid")
+  local a1 d1 dr1 s1
+  a1=$(ticks "$agent_pid"); d1=$(ticks "$dockerd_pid"); dr1=$(rss_kib "$dockerd_pid"); s1=$(ticks "$sink_pid")
   report csagent "$k" "$secs" "$(events "/aws/ec2/$proj/")" "$(bytes_of "/aws/ec2/$proj/")" \
-    "$(pct $(( a1 - a0 )) "$secs")" "$(( rss / 1024 )) MiB" $(( d1 - d0 )) $(( dr1 > dr0 ? dr1 - dr0 : 0 )) "$(max_call "/aws/ec2/$proj/")"
+    "$(pct $(( a1 - a0 )) "$secs")" "$(( rss / 1024 )) MiB" $(( d1 - d0 )) $(( dr1 > dr0 ? dr1 - dr0 : 0 )) "$(max_call "/aws/ec2/$proj/")" \
+    $(( a1 - a0 )) $(( s1 - s0 ))
   kill -TERM "$agent_pid"; wait "$agent_pid" || true; agent_pid=""
   docker ps -aq --filter label=csagent.bench=1 | xargs -r docker rm -f >/dev/null
 }
@@ -137,8 +147,8 @@ run_awslogs() {
     printf '[default]\naws_access_key_id = bench\naws_secret_access_key = bench\n' > /root/.aws/credentials
     made_creds=1
   fi
-  local d0 dr0 max=0
-  d0=$(ticks "$dockerd_pid"); dr0=$(rss_kib "$dockerd_pid")
+  local d0 dr0 s0 max=0
+  d0=$(ticks "$dockerd_pid"); dr0=$(rss_kib "$dockerd_pid"); s0=$(ticks "$sink_pid")
   for i in $(seq 1 "$k"); do
     docker run -d --name "awslogs-$k-$i-$proj" --label csagent.bench=1 \
       --log-driver awslogs --log-opt awslogs-endpoint="$endpoint" --log-opt awslogs-region=$REGION \
@@ -148,10 +158,11 @@ run_awslogs() {
   local out secs rss
   out=$(wait_all "/bench/$proj/" $(( k * (LINES + 1) )) "$dockerd_pid")
   secs=${out% *}; rss=${out#* }
-  local d1
-  d1=$(ticks "$dockerd_pid")
+  local d1 s1
+  d1=$(ticks "$dockerd_pid"); s1=$(ticks "$sink_pid")
   report "awslogs driver" "$k" "$secs" "$(events "/bench/$proj/")" "$(bytes_of "/bench/$proj/")" \
-    "(in dockerd)" "(in dockerd)" $(( d1 - d0 )) $(( rss > dr0 ? rss - dr0 : 0 )) "$(max_call "/bench/$proj/")"
+    "(in dockerd)" "(in dockerd)" $(( d1 - d0 )) $(( rss > dr0 ? rss - dr0 : 0 )) "$(max_call "/bench/$proj/")" \
+    0 $(( s1 - s0 ))
   docker ps -aq --filter label=csagent.bench=1 | xargs -r docker rm -f >/dev/null
 }
 
@@ -162,6 +173,6 @@ done
 
 echo
 echo "lines per container: $LINES (~100 bytes each); machine: $(nproc) cores, $(free -g | awk '/^Mem/{print $2}') GiB"
-echo "| shipper | containers | events | seconds | lines/s | MiB/s | shipper CPU | shipper peak RSS | dockerd CPU | dockerd RSS growth | largest call (events, bytes) |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| shipper | containers | events | seconds | lines/s | MiB/s | shipper CPU | shipper peak RSS | dockerd CPU | CPU-s per M lines (shipper + dockerd) | endpoint CPU | dockerd RSS growth | largest call (events, bytes) |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${results[@]}"

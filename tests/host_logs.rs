@@ -7,13 +7,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::cwlogs::*;
 use common::*;
 use csagent::aws::Identity;
 use csagent::config::Config;
@@ -168,37 +168,6 @@ async fn logs_client() -> aws_sdk_cloudwatchlogs::Client {
     aws_sdk_cloudwatchlogs::Client::new(&aws().await)
 }
 
-/// Every message in the stream, oldest first.
-async fn read_stream(client: &aws_sdk_cloudwatchlogs::Client, group: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let resp = client
-            .get_log_events()
-            .log_group_name(group)
-            .log_stream_name(INSTANCE)
-            .start_from_head(true)
-            .set_next_token(token.clone())
-            .send()
-            .await;
-        let Ok(resp) = resp else {
-            return out; // group or stream not there yet
-        };
-        let page: Vec<String> = resp
-            .events()
-            .iter()
-            .map(|e| e.message().unwrap_or_default().to_string())
-            .collect();
-        let next = resp.next_forward_token().map(str::to_string);
-        let done = page.is_empty() || next.is_none() || next == token;
-        out.extend(page);
-        if done {
-            return out;
-        }
-        token = next;
-    }
-}
-
 /// Waits until the stream holds at least `n` messages.
 async fn wait_for(
     client: &aws_sdk_cloudwatchlogs::Client,
@@ -208,40 +177,12 @@ async fn wait_for(
 ) -> Vec<String> {
     let start = Instant::now();
     loop {
-        let got = read_stream(client, group).await;
+        let got = read_stream(client, group, INSTANCE).await;
         if got.len() >= n || start.elapsed() > timeout {
             return got;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-}
-
-/// Says which lines are missing or repeated, for a readable failure.
-fn assert_exactly_once(got: &[String], want: &[String]) {
-    if got == want {
-        return;
-    }
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for g in got {
-        *counts.entry(g.as_str()).or_default() += 1;
-    }
-    let missing: Vec<&String> = want
-        .iter()
-        .filter(|w| !counts.contains_key(w.as_str()))
-        .collect();
-    let repeated: Vec<(&&str, &usize)> = counts.iter().filter(|(_, c)| **c > 1).collect();
-    let unexpected: Vec<&String> = got.iter().filter(|g| !want.contains(g)).collect();
-    panic!(
-        "got {} lines, want {}; {} missing (first: {:?}), {} repeated (some: {:?}), unexpected: {:?}, first difference at {:?}",
-        got.len(),
-        want.len(),
-        missing.len(),
-        missing.iter().take(5).collect::<Vec<_>>(),
-        repeated.len(),
-        repeated.iter().take(5).collect::<Vec<_>>(),
-        unexpected.iter().take(5).collect::<Vec<_>>(),
-        got.iter().zip(want).position(|(g, w)| g != w)
-    );
 }
 
 /// Short delays so tests are quick; the logic is the agent's.
@@ -283,10 +224,6 @@ impl Running {
             .expect("the shipper stops within its flush timeout")
             .expect("shipper task");
     }
-}
-
-fn numbered(prefix: &str, range: std::ops::RangeInclusive<u64>) -> Vec<String> {
-    range.map(|i| format!("{prefix}{i}")).collect()
 }
 
 /// journalctl processes reading `journal` (none may outlive the shipper).
@@ -405,8 +342,8 @@ async fn entries_reach_their_groups_exactly_once_and_later_ones_follow() {
     );
     let got_system = wait_for(&client, &system, want_system.len(), Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_exactly_once(&read_stream(&client, &docker).await, &want_docker);
-    assert_exactly_once(&read_stream(&client, &system).await, &want_system);
+    assert_exactly_once(&read_stream(&client, &docker, INSTANCE).await, &want_docker);
+    assert_exactly_once(&read_stream(&client, &system, INSTANCE).await, &want_system);
     assert_eq!(got_system.len(), 4);
 
     // Status: both sources read, shipped, caught up, no error.
@@ -457,8 +394,8 @@ async fn entries_reach_their_groups_exactly_once_and_later_ones_follow() {
         wait_no_readers(&journal).await.is_empty(),
         "journalctl stopped with the shipper"
     );
-    assert_exactly_once(&read_stream(&client, &docker).await, &want_docker);
-    assert_exactly_once(&read_stream(&client, &system).await, &want_system);
+    assert_exactly_once(&read_stream(&client, &docker, INSTANCE).await, &want_docker);
+    assert_exactly_once(&read_stream(&client, &system, INSTANCE).await, &want_system);
     assert!(dir.path().join("state/host-logs/docker.json").exists());
 
     // Written while no shipper runs, then a new shipper: resumes after its
@@ -474,8 +411,8 @@ async fn entries_reach_their_groups_exactly_once_and_later_ones_follow() {
     wait_for(&client, &docker, want_docker.len(), Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     running.stop().await;
-    assert_exactly_once(&read_stream(&client, &docker).await, &want_docker);
-    assert_exactly_once(&read_stream(&client, &system).await, &want_system);
+    assert_exactly_once(&read_stream(&client, &docker, INSTANCE).await, &want_docker);
+    assert_exactly_once(&read_stream(&client, &system, INSTANCE).await, &want_system);
 }
 
 /// With `logs.agent_group = ""` the agent's own lines come from the journal
@@ -511,7 +448,7 @@ async fn agent_lines_go_to_the_system_group_when_the_agent_group_is_off() {
     wait_for(&client, &system, 2, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     running.stop().await;
-    assert_exactly_once(&read_stream(&client, &system).await, &want);
+    assert_exactly_once(&read_stream(&client, &system, INSTANCE).await, &want);
 }
 
 /// The docker entries in the journal file: (cursor, timestamp ms), oldest first.
@@ -603,7 +540,7 @@ async fn a_batch_in_flight_at_a_kill_is_settled_by_reading_back() {
     let landed = running.status.snapshot().host["docker"].readback_landed;
     running.stop().await;
     assert_exactly_once(
-        &read_stream(&client, &docker).await,
+        &read_stream(&client, &docker, INSTANCE).await,
         &numbered("dockerd[812]: d-", 1..=11),
     );
     assert_eq!(landed, 1, "settled by reading the stream back");
@@ -637,7 +574,7 @@ async fn a_batch_in_flight_at_a_kill_is_settled_by_reading_back() {
     let s = running.status.snapshot();
     running.stop().await;
     assert_exactly_once(
-        &read_stream(&client, &docker).await,
+        &read_stream(&client, &docker, INSTANCE).await,
         &numbered("dockerd[812]: d-", 1..=13),
     );
     assert_eq!(s.host["docker"].readback_landed, 0, "not landed: sent");
@@ -759,7 +696,7 @@ async fn sigkill_at_random_points_loses_and_repeats_nothing() {
     }
     let got = wait_for(&client, &docker, want.len(), Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let got_again = read_stream(&client, &docker).await;
+    let got_again = read_stream(&client, &docker, INSTANCE).await;
     child.kill();
     let log = std::fs::read_to_string(&child_log).unwrap_or_default();
     if got_again != want {

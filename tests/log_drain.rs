@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::EventsOptionsBuilder;
+use common::cwlogs::*;
 use common::*;
 use csagent::config::Config;
 use futures_util::StreamExt;
@@ -64,37 +65,6 @@ fn build_slow_term_image() {
         "docker build {SLOW_TERM_IMAGE} (is {TEST_IMAGE} built? scripts/build-test-image.sh): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Every message in the stream, oldest first.
-async fn read_stream(client: &aws_sdk_cloudwatchlogs::Client, group: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let Ok(resp) = client
-            .get_log_events()
-            .log_group_name(group)
-            .log_stream_name(INSTANCE)
-            .start_from_head(true)
-            .set_next_token(token.clone())
-            .send()
-            .await
-        else {
-            return out; // not there yet
-        };
-        let page: Vec<String> = resp
-            .events()
-            .iter()
-            .map(|e| e.message().unwrap_or_default().to_string())
-            .collect();
-        let next = resp.next_forward_token().map(str::to_string);
-        let done = page.is_empty() || next.is_none() || next == token;
-        out.extend(page);
-        if done {
-            return out;
-        }
-        token = next;
-    }
 }
 
 /// One request to the fake code-server asking for a numbered chunk of lines;
@@ -317,7 +287,7 @@ async fn password_rotation_during_a_log_flood_ships_every_line_once() {
     let want_answered = answered.len() * LINES_PER_CHUNK as usize;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let have = read_stream(&cwl, &group)
+        let have = read_stream(&cwl, &group, INSTANCE)
             .await
             .iter()
             .filter(|m| m.starts_with('f'))
@@ -328,7 +298,7 @@ async fn password_rotation_during_a_log_flood_ships_every_line_once() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await; // would a repeat show up?
-    let stream = read_stream(&cwl, &group).await;
+    let stream = read_stream(&cwl, &group, INSTANCE).await;
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for m in &stream {
         *counts.entry(m.as_str()).or_default() += 1;

@@ -8,9 +8,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,8 +19,7 @@ use aws_sdk_cloudwatchlogs::config::interceptors::BeforeSerializationInterceptor
 use aws_sdk_cloudwatchlogs::config::{ConfigBag, Intercept};
 use aws_sdk_cloudwatchlogs::operation::put_log_events::PutLogEventsInput;
 use bollard::Docker;
-use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use common::cwlogs::*;
 use common::*;
 use csagent::aws::Identity;
 use csagent::config::Config;
@@ -191,241 +189,6 @@ impl Running {
     }
 }
 
-/// A managed container for `developer` running the fake code-server.
-struct TestContainer {
-    docker: Docker,
-    id: String,
-    ip: Ipv4Addr,
-}
-
-impl TestContainer {
-    async fn start(
-        docker: &Docker,
-        project: &str,
-        developer: &str,
-        env: &[(&str, String)],
-    ) -> TestContainer {
-        let name = format!("code-server-{developer}");
-        let labels = HashMap::from([
-            ("csagent.managed".to_string(), "true".to_string()),
-            ("csagent.project".to_string(), project.to_string()),
-            ("csagent.developer".to_string(), developer.to_string()),
-            ("csagent.test".to_string(), "logs".to_string()),
-        ]);
-        let body = ContainerCreateBody {
-            image: Some(TEST_IMAGE.to_string()),
-            labels: Some(labels),
-            env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            ..Default::default()
-        };
-        let created = docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
-                body,
-            )
-            .await
-            .expect(
-                "create the test container (is the test image built? scripts/build-test-image.sh)",
-            );
-        docker
-            .start_container(&created.id, None)
-            .await
-            .expect("start the test container");
-        let inspect = docker
-            .inspect_container(&created.id, None)
-            .await
-            .expect("inspect the test container");
-        let ip = inspect
-            .network_settings
-            .and_then(|n| n.networks)
-            .and_then(|n| n.into_values().find_map(|e| e.ip_address))
-            .and_then(|ip| ip.parse().ok())
-            .expect("the test container has a bridge IP address");
-        let c = TestContainer {
-            docker: docker.clone(),
-            id: created.id,
-            ip,
-        };
-        c.wait_http().await;
-        c
-    }
-
-    async fn wait_http(&self) {
-        let addr = SocketAddr::from((self.ip, 8080));
-        for _ in 0..100 {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("fake code-server in {} did not listen", self.id);
-    }
-
-    /// The fake code-server prints `count` lines `<prefix><i>`.
-    async fn print(&self, count: u64, prefix: &str) {
-        let path = format!("/print?count={count}&prefix={}", encode(prefix));
-        let resp = http(self.ip, "GET", &path, b"").await;
-        assert!(
-            resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"),
-            "{resp}"
-        );
-    }
-
-    /// The fake code-server writes `body` to stdout byte for byte.
-    async fn print_raw(&self, body: &[u8]) {
-        let resp = http(self.ip, "POST", "/print", body).await;
-        assert!(resp.contains(" 200 "), "{resp}");
-    }
-
-    async fn remove(mut self) {
-        let id = std::mem::take(&mut self.id);
-        self.docker
-            .remove_container(
-                &id,
-                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-            )
-            .await
-            .expect("remove the test container");
-    }
-}
-
-impl Drop for TestContainer {
-    /// A failed test still removes its container.
-    fn drop(&mut self) {
-        if !self.id.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f", &self.id])
-                .output();
-        }
-    }
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// One HTTP/1.1 request; returns the response head and body as text.
-async fn http(ip: Ipv4Addr, method: &str, path: &str, body: &[u8]) -> String {
-    let (method, path, body) = (method.to_string(), path.to_string(), body.to_vec());
-    tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect((ip, 8080)).expect("connect to the fake code-server");
-        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes()).expect("send request");
-        s.write_all(&body).expect("send body");
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        String::from_utf8_lossy(&out).into_owned()
-    })
-    .await
-    .expect("http task")
-}
-
-/// Every message in the stream, oldest first.
-async fn read_stream(
-    client: &aws_sdk_cloudwatchlogs::Client,
-    group: &str,
-    stream: &str,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let resp = client
-            .get_log_events()
-            .log_group_name(group)
-            .log_stream_name(stream)
-            .start_from_head(true)
-            .set_next_token(token.clone())
-            .send()
-            .await;
-        let Ok(resp) = resp else {
-            return out; // group or stream not there yet
-        };
-        let page: Vec<String> = resp
-            .events()
-            .iter()
-            .map(|e| e.message().unwrap_or_default().to_string())
-            .collect();
-        let next = resp.next_forward_token().map(str::to_string);
-        let done = page.is_empty() || next.is_none() || next == token;
-        out.extend(page);
-        if done {
-            return out;
-        }
-        token = next;
-    }
-}
-
-/// Messages in the stream that start with `prefix`.
-async fn lines_with(
-    client: &aws_sdk_cloudwatchlogs::Client,
-    group: &str,
-    prefix: &str,
-) -> Vec<String> {
-    read_stream(client, group, INSTANCE)
-        .await
-        .into_iter()
-        .filter(|m| m.starts_with(prefix))
-        .collect()
-}
-
-/// Waits until the stream holds at least `n` lines starting with `prefix`.
-async fn wait_for_lines(
-    client: &aws_sdk_cloudwatchlogs::Client,
-    group: &str,
-    prefix: &str,
-    n: usize,
-    timeout: Duration,
-) -> Vec<String> {
-    let start = Instant::now();
-    loop {
-        let lines = lines_with(client, group, prefix).await;
-        if lines.len() >= n || start.elapsed() > timeout {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn numbered(prefix: &str, range: std::ops::RangeInclusive<u64>) -> Vec<String> {
-    range.map(|i| format!("{prefix}{i}")).collect()
-}
-
-/// Says which numbered lines are missing or repeated, for a readable failure.
-fn assert_exactly_once(got: &[String], want: &[String]) {
-    if got == want {
-        return;
-    }
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for g in got {
-        *counts.entry(g.as_str()).or_default() += 1;
-    }
-    let missing: Vec<&String> = want
-        .iter()
-        .filter(|w| !counts.contains_key(w.as_str()))
-        .collect();
-    let repeated: Vec<(&&str, &usize)> = counts.iter().filter(|(_, c)| **c > 1).collect();
-    let first_out_of_order = got.iter().zip(want).position(|(g, w)| g != w);
-    panic!(
-        "got {} lines, want {}; {} missing (first: {:?}), {} repeated (some: {:?}), first difference at {:?}",
-        got.len(),
-        want.len(),
-        missing.len(),
-        missing.iter().take(5).collect::<Vec<_>>(),
-        repeated.len(),
-        repeated.iter().take(5).collect::<Vec<_>>(),
-        first_out_of_order
-    );
-}
-
 fn group_of(config: &Config, developer: &str) -> String {
     config.render(&config.logs.group, developer)
 }
@@ -460,7 +223,15 @@ async fn numbered_lines_in_order_and_recreated_container_continues() {
     )
     .await;
     c.print(500, "n x").await; // "n x1".."n x500"
-    let got = wait_for_lines(&client, &group, "n ", 1500, Duration::from_secs(60)).await;
+    let got = wait_for_lines(
+        &client,
+        &group,
+        INSTANCE,
+        "n ",
+        1500,
+        Duration::from_secs(60),
+    )
+    .await;
     let mut want = numbered("n ", 1..=1000);
     want.extend(numbered("n x", 1..=500));
     assert_exactly_once(&got, &want);
@@ -477,7 +248,15 @@ async fn numbered_lines_in_order_and_recreated_container_continues() {
         ],
     )
     .await;
-    let got = wait_for_lines(&client, &group, "n ", 1800, Duration::from_secs(60)).await;
+    let got = wait_for_lines(
+        &client,
+        &group,
+        INSTANCE,
+        "n ",
+        1800,
+        Duration::from_secs(60),
+    )
+    .await;
     want.extend(numbered("n y", 1..=300));
     assert_exactly_once(&got, &want);
     let all = read_stream(&client, &group, INSTANCE).await;
@@ -518,10 +297,18 @@ async fn numbered_lines_in_order_and_recreated_container_continues() {
     // and lines written while it was down arrive.
     c2.print(200, "n z").await;
     let shipper = Running::start(docker.clone(), client.clone(), &config, test_options()).await;
-    let got = wait_for_lines(&client, &group, "n ", 2000, Duration::from_secs(60)).await;
+    let got = wait_for_lines(
+        &client,
+        &group,
+        INSTANCE,
+        "n ",
+        2000,
+        Duration::from_secs(60),
+    )
+    .await;
     want.extend(numbered("n z", 1..=200));
     tokio::time::sleep(Duration::from_secs(1)).await; // would any repeat show up?
-    assert_exactly_once(&lines_with(&client, &group, "n ").await, &want);
+    assert_exactly_once(&lines_with(&client, &group, INSTANCE, "n ").await, &want);
     assert_eq!(got.len(), 2000);
 
     // The same container stopped and started again (same id): followed again.
@@ -534,7 +321,15 @@ async fn numbered_lines_in_order_and_recreated_container_continues() {
     // It prints its FAKE_PRINT_LINES again at start, then the new lines.
     want.extend(numbered("n y", 1..=300));
     want.extend(numbered("n r", 1..=100));
-    let got = wait_for_lines(&client, &group, "n ", 2400, Duration::from_secs(60)).await;
+    let got = wait_for_lines(
+        &client,
+        &group,
+        INSTANCE,
+        "n ",
+        2400,
+        Duration::from_secs(60),
+    )
+    .await;
     assert_exactly_once(&got, &want);
     shipper.stop().await;
     c2.remove().await;
@@ -639,9 +434,25 @@ async fn burst_of_50000_lines_obeys_the_limits() {
     let long_prefix = format!("L{} ", "x".repeat(98)); // ~105 bytes a line: bytes bind first
     c.print(20_000, &long_prefix).await;
 
-    let got = wait_for_lines(&client, &group, "b ", 50_000, Duration::from_secs(90)).await;
+    let got = wait_for_lines(
+        &client,
+        &group,
+        INSTANCE,
+        "b ",
+        50_000,
+        Duration::from_secs(90),
+    )
+    .await;
     assert_exactly_once(&got, &numbered("b ", 1..=50_000));
-    let got = wait_for_lines(&client, &group, "L", 20_000, Duration::from_secs(60)).await;
+    let got = wait_for_lines(
+        &client,
+        &group,
+        INSTANCE,
+        "L",
+        20_000,
+        Duration::from_secs(60),
+    )
+    .await;
     assert_exactly_once(&got, &numbered(&long_prefix, 1..=20_000));
 
     let calls = recorder.calls();
@@ -704,45 +515,6 @@ fn ship_logs_child() {
     });
 }
 
-/// The child shipper; killed (SIGKILL) when dropped, so a failing test leaves
-/// no process behind.
-struct Child(std::process::Child);
-
-impl Child {
-    fn kill(&mut self) {
-        let _ = self.0.kill(); // std's kill is SIGKILL
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn_child(config_path: &Path, log: &Path) -> Child {
-    let exe = std::env::current_exe().expect("test binary path");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("child log");
-    std::process::Command::new(exe)
-        .args([
-            "ship_logs_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, config_path)
-        .stdout(log.try_clone().expect("log fd"))
-        .stderr(log)
-        .spawn()
-        .map(Child)
-        .expect("start the child shipper")
-}
-
 fn write_config_file(dir: &Path, project: &str, dev: &str, endpoint: &str) -> PathBuf {
     let path = dir.join("config.toml");
     let text = format!(
@@ -768,14 +540,14 @@ async fn sigkill_at_random_points_loses_and_repeats_nothing() {
     let child_log = dir.path().join("child.log");
 
     let c = TestContainer::start(&docker, &config.project, &dev, &[]).await;
-    let mut child = spawn_child(&config_path, &child_log);
+    let mut child = ShipperChild::spawn("ship_logs_child", CHILD_ENV, &config_path, &child_log);
     // The container writes 20,000 lines over ~8 s: 80 × 250.
     let writer = {
         let ip = c.ip;
         tokio::spawn(async move {
             for chunk in 0..80u64 {
                 let path = format!("/print?count=250&prefix=k{}-", chunk);
-                let resp = http(ip, "GET", &path, b"").await;
+                let resp = fake_code_server(ip, "GET", &path, b"").await;
                 assert!(resp.contains(" 200 "), "{resp}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -787,12 +559,20 @@ async fn sigkill_at_random_points_loses_and_repeats_nothing() {
         tokio::time::sleep(Duration::from_millis(wait)).await;
         child.kill();
         kills += 1;
-        child = spawn_child(&config_path, &child_log);
+        child = ShipperChild::spawn("ship_logs_child", CHILD_ENV, &config_path, &child_log);
     }
     writer.await.expect("writer");
-    let got = wait_for_lines(&client, &group, "k", 20_000, Duration::from_secs(60)).await;
+    let got = wait_for_lines(
+        &client,
+        &group,
+        INSTANCE,
+        "k",
+        20_000,
+        Duration::from_secs(60),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let got_again = lines_with(&client, &group, "k").await;
+    let got_again = lines_with(&client, &group, INSTANCE, "k").await;
     child.kill();
     let want: Vec<String> = (0..80u64)
         .flat_map(|chunk| numbered(&format!("k{chunk}-"), 1..=250))
@@ -884,17 +664,6 @@ impl Drop for Proxy {
     }
 }
 
-fn moto_addr() -> SocketAddr {
-    let url = moto_url();
-    let hostport = url.trim_start_matches("http://").trim_end_matches('/');
-    use std::net::ToSocketAddrs;
-    hostport
-        .to_socket_addrs()
-        .expect("moto address")
-        .next()
-        .expect("moto resolves")
-}
-
 /// CloudWatch unreachable for 30 s while the container writes, then back: every
 /// line exactly once, the container untouched, the outage visible in status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -912,7 +681,15 @@ async fn cloudwatch_outage_loses_and_repeats_nothing() {
     let shipper = Running::start(docker.clone(), client, &config, test_options()).await;
 
     c.print(2000, "o a").await;
-    let got = wait_for_lines(&direct, &group, "o a", 2000, Duration::from_secs(30)).await;
+    let got = wait_for_lines(
+        &direct,
+        &group,
+        INSTANCE,
+        "o a",
+        2000,
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(got.len(), 2000, "shipping works before the outage");
 
     proxy.cut();
@@ -938,9 +715,17 @@ async fn cloudwatch_outage_loses_and_repeats_nothing() {
         want.extend(numbered(&format!("o b{i}-"), 1..=300));
     }
     want.extend(numbered("o c", 1..=2000));
-    let got = wait_for_lines(&direct, &group, "o ", want.len(), Duration::from_secs(60)).await;
+    let got = wait_for_lines(
+        &direct,
+        &group,
+        INSTANCE,
+        "o ",
+        want.len(),
+        Duration::from_secs(60),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_exactly_once(&lines_with(&direct, &group, "o ").await, &want);
+    assert_exactly_once(&lines_with(&direct, &group, INSTANCE, "o ").await, &want);
     assert_eq!(got.len(), want.len());
     let d = shipper.status.snapshot().developers[&dev].clone();
     assert!(d.last_error.is_none(), "recovered: {d:?}");
@@ -1028,7 +813,15 @@ async fn enospc_on_the_state_directory_pauses_and_recovers() {
     let shipper = Running::start(docker.clone(), client.clone(), &config, options).await;
 
     c.print(1000, "e a").await;
-    let got = wait_for_lines(&client, &group, "e a", 1000, Duration::from_secs(30)).await;
+    let got = wait_for_lines(
+        &client,
+        &group,
+        INSTANCE,
+        "e a",
+        1000,
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(got.len(), 1000, "shipping works before the disk is full");
 
     let filler = tmpfs.fill();
@@ -1053,7 +846,7 @@ async fn enospc_on_the_state_directory_pauses_and_recovers() {
     assert!(d.buffered_events > 0, "lines wait in the buffer: {d:?}");
     // It stays paused (nothing is dropped to make progress) while the disk is full.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let shipped_while_full = lines_with(&client, &group, "e b").await.len();
+    let shipped_while_full = lines_with(&client, &group, INSTANCE, "e b").await.len();
     assert!(
         shipped_while_full < 10_000,
         "not everything can be shipped without checkpoints: {shipped_while_full}"
@@ -1070,10 +863,18 @@ async fn enospc_on_the_state_directory_pauses_and_recovers() {
         want.extend(numbered(&format!("e b{i}-"), 1..=2000));
     }
     want.extend(numbered("e c", 1..=1000));
-    let got = wait_for_lines(&client, &group, "e ", want.len(), Duration::from_secs(60)).await;
+    let got = wait_for_lines(
+        &client,
+        &group,
+        INSTANCE,
+        "e ",
+        want.len(),
+        Duration::from_secs(60),
+    )
+    .await;
     let converged = freed.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await; // would a repeat show up?
-    let got_again = lines_with(&client, &group, "e ").await;
+    let got_again = lines_with(&client, &group, INSTANCE, "e ").await;
     let lost = want.iter().filter(|w| !got_again.contains(w)).count();
     let dup = got_again.len()
         - got_again

@@ -143,6 +143,9 @@ pub const DEFAULT_HOST_LOGS: bool = true;
 pub const DEFAULT_SYSTEM_LOG_GROUP: &str = csagent_contract::names::SYSTEM_LOG_GROUP;
 /// `logs.docker_group`: docker.service and containerd.service.
 pub const DEFAULT_DOCKER_LOG_GROUP: &str = csagent_contract::names::DOCKER_LOG_GROUP;
+/// `logs.hold_rotated_files`: rotated json-file logs per container the shipper
+/// keeps open while it is behind, so Docker's deletion of them loses nothing.
+pub const DEFAULT_HOLD_ROTATED_FILES: u32 = 5;
 /// `logs.retention_days`: set on the groups the agent creates.
 pub const DEFAULT_RETENTION_DAYS: u32 = csagent_contract::DEFAULT_LOG_RETENTION_DAYS;
 
@@ -209,6 +212,7 @@ mod tests {
             Some("/aws/ec2/code-server-multi-dev/docker")
         );
         assert_eq!(c.logs.journal, None);
+        assert_eq!(c.logs.hold_rotated_files, 5);
         assert_eq!(c.agent.socket, Path::new("/run/csagent/csagent.sock"));
     }
 

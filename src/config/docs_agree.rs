@@ -63,6 +63,7 @@ const DEFAULTED_KEYS: &[&str] = &[
     "logs.host",
     "logs.system_group",
     "logs.docker_group",
+    "logs.hold_rotated_files",
     "agent.state_dir",
     "agent.runtime_dir",
     "agent.socket",

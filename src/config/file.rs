@@ -262,6 +262,8 @@ pub(super) struct FileLogs {
     /// `logs.docker_group`: template with at most `{project}`; "" turns it off.
     /// Default `DEFAULT_DOCKER_LOG_GROUP`.
     pub docker_group: Option<String>,
+    /// `logs.hold_rotated_files`: 0..=100. Default `DEFAULT_HOLD_ROTATED_FILES`.
+    pub hold_rotated_files: Option<u32>,
     /// `logs.journal`: absolute path of a journal file or directory to read
     /// instead of the host's journal. Default: the host's journal.
     pub journal: Option<PathBuf>,

@@ -293,6 +293,11 @@ pub struct LogsConfig {
     /// docker.service and containerd.service (rendered); None: not shipped
     /// (default `DEFAULT_DOCKER_LOG_GROUP`).
     pub docker_group: Option<String>,
+    /// Rotated json-file logs per container held open while the shipper is
+    /// behind: Docker's deletion of them then loses nothing; each holds up to
+    /// `containers.log_max_size` of disk until read (default
+    /// `DEFAULT_HOLD_ROTATED_FILES`).
+    pub hold_rotated_files: u32,
     /// A journal file or directory read instead of the host's journal (tests;
     /// default: the host's journal).
     pub journal: Option<PathBuf>,

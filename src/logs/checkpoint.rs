@@ -72,11 +72,27 @@ impl Tail {
     }
 }
 
+/// A place in a container's json-file log, read directly from the file: the
+/// file (inode, and a hash of its first line so a reused inode is not taken
+/// for it) and the byte offset after the last consumed entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePos {
+    pub inode: u64,
+    pub offset: u64,
+    /// Hash of the file's first line (`tail::head_hash`); 0 while unknown
+    /// (offset 0: nothing read from it yet).
+    pub head: u64,
+}
+
 /// A put that was started but not known to have finished.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inflight {
     /// Position once the batch is settled.
     pub end: Option<Position>,
+    /// File position once the batch is settled (json-file containers read from
+    /// the file; absent in checkpoints written before the agent read files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_file: Option<FilePos>,
     pub first_ms: i64,
     pub last_ms: i64,
     pub events: u64,
@@ -90,8 +106,15 @@ pub struct Inflight {
 pub struct Checkpoint {
     pub container_id: String,
     pub developer: String,
-    /// Everything up to here is shipped.
+    /// Everything up to here is shipped. Kept up to date when the log is read
+    /// from the file too, so either reader can resume from it.
     pub position: Position,
+    /// Everything up to here in the json-file log is shipped. None: not read
+    /// from the file yet (a new container, a driver other than json-file, or a
+    /// checkpoint written by an agent that read the Docker API only: then the
+    /// file is read from its start, skipping what `position` says is shipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FilePos>,
     pub tail: Tail,
     pub inflight: Option<Inflight>,
 }
@@ -102,6 +125,7 @@ impl Checkpoint {
             container_id: container_id.to_string(),
             developer: developer.to_string(),
             position: Position::default(),
+            file: None,
             tail: Tail::default(),
             inflight: None,
         }
@@ -228,8 +252,14 @@ mod tests {
         store.save(&cp).unwrap();
         assert_eq!(store.load("abc").unwrap(), Some(cp.clone()));
         cp.position = Position { ts_ns: 5, count: 2 };
+        cp.file = Some(FilePos {
+            inode: 7,
+            offset: 120,
+            head: 99,
+        });
         cp.inflight = Some(Inflight {
             end: Some(cp.position),
+            end_file: cp.file,
             first_ms: 1,
             last_ms: 2,
             events: 3,
@@ -247,6 +277,33 @@ mod tests {
         store.remove("abc").unwrap();
         store.remove("abc").unwrap();
         assert_eq!(store.load("abc").unwrap(), None);
+    }
+
+    #[test]
+    fn a_checkpoint_of_the_api_reader_loads_without_a_file_position() {
+        // As an agent that read only the Docker API wrote it.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        store.create().unwrap();
+        std::fs::write(
+            store.dir().join("old.json"),
+            r#"{"container_id":"old","developer":"dev1",
+               "position":{"ts_ns":1709210096000000001,"count":3},
+               "tail":{"ts_ms":1709210096000,"count":2},
+               "inflight":{"end":{"ts_ns":1709210097000000000,"count":1},"first_ms":1,
+                           "last_ms":2,"events":3,"tail_after":{"ts_ms":2,"count":1},"started_ms":9}}"#,
+        )
+        .unwrap();
+        let cp = store.load("old").unwrap().unwrap();
+        assert_eq!(cp.file, None);
+        assert_eq!(cp.position.count, 3);
+        let inflight = cp.inflight.clone().unwrap();
+        assert_eq!(inflight.end_file, None);
+        assert_eq!(inflight.end.unwrap().count, 1);
+        // Written back without file fields it is the old format still.
+        store.save(&cp).unwrap();
+        let text = std::fs::read_to_string(store.dir().join("old.json")).unwrap();
+        assert!(!text.contains("file"), "{text}");
     }
 
     #[test]

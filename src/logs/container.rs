@@ -6,17 +6,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::query_parameters::LogsOptionsBuilder;
+use bollard::query_parameters::{LogsOptionsBuilder, WaitContainerOptionsBuilder};
 use futures_util::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use super::batch::{Batch, Batcher, Event, Limits, MAX_MESSAGE_BYTES, split_message};
 use super::checkpoint::{Checkpoint, CheckpointError, Inflight};
-use super::follow::{Line, Position, Reassembler, Source};
+use super::follow::{Line, Mark, Position, Reassembler, Source};
+use super::jsonfile;
 use super::persist::{load, save_retrying};
 use super::sink::{Delivered, Sink, settle_delay};
 use super::status::now_ms;
+use super::tail::{Lost, Read2, Start, Tail};
 use super::{Finish, ShipperState};
 use crate::retry::Backoff;
 
@@ -26,12 +28,43 @@ const MAX_LINE: usize = 4 * MAX_MESSAGE_BYTES - 64 * 1024;
 /// Budget charged per event on top of its message bytes (bookkeeping).
 const EVENT_COST: usize = 64;
 
-/// One line's events on their way to the uploader.
+/// Lines' events on their way to the uploader (a line's pieces are together,
+/// the last one carrying the line's end).
 #[derive(Debug)]
-struct LineEvents {
-    events: Vec<Event>,
-    /// Budget it holds until its batch is settled.
+struct Chunk {
+    events: Vec<Event<Mark>>,
+    /// Budget it holds until its batches are settled.
     cost: usize,
+}
+
+/// Adds a chunk's events to the batcher, each charged its share of the chunk's
+/// cost; returns the batches closed on the way.
+fn push_chunk(batcher: &mut Batcher<Mark>, chunk: Chunk, now_ms: i64) -> Vec<Batch<Mark>> {
+    let mut closed = Vec::new();
+    let mut left = chunk.cost;
+    let mut line: Vec<Event<Mark>> = Vec::new();
+    let mut line_cost = 0;
+    for event in chunk.events {
+        let cost = (event.message.len() + EVENT_COST).min(left);
+        left -= cost;
+        if event.end.is_some() && line.is_empty() {
+            let (_, batch) = batcher.push(event, cost, now_ms);
+            closed.extend(batch);
+            continue;
+        }
+        // A piece of a split line: the line goes into one batch together.
+        let last = event.end.is_some();
+        line.push(event);
+        line_cost += cost;
+        if last {
+            closed.extend(batcher.push_line(std::mem::take(&mut line), line_cost, now_ms));
+            line_cost = 0;
+        }
+    }
+    if !line.is_empty() {
+        closed.extend(batcher.push_line(line, line_cost, now_ms));
+    }
+    closed
 }
 
 /// How a pass over a container's log ended.
@@ -118,13 +151,16 @@ async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<Pass
 
     let budget_total = ctx.options.buffer_bytes.max(1);
     let budget = Arc::new(Semaphore::new(budget_total));
-    let (tx, mut rx) = mpsc::channel::<LineEvents>(4096);
+    let (tx, mut rx) = mpsc::channel::<Chunk>(1024);
     let buffered = Arc::new(Buffered::default());
     let follower = tokio::spawn(follow(
         ctx.clone(),
         id.to_string(),
         developer.to_string(),
-        cp.position,
+        Mark {
+            position: cp.position,
+            file: cp.file,
+        },
         Outbox {
             tx,
             budget: budget.clone(),
@@ -134,13 +170,13 @@ async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<Pass
     ));
 
     let limits = Limits::for_retention(ctx.config.logs.retention_days);
-    let mut batcher = Batcher::new(limits);
+    let mut batcher = Batcher::<Mark>::new(limits);
     let mut flush_at: Option<Instant> = None;
     let result = loop {
-        let batches: Vec<Batch> = tokio::select! {
-            line = rx.recv() => match line {
-                Some(line) => {
-                    let closed = batcher.push_line(line.events, line.cost, now_ms());
+        let batches: Vec<Batch<Mark>> = tokio::select! {
+            chunk = rx.recv() => match chunk {
+                Some(chunk) => {
+                    let closed = push_chunk(&mut batcher, chunk, now_ms());
                     if flush_at.is_none() {
                         flush_at = Some(Instant::now() + ctx.options.flush_interval);
                     }
@@ -195,7 +231,7 @@ async fn ship_all(
     ctx: &ShipperState,
     sink: &mut Sink,
     cp: &mut Checkpoint,
-    batches: Vec<Batch>,
+    batches: Vec<Batch<Mark>>,
     budget: &Semaphore,
     buffered: &Buffered,
     developer: &str,
@@ -216,13 +252,14 @@ async fn ship_batch(
     ctx: &ShipperState,
     sink: &mut Sink,
     cp: &mut Checkpoint,
-    batch: &Batch,
+    batch: &Batch<Mark>,
     developer: &str,
 ) -> Result<(), TaskError> {
     let mut rejected = (batch.too_old, batch.too_new);
     if let (Some(first_ms), Some(last_ms)) = (batch.first_ms(), batch.last_ms()) {
         let inflight = Inflight {
-            end: batch.end,
+            end: batch.end.map(|m| m.position),
+            end_file: batch.end.and_then(|m| m.file),
             first_ms,
             last_ms,
             events: batch.events.len() as u64,
@@ -283,7 +320,10 @@ async fn ship_batch(
         ctx.status.rejected(developer, rejected.0, rejected.1);
     }
     if let Some(end) = batch.end {
-        cp.position = end;
+        cp.position = end.position;
+        // None from the API reader: a later file reader then starts from the
+        // position, never from a stale offset.
+        cp.file = end.file;
     }
     cp.inflight = None;
     let started = Instant::now();
@@ -340,6 +380,7 @@ async fn settle_inflight(
     if landed {
         if let Some(end) = inflight.end {
             cp.position = end;
+            cp.file = inflight.end_file;
         }
         cp.tail = inflight.tail_after;
         ctx.status.landed_by_readback(developer);
@@ -348,10 +389,357 @@ async fn settle_inflight(
     Ok(())
 }
 
-/// Reads the container's log from `resume` into `tx`, within the byte budget,
-/// until the container stops (or is removed: [`Pass::Drained`]) or the shipper
-/// stops ([`Pass::Interrupted`]).
+/// Reads the container's log from `resume` into the outbox, within the byte
+/// budget, until the container stops (or is removed: [`Pass::Drained`]) or the
+/// shipper stops ([`Pass::Interrupted`]): from its json-file when it has one,
+/// else through the Docker logs API.
 async fn follow(
+    ctx: Arc<ShipperState>,
+    id: String,
+    developer: String,
+    resume: Mark,
+    out: Outbox,
+) -> Pass {
+    let path = if ctx.read_files {
+        json_log_path(&ctx, &id).await
+    } else {
+        None
+    };
+    match path {
+        Some(path) => follow_file(ctx, id, developer, path, resume, out).await,
+        None => follow_api(ctx, id, developer, resume.position, out).await,
+    }
+}
+
+/// The container's json-file log, when it logs with that driver.
+async fn json_log_path(ctx: &ShipperState, id: &str) -> Option<std::path::PathBuf> {
+    let c = ctx.docker.inspect_container(id, None).await.ok()?;
+    let driver = c
+        .host_config
+        .as_ref()
+        .and_then(|h| h.log_config.as_ref())
+        .and_then(|l| l.typ.as_deref());
+    let path = c.log_path.filter(|p| !p.is_empty())?;
+    (driver == Some("json-file")).then(|| path.into())
+}
+
+/// Cost of the lines one chunk carries to the uploader, at most.
+fn chunk_limit(budget_total: usize) -> usize {
+    (budget_total / 4).clamp(1, 512 * 1024)
+}
+
+/// Safety poll of the log file when inotify wakes us (and when it cannot).
+/// inotify reports every write, rename and create in the log's directory (an
+/// overflowed queue still wakes us), so the poll only guards against the
+/// unforeseen; it is long because every idle container pays it.
+const POLL_WITH_INOTIFY: Duration = Duration::from_secs(30);
+const POLL_WITHOUT_INOTIFY: Duration = Duration::from_millis(250);
+
+/// Tails the json-file log at `path` (see [`super::tail`]); the container's
+/// stop is learnt from Docker's wait, after which the file holds all it wrote.
+async fn follow_file(
+    ctx: Arc<ShipperState>,
+    id: String,
+    developer: String,
+    path: std::path::PathBuf,
+    resume: Mark,
+    out: Outbox,
+) -> Pass {
+    let opened = {
+        let (path, file) = (path.clone(), resume.file);
+        let hold = ctx.config.logs.hold_rotated_files as usize;
+        tokio::task::spawn_blocking(move || Tail::open(&path, file, hold)).await
+    };
+    let (mut tail, start) = match opened {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::warn!(developer = %developer, container = %short(&id), path = %path.display(), error = %e, "cannot read the container's json-file log; following it through the Docker API");
+            return follow_api(ctx, id, developer, resume.position, out).await;
+        }
+        Err(e) => {
+            tracing::warn!(developer = %developer, container = %short(&id), error = %e, "opening the container log failed; following it through the Docker API");
+            return follow_api(ctx, id, developer, resume.position, out).await;
+        }
+    };
+    let mut re = match (&start, resume.file) {
+        (Start::Resumed, Some(_)) => Reassembler::continuing(resume, MAX_LINE),
+        (Start::Lost(why), _) => {
+            tracing::warn!(developer = %developer, container = %short(&id), why = %why, "the checkpointed container log file was rotated away; lines in it that were not shipped are lost");
+            Reassembler::continuing(
+                Mark {
+                    position: resume.position,
+                    file: None,
+                },
+                MAX_LINE,
+            )
+        }
+        // From the start; a checkpoint written by the Docker-API reader says
+        // what of it is shipped already.
+        _ => Reassembler::migrating(resume.position, MAX_LINE),
+    };
+    let watcher = path.parent().and_then(Watcher::new);
+    let poll = if watcher.is_some() {
+        POLL_WITH_INOTIFY
+    } else {
+        POLL_WITHOUT_INOTIFY
+    };
+    let exited = container_stopped(&ctx, &id);
+    tokio::pin!(exited);
+    let mut stopped = false;
+    let limit = chunk_limit(out.budget_total);
+    let mut scratch = Vec::new();
+    let mut pending: Vec<Line> = Vec::new();
+    let mut pending_cost = 0;
+    let mut bad_lines = 0u64;
+    let mut backoff = Backoff::standard();
+    let mut files = FilesReported::default();
+    files.report(&ctx, &developer, &id, &tail);
+    loop {
+        // Lines until a chunk is full (then hand it over and read on) or the
+        // buffer is empty (then read more first).
+        let mut full = false;
+        while let Some(raw) = tail.next_line() {
+            let line = match jsonfile::parse(raw.bytes, &mut scratch) {
+                Ok(e) => re.push_entry(
+                    e.source,
+                    e.time_ns,
+                    e.log(raw.bytes, &scratch),
+                    raw.before,
+                    raw.after,
+                ),
+                Err(e) => {
+                    bad_lines += 1;
+                    if bad_lines == 1 || bad_lines.is_power_of_two() {
+                        tracing::warn!(developer = %developer, container = %short(&id), error = %e, lines = bad_lines, "skipping a line of the json-file log that is not a log entry");
+                    }
+                    re.skip_entry(raw.after);
+                    None
+                }
+            };
+            if let Some(line) = line {
+                pending_cost += line.bytes.len() + EVENT_COST;
+                pending.push(line);
+                if pending_cost >= limit {
+                    full = true;
+                    break;
+                }
+            }
+        }
+        let read = if full {
+            Ok(Read2::Data)
+        } else {
+            let read = tail.read();
+            files.report(&ctx, &developer, &id, &tail);
+            read
+        };
+        // A full chunk, or caught up: hand over what was read before waiting.
+        if (full || !matches!(read, Ok(Read2::Data))) && !pending.is_empty() {
+            pending_cost = 0;
+            let lines = std::mem::take(&mut pending);
+            if !send_looking_ahead(
+                &ctx,
+                &out,
+                (&developer, &id),
+                lines,
+                &mut tail,
+                &mut files,
+                watcher.as_ref(),
+            )
+            .await
+            {
+                return Pass::Interrupted;
+            }
+        }
+        let wait = match read {
+            Ok(Read2::Data) => {
+                backoff.reset();
+                continue;
+            }
+            // Stopped: Docker no longer writes or rotates, so a missing
+            // successor means the log went with the container.
+            Ok(Read2::Idle | Read2::Rotating) if stopped => {
+                // Stopped, and its log read to the end: unfinished lines are final.
+                if !out.send(&ctx, &developer, re.flush()).await {
+                    return Pass::Interrupted;
+                }
+                return Pass::Drained;
+            }
+            Ok(Read2::Idle) => poll,
+            Ok(Read2::Rotating) => Duration::from_millis(20),
+            Err(e) => {
+                let delay = backoff.next_delay().min(Duration::from_secs(5));
+                ctx.status
+                    .failed(&developer, &format!("reading {}: {e}", path.display()));
+                tracing::warn!(developer = %developer, container = %short(&id), path = %path.display(), error = %e, retry_in = ?delay, "reading the container log failed; retrying");
+                delay
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = ctx.stop.requested() => return Pass::Interrupted,
+            _ = &mut exited, if !stopped => stopped = true,
+            _ = wake(watcher.as_ref()) => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// What of a tail's rotation bookkeeping reached the status (and the log).
+#[derive(Default)]
+struct FilesReported {
+    held: usize,
+    lost: Lost,
+}
+
+impl FilesReported {
+    fn report(&mut self, ctx: &ShipperState, developer: &str, id: &str, tail: &Tail) {
+        let (held, lost) = (tail.held(), tail.lost());
+        if held == self.held && lost == self.lost {
+            return;
+        }
+        let new = Lost {
+            files: lost.files - self.lost.files,
+            bytes: lost.bytes - self.lost.bytes,
+            gaps: lost.gaps - self.lost.gaps,
+        };
+        if new.files > 0 {
+            tracing::warn!(developer = %developer, container = %short(id), files = new.files, bytes = new.bytes, hold = ctx.config.logs.hold_rotated_files, "container log files rotated away before they were shipped; their lines are lost (the shipper is behind by more than logs.hold_rotated_files)");
+        }
+        if new.gaps > 0 {
+            tracing::warn!(developer = %developer, container = %short(id), "container log files may have rotated away unseen; lines in them are lost");
+        }
+        ctx.status.log_files(developer, held as u64, new);
+        (self.held, self.lost) = (held, lost);
+    }
+}
+
+/// How often a tail looks for new rotations while its lines wait for upload
+/// budget and inotify says nothing (a safety net; inotify wakes it at once).
+const LOOK_AHEAD_POLL: Duration = Duration::from_millis(500);
+
+/// [`Outbox::send`], holding the log's newer files open while it waits for
+/// budget: a back-pressured reader is where Docker's rotation could outrun it.
+async fn send_looking_ahead(
+    ctx: &ShipperState,
+    out: &Outbox,
+    (developer, id): (&str, &str),
+    lines: Vec<Line>,
+    tail: &mut Tail,
+    files: &mut FilesReported,
+    watcher: Option<&Watcher>,
+) -> bool {
+    let send = out.send(ctx, developer, lines);
+    tokio::pin!(send);
+    loop {
+        tokio::select! {
+            biased;
+            sent = &mut send => return sent,
+            _ = wake(watcher) => {}
+            _ = tokio::time::sleep(LOOK_AHEAD_POLL) => {}
+        }
+        if let Err(e) = tail.look_ahead() {
+            tracing::debug!(developer = %developer, error = %e, "looking for rotated log files failed; retrying");
+        }
+        files.report(ctx, developer, id, tail);
+    }
+}
+
+/// Resolves once the container is not running (or is gone). Docker reports a
+/// container stopped only after its log driver is closed, so by then the
+/// json-file holds every line it wrote.
+async fn container_stopped(ctx: &ShipperState, id: &str) {
+    let mut backoff = Backoff::standard();
+    loop {
+        let options = WaitContainerOptionsBuilder::new()
+            .condition("not-running")
+            .build();
+        let first = ctx.docker.wait_container(id, Some(options)).next().await;
+        match first {
+            Some(Ok(_))
+            | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. }))
+            | Some(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ..
+            })) => return,
+            _ => {}
+        }
+        // The wait broke off (dockerd restarting?): ask, then wait again.
+        let delay = match ctx.docker.inspect_container(id, None).await {
+            Ok(c) if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) => return,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return,
+            Ok(_) => {
+                // Running: Docker answers again; wait again soon.
+                backoff.reset();
+                Duration::from_millis(100)
+            }
+            Err(_) => backoff.next_delay().min(Duration::from_secs(5)),
+        };
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn wake(watcher: Option<&Watcher>) {
+    match watcher {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// inotify on the log's directory: Docker writing, rotating or creating the file.
+struct Watcher {
+    fd: tokio::io::unix::AsyncFd<InotifyFd>,
+}
+
+struct InotifyFd(nix::sys::inotify::Inotify);
+
+impl std::os::fd::AsRawFd for InotifyFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl Watcher {
+    fn new(dir: &std::path::Path) -> Option<Watcher> {
+        use nix::sys::inotify::{AddWatchFlags as F, InitFlags, Inotify};
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        inotify
+            .add_watch(
+                dir,
+                F::IN_MODIFY
+                    | F::IN_CREATE
+                    | F::IN_MOVED_FROM
+                    | F::IN_MOVED_TO
+                    | F::IN_DELETE
+                    | F::IN_CLOSE_WRITE,
+            )
+            .ok()?;
+        // SAFETY: InotifyFd owns the inotify descriptor (nix's Inotify holds an
+        // OwnedFd) and always returns it; it stays open until the AsyncFd drops it.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register(InotifyFd(inotify)) };
+        fd.ok().map(|fd| Watcher { fd })
+    }
+
+    /// Resolves after something changed in the directory (events drained).
+    async fn changed(&self) {
+        loop {
+            let Ok(mut guard) = self.fd.readable().await else {
+                return std::future::pending().await;
+            };
+            match guard.try_io(|fd| fd.get_ref().0.read_events().map_err(std::io::Error::from)) {
+                Ok(_) => return,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// Through the Docker logs API (drivers other than json-file): reads the log
+/// from `resume` into the outbox until the container stops (or is removed:
+/// [`Pass::Drained`]) or the shipper stops ([`Pass::Interrupted`]).
+async fn follow_api(
     ctx: Arc<ShipperState>,
     id: String,
     developer: String,
@@ -385,7 +773,7 @@ async fn follow(
                 None => break None,
             };
             if let Some(line) = re.push(source, &message)
-                && !out.send(&ctx, &developer, line).await
+                && !out.send(&ctx, &developer, vec![line]).await
             {
                 return Pass::Interrupted;
             }
@@ -413,10 +801,8 @@ async fn follow(
         };
         if !running {
             // Stopped or removed: unfinished lines are final.
-            for line in re.flush() {
-                if !out.send(&ctx, &developer, line).await {
-                    return Pass::Interrupted;
-                }
+            if !out.send(&ctx, &developer, re.flush()).await {
+                return Pass::Interrupted;
             }
             return Pass::Drained;
         }
@@ -463,34 +849,50 @@ impl Buffered {
 
 /// The follower's side of the bounded buffer.
 struct Outbox {
-    tx: mpsc::Sender<LineEvents>,
+    tx: mpsc::Sender<Chunk>,
     budget: Arc<Semaphore>,
     budget_total: usize,
     buffered: Arc<Buffered>,
 }
 
 impl Outbox {
-    /// Turns a line into events and hands them over, waiting for budget (this is
-    /// the back-pressure: while the buffer is full, Docker is not read). False
-    /// when the shipper stops.
-    async fn send(&self, ctx: &ShipperState, developer: &str, line: Line) -> bool {
-        let timestamp_ms = line.ts_ns.div_euclid(1_000_000);
-        let pieces = split_message(&line.bytes, MAX_MESSAGE_BYTES);
-        let n = pieces.len();
-        let cost = pieces
-            .iter()
-            .map(|p| p.len() + EVENT_COST)
-            .sum::<usize>()
-            .min(self.budget_total);
-        let events = pieces
-            .into_iter()
-            .enumerate()
-            .map(|(i, message)| Event {
-                timestamp_ms,
-                message,
-                end: (i + 1 == n).then_some(line.end),
-            })
-            .collect();
+    /// Turns lines into events and hands them over as one chunk, waiting for
+    /// budget (this is the back-pressure: while the buffer is full, the log is
+    /// not read). False when the shipper stops.
+    async fn send(&self, ctx: &ShipperState, developer: &str, lines: Vec<Line>) -> bool {
+        if lines.is_empty() {
+            return true;
+        }
+        let mut events = Vec::with_capacity(lines.len());
+        let mut cost = 0;
+        let first_ms = lines[0].ts_ns.div_euclid(1_000_000);
+        for line in lines {
+            let timestamp_ms = line.ts_ns.div_euclid(1_000_000);
+            let end = line.end;
+            let pieces = match messages(line.bytes) {
+                Ok(message) => {
+                    cost += message.len() + EVENT_COST;
+                    events.push(Event {
+                        timestamp_ms,
+                        message,
+                        end: Some(end),
+                    });
+                    continue;
+                }
+                Err(pieces) => pieces,
+            };
+            let n = pieces.len();
+            for (i, message) in pieces.into_iter().enumerate() {
+                cost += message.len() + EVENT_COST;
+                events.push(Event {
+                    timestamp_ms,
+                    message,
+                    end: (i + 1 == n).then_some(end),
+                });
+            }
+        }
+        let cost = cost.min(self.budget_total);
+        let n = events.len() as u64;
         let permits = u32::try_from(cost).unwrap_or(u32::MAX);
         tokio::select! {
             p = self.budget.acquire_many(permits) => match p {
@@ -499,9 +901,20 @@ impl Outbox {
             },
             _ = ctx.stop.requested() => return false,
         }
-        self.buffered.add(n as u64, cost as u64);
-        ctx.status
-            .buffered(developer, n as u64, cost as u64, timestamp_ms);
-        self.tx.send(LineEvents { events, cost }).await.is_ok()
+        self.buffered.add(n, cost as u64);
+        ctx.status.buffered(developer, n, cost as u64, first_ms);
+        self.tx.send(Chunk { events, cost }).await.is_ok()
     }
+}
+
+/// A line's event message: the line itself when it is valid UTF-8 and fits one
+/// event (no copy, the common case), else [`split_message`]'s pieces.
+fn messages(bytes: Vec<u8>) -> Result<String, Vec<String>> {
+    if !bytes.is_empty() && bytes.len() <= MAX_MESSAGE_BYTES {
+        return match String::from_utf8(bytes) {
+            Ok(s) => Ok(s),
+            Err(e) => Err(split_message(e.as_bytes(), MAX_MESSAGE_BYTES)),
+        };
+    }
+    Err(split_message(&bytes, MAX_MESSAGE_BYTES))
 }

@@ -23,6 +23,17 @@
 //! returned messages), and the counts agree, so "skip until the position is
 //! passed" skips exactly what was consumed before — no line twice, none lost.
 
+use super::checkpoint::FilePos;
+
+/// Where a follower resumes once a line is shipped: the Docker-API position
+/// and, when the log is read from its json-file, the file position. Both are
+/// kept, so either reader can take over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mark {
+    pub position: Position,
+    pub file: Option<FilePos>,
+}
+
 /// A place in a container's log (see the module doc).
 #[derive(
     Debug,
@@ -71,6 +82,16 @@ impl Tracker {
         }
     }
 
+    /// A reader that continues exactly after `pos` (the json-file, read from a
+    /// file offset): nothing is skipped, and positions come out as one
+    /// uninterrupted follow would have counted them.
+    pub fn continuing(pos: Position) -> Tracker {
+        Tracker {
+            pos,
+            resume: Position::default(),
+        }
+    }
+
     /// Where the last consumed message left the log; what the next follow
     /// resumes from.
     pub fn position(&self) -> Position {
@@ -110,7 +131,7 @@ pub struct Line {
     /// Without the trailing newline; not yet UTF-8 checked.
     pub bytes: Vec<u8>,
     /// Where to resume once this line is shipped.
-    pub end: Position,
+    pub end: Mark,
 }
 
 /// A line begun but not finished (Docker split it into 16 KiB messages).
@@ -118,7 +139,7 @@ pub struct Line {
 struct Partial {
     bytes: Vec<u8>,
     /// Position before its first message.
-    start: Position,
+    start: Mark,
 }
 
 /// Splits `"<RFC3339Nano> <payload>"` into (timestamp ns, payload).
@@ -224,16 +245,86 @@ pub struct Reassembler {
     stderr: Partial,
     /// Most bytes held for one unfinished line before it is emitted anyway.
     max_line: usize,
+    /// File position after the last message consumed (json-file reader).
+    file: Option<FilePos>,
+    /// Reading the json-file from its start for a checkpoint that has only a
+    /// Docker-API position: messages Docker's `since` would not return (older
+    /// than this, ns) are shipped already, until the first message past the
+    /// position.
+    migrating_since: Option<i64>,
 }
 
 impl Reassembler {
+    /// For the Docker logs API, resumed with `since` at `resume`.
     pub fn new(resume: Position, max_line: usize) -> Reassembler {
         Reassembler {
             tracker: Tracker::new(resume),
             stdout: Partial::default(),
             stderr: Partial::default(),
             max_line,
+            file: None,
+            migrating_since: None,
         }
+    }
+
+    /// For the json-file read from its start while the checkpoint has only a
+    /// Docker-API position (written by an agent that did not read files):
+    /// skips exactly what a Docker follow resumed at `resume` would have skipped,
+    /// and what it would not have returned before that.
+    pub fn migrating(resume: Position, max_line: usize) -> Reassembler {
+        let mut r = Reassembler::new(resume, max_line);
+        if resume != Position::default() {
+            r.migrating_since = Some(resume.since_secs() * NS);
+        }
+        r
+    }
+
+    /// For the json-file read from a checkpointed file offset: continues after
+    /// `resume` without skipping anything.
+    pub fn continuing(resume: Mark, max_line: usize) -> Reassembler {
+        Reassembler {
+            tracker: Tracker::continuing(resume.position),
+            stdout: Partial::default(),
+            stderr: Partial::default(),
+            max_line,
+            file: resume.file,
+            migrating_since: None,
+        }
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            position: self.tracker.position(),
+            file: self.file,
+        }
+    }
+
+    /// A json-file line that is not an entry (a torn write): consumed, nothing
+    /// to ship.
+    pub fn skip_entry(&mut self, after: FilePos) {
+        self.file = Some(after);
+    }
+
+    /// Feeds one json-file entry (`before`/`after`: the file positions around
+    /// its line); returns the line it completes, if any.
+    pub fn push_entry(
+        &mut self,
+        source: Source,
+        time_ns: Option<i64>,
+        log: &[u8],
+        before: FilePos,
+        after: FilePos,
+    ) -> Option<Line> {
+        if let Some(since) = self.migrating_since {
+            if time_ns.is_some_and(|t| t < since) {
+                self.file = Some(after);
+                return None;
+            }
+        }
+        self.file = Some(before);
+        let start = self.mark();
+        self.file = Some(after);
+        self.push_message(source, time_ns, log, start)
     }
 
     /// A fresh follow from Docker (after a reconnect or a restart): positions are
@@ -250,12 +341,23 @@ impl Reassembler {
     /// Feeds one Docker message (a frame with the timestamp prefix); returns the
     /// line it completes, if any.
     pub fn push(&mut self, source: Source, frame: &[u8]) -> Option<Line> {
-        let before = self.tracker.position();
+        let before = self.mark();
         let (raw, payload) = parse_frame(frame);
+        self.push_message(source, raw, payload, before)
+    }
+
+    fn push_message(
+        &mut self,
+        source: Source,
+        raw: Option<i64>,
+        payload: &[u8],
+        before: Mark,
+    ) -> Option<Line> {
         let (ts_ns, skip) = self.tracker.advance(raw);
         if skip {
             return None;
         }
+        self.migrating_since = None;
         let (complete, body) = match payload.strip_suffix(b"\n") {
             Some(b) => (true, b),
             None => (false, payload),
@@ -317,7 +419,7 @@ impl Reassembler {
             Source::Stderr => &self.stdout,
         };
         let end = if other.bytes.is_empty() {
-            self.tracker.position()
+            self.mark()
         } else {
             other.start
         };
@@ -404,7 +506,7 @@ mod tests {
             ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"]
         );
         for cut in 0..all.len() {
-            let resume = all[cut].end;
+            let resume = all[cut].end.position;
             // What Docker returns for since = floor(resume): messages whose own
             // timestamp is in that second or later, in file order.
             let since_ns = resume.since_secs() * NS;
@@ -422,6 +524,129 @@ mod tests {
             for (a, b) in again.iter().zip(&all[cut + 1..]) {
                 assert_eq!(a.end, b.end);
                 assert_eq!(a.ts_ns, b.ts_ns);
+            }
+        }
+    }
+
+    /// A json-file entry: (source, raw ts, payload, position before, after).
+    type FileEntry = (Source, Option<i64>, Vec<u8>, FilePos, FilePos);
+
+    /// The frames as json-file entries.
+    fn entries(frames: &[(Source, Vec<u8>)]) -> Vec<FileEntry> {
+        let mut offset = 0;
+        frames
+            .iter()
+            .map(|(s, f)| {
+                let (ts, payload) = parse_frame(f);
+                let pos = |offset| FilePos {
+                    inode: 42,
+                    offset,
+                    head: 7,
+                };
+                let before = pos(offset);
+                offset += 100;
+                (*s, ts, payload.to_vec(), before, pos(offset))
+            })
+            .collect()
+    }
+
+    fn file_lines(mut r: Reassembler, entries: &[FileEntry]) -> Vec<Line> {
+        entries
+            .iter()
+            .filter_map(|(s, ts, p, b, a)| r.push_entry(*s, *ts, p, *b, *a))
+            .collect()
+    }
+
+    /// Frames with out-of-order stderr, shared nanoseconds and a partial line.
+    fn tricky_frames() -> Vec<(Source, Vec<u8>)> {
+        use Source::*;
+        vec![
+            (Stdout, frame(&format!("{T}.900000000Z"), "a\n")),
+            (Stdout, frame(&format!("{T}.999999999Z"), "b\n")),
+            (Stdout, frame("2024-02-29T12:34:57.000000001Z", "c\n")),
+            (Stdout, frame("2024-02-29T12:34:57.000000001Z", "d\n")),
+            (Stderr, frame(&format!("{T}.999999999Z"), "e\n")),
+            (Stdout, frame("2024-02-29T12:34:57.000000001Z", "f1 ")),
+            (Stderr, frame("2024-02-29T12:34:57.000000000Z", "g\n")),
+            (Stdout, frame("2024-02-29T12:34:57.2Z", "f2\n")),
+            (Stdout, frame("2024-02-29T12:34:57.5Z", "h\n")),
+            (Stdout, frame("2024-02-29T12:34:59.000000001Z", "i\n")),
+            (Stderr, frame("2024-02-29T12:34:58.999999999Z", "j\n")),
+            (Stdout, frame("2024-02-29T12:34:59.000000001Z", "k\n")),
+        ]
+    }
+
+    #[test]
+    fn an_api_checkpoint_migrates_to_the_file_without_repeats_or_gaps() {
+        let frames = tricky_frames();
+        let all = lines(Position::default(), &frames);
+        assert_eq!(
+            text(&all),
+            ["a", "b", "c", "d", "e", "g", "f1 f2", "h", "i", "j", "k"]
+        );
+        let entries = entries(&frames);
+        for (cut, shipped) in all.iter().enumerate() {
+            // What an agent reading the API checkpointed after line `cut`.
+            let resume = shipped.end.position;
+            let again = file_lines(Reassembler::migrating(resume, 1 << 20), &entries);
+            // Held before an unfinished line, the API reader repeats what
+            // follows it; the migration repeats exactly what the API would.
+            let api = lines(
+                resume,
+                &frames
+                    .iter()
+                    .filter(|(_, f)| parse_frame(f).0.unwrap() >= resume.since_secs() * NS)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            assert_eq!(
+                text(&again),
+                text(&api),
+                "resumed after line {cut} ({resume:?})"
+            );
+            assert!(again.iter().all(|l| l.end.file.is_some()));
+        }
+        // From nothing: everything.
+        let again = file_lines(
+            Reassembler::migrating(Position::default(), 1 << 20),
+            &entries,
+        );
+        assert_eq!(text(&again), text(&all));
+    }
+
+    #[test]
+    fn resuming_at_a_file_position_continues_exactly() {
+        let entries = entries(&tricky_frames());
+        let all = file_lines(
+            Reassembler::migrating(Position::default(), 1 << 20),
+            &entries,
+        );
+        for cut in 0..all.len() {
+            let end = all[cut].end;
+            let file = end.file.expect("file position");
+            let rest: Vec<_> = entries
+                .iter()
+                .filter(|e| e.3.offset >= file.offset)
+                .cloned()
+                .collect();
+            let again = file_lines(Reassembler::continuing(end, 1 << 20), &rest);
+            // A checkpoint held before the unfinished "f1" (after "g") repeats
+            // "g" (the documented limit); every other cut continues exactly.
+            let shipped = &all[..=cut];
+            let repeats = again
+                .iter()
+                .filter(|l| shipped.iter().any(|s| s.bytes == l.bytes && s.end == l.end))
+                .count();
+            assert_eq!(repeats, usize::from(cut == 5), "cut {cut}");
+            let got: Vec<&Line> = again.iter().skip(repeats).collect();
+            let want: Vec<&Line> = all[cut + 1..].iter().collect();
+            assert_eq!(got.len(), want.len(), "cut {cut}");
+            for (a, b) in got.iter().zip(&want) {
+                assert_eq!(
+                    (&a.bytes, a.end, a.ts_ns),
+                    (&b.bytes, b.end, b.ts_ns),
+                    "cut {cut}"
+                );
             }
         }
     }
@@ -457,13 +682,13 @@ mod tests {
         let all = lines(Position::default(), &frames);
         assert_eq!(text(&all), ["err", "first half second half", "next"]);
         // The stderr line's checkpoint is held before the unfinished stdout line.
-        assert_eq!(all[0].end, Position::default());
-        assert!(all[1].end > all[0].end);
+        assert_eq!(all[0].end.position, Position::default());
+        assert!(all[1].end.position > all[0].end.position);
         // Resuming after the joined line skips all its messages.
-        let again = lines(all[1].end, &frames);
+        let again = lines(all[1].end.position, &frames);
         assert_eq!(text(&again), ["next"]);
         // Resuming at the held checkpoint repeats the stderr line, loses nothing.
-        let again = lines(all[0].end, &frames);
+        let again = lines(all[0].end.position, &frames);
         assert_eq!(text(&again), ["err", "first half second half", "next"]);
     }
 
@@ -544,6 +769,6 @@ mod tests {
         let rest = r.flush();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].bytes, b"tail");
-        assert_eq!(rest[0].end, r.position());
+        assert_eq!(rest[0].end.position, r.position());
     }
 }

@@ -10,9 +10,16 @@
 //!   configured developer are shipped. One task per container
 //!   ([`container`]); a start event for a container whose task is still
 //!   draining makes that task follow it again rather than start a second one.
-//! - **Follow** ([`follow`]): `docker logs --follow --timestamps` from the
-//!   checkpoint; Docker's `since` is whole seconds, so already shipped messages are
-//!   skipped by position.
+//! - **Read** ([`tail`], [`jsonfile`]): a container with the json-file driver
+//!   (csagent creates them so) has its log file read directly from its
+//!   `LogPath`, following rotations across `max-file`, from a checkpointed
+//!   inode and offset; dockerd then only writes the file. The container's stop
+//!   is learnt from Docker's wait (after which the file is complete).
+//! - **Follow** ([`follow`]): any other driver: `docker logs --follow
+//!   --timestamps` from the checkpoint; Docker's `since` is whole seconds, so
+//!   already shipped messages are skipped by position. Both readers keep that
+//!   position, and an old checkpoint with only a position is carried over to
+//!   the file reader without a line shipped twice or skipped.
 //! - **Batch** ([`batch`]): every PutLogEvents limit in one place.
 //! - **Deliver** ([`sink`]): group (with retention) and stream created when
 //!   missing; retries with jittered backoff; an ambiguous failure is settled by
@@ -32,7 +39,7 @@
 //!   the container reconciler waits for that before it removes the container.
 //! - **Back-pressure**: each container has a byte budget
 //!   ([`ShipperOptions::buffer_bytes`]); when it is spent the follower stops
-//!   reading from Docker. The container is untouched — we only read its log, and
+//!   reading the log. The container is untouched — we only read its log, and
 //!   json-file keeps the lines until we come back (within its rotation limits:
 //!   `containers.log_max_size` × `log_max_files`; an outage long enough to rotate
 //!   unread lines away loses them, as it would for any reader of the log).
@@ -53,7 +60,12 @@
 //!
 //! ## Limits of the guarantee
 //! - Lines Docker no longer has (removed container, rotated json-file) cannot be
-//!   shipped; a removed container's lines already read are still delivered.
+//!   shipped; a removed container's lines already read are still delivered (an
+//!   open file is read to its end after its name is gone). A checkpointed file
+//!   rotated away while the agent was down is reported and reading starts at
+//!   the oldest file left.
+//! - json-file with `max-file = 1` truncates in place; the reader notices when
+//!   the file shrank below its offset and starts over at its start.
 //! - After a crash while one output (stdout/stderr) is in the middle of a line
 //!   longer than 16 KiB, lines of the other output written meanwhile may be
 //!   shipped twice (never lost): see [`follow`].
@@ -66,10 +78,12 @@ mod checkpoint;
 mod container;
 mod follow;
 pub mod host;
+mod jsonfile;
 mod own;
 mod persist;
 mod sink;
 mod status;
+mod tail;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -93,8 +107,8 @@ pub use batch::{
     Batch, Batcher, EVENT_OVERHEAD, Event, Limits, MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
     MAX_MESSAGE_BYTES, MAX_SPAN_MS, split_message,
 };
-pub use checkpoint::{Checkpoint, CheckpointError, Inflight, Store, Tail};
-pub use follow::Position;
+pub use checkpoint::{Checkpoint, CheckpointError, FilePos, Inflight, Store, Tail};
+pub use follow::{Mark, Position};
 pub use host::HostShipper;
 use sink::Sink;
 pub use sink::SinkError;
@@ -264,6 +278,8 @@ pub(crate) struct ShipperState {
     pub(crate) options: ShipperOptions,
     pub(crate) registry: Registry,
     pub(crate) stop: Stop,
+    /// Read json-file containers' logs from their files (else: the Docker API).
+    pub(crate) read_files: bool,
 }
 
 /// Ships every managed container's log; see the module doc.
@@ -274,6 +290,7 @@ pub struct Shipper {
     stream: String,
     options: ShipperOptions,
     status: LogsStatusHandle,
+    read_files: bool,
 }
 
 impl Shipper {
@@ -292,7 +309,16 @@ impl Shipper {
             stream: identity.instance_id.clone(),
             options: ShipperOptions::default(),
             status,
+            read_files: true,
         }
+    }
+
+    /// `false`: read every container's log through the Docker logs API, as
+    /// agents before the json-file reader did (tests use it to write such
+    /// agents' checkpoints, and to compare).
+    pub fn reading_files(mut self, read_files: bool) -> Self {
+        self.read_files = read_files;
+        self
     }
 
     pub fn with_options(mut self, options: ShipperOptions) -> Self {
@@ -353,6 +379,7 @@ impl Shipper {
             options: self.options,
             registry: Registry::default(),
             stop: stop.clone(),
+            read_files: self.read_files,
         });
         tracing::info!(stream = %ctx.stream, developers = developers.len(), "container logs: shipping to CloudWatch Logs");
 

@@ -281,13 +281,19 @@ impl Sink {
                 too_new: 0,
             });
         };
-        let mut events = Vec::with_capacity(batch.events.len());
-        for (ts, msg) in &batch.events {
-            // Both fields are set, so this cannot fail.
-            if let Ok(e) = InputLogEvent::builder().timestamp(*ts).message(msg).build() {
-                events.push(e);
+        let build = || {
+            let mut events = Vec::with_capacity(batch.events.len());
+            for (ts, msg) in &batch.events {
+                // Both fields are set, so this cannot fail.
+                if let Ok(e) = InputLogEvent::builder().timestamp(*ts).message(msg).build() {
+                    events.push(e);
+                }
             }
-        }
+            events
+        };
+        // Built once for the first attempt; a retry builds them again (the SDK
+        // takes them by value), so the common case copies each message once.
+        let mut events = Some(build());
         let mut backoff = backoff;
         let mut check_first = false;
         let mut doubtful_put: Option<tokio::time::Instant> = None;
@@ -308,7 +314,7 @@ impl Sink {
                     }
                     check_first = false;
                 }
-                self.put(events.clone()).await
+                self.put(events.take().unwrap_or_else(build)).await
             };
             let result = tokio::select! {
                 r = attempt => r,

@@ -48,6 +48,17 @@ pub struct DeveloperLogs {
     /// shipping for this developer waits, retrying, until it can (Docker keeps
     /// the lines meanwhile). Cleared by the next successful write.
     pub checkpoint_error: Option<String>,
+    /// Rotated json-file logs held open because the shipper is behind (disk
+    /// Docker freed only once they are read; bounded by `logs.hold_rotated_files`).
+    pub held_log_files: u64,
+    /// Rotated json-file logs Docker deleted before they were read (beyond the
+    /// hold), and their sizes when last seen: their lines are lost.
+    pub lost_log_files: u64,
+    pub lost_log_bytes: u64,
+    /// Times the shipper found files gone it never saw (it did not look for a
+    /// whole `max-file` of rotations, or a checkpointed file went while the
+    /// agent was down): an unknown number of lines may be lost.
+    pub log_gaps: u64,
 }
 
 /// One host-log source: the journal entries it selects, to one group.
@@ -309,6 +320,17 @@ impl LogsStatusHandle {
             ..Inner::default()
         };
         self.bell.send_replace(());
+    }
+
+    /// The json-file reader's rotation bookkeeping: files held now, and what
+    /// went unread since the last report (added to the totals).
+    pub(crate) fn log_files(&self, developer: &str, held: u64, lost: super::tail::Lost) {
+        self.with(developer, |e| {
+            e.logs.held_log_files = held;
+            e.logs.lost_log_files += lost.files;
+            e.logs.lost_log_bytes += lost.bytes;
+            e.logs.log_gaps += lost.gaps;
+        });
     }
 
     pub(crate) fn following(&self, developer: &str, container_id: &str, group: &str, stream: &str) {

@@ -234,6 +234,17 @@ pub struct DeveloperRow {
     /// waits and retries meanwhile; Docker keeps the lines).
     #[serde(default)]
     pub log_checkpoint_error: Option<String>,
+    /// Container log files rotated away before they were shipped (lines lost),
+    /// their bytes, and gaps of unknown size, since the agent started.
+    #[serde(default)]
+    pub log_files_lost: u64,
+    /// Rotated log files held open now because the shipper is behind.
+    #[serde(default)]
+    pub log_files_held: u64,
+    #[serde(default)]
+    pub log_bytes_lost: u64,
+    #[serde(default)]
+    pub log_gaps: u64,
     /// Why this developer is not as desired.
     pub problem: Option<String>,
     /// Why the last pull of this developer's image failed (every developer runs
@@ -278,6 +289,19 @@ impl StatusReport {
             {
                 w.push(format!(
                     "{}: container logs are {lag:.0}s behind in CloudWatch Logs (Docker keeps the lines meanwhile)",
+                    d.name
+                ));
+            }
+            if d.log_files_lost > 0 || d.log_gaps > 0 {
+                let what = match (d.log_files_lost, d.log_gaps) {
+                    (0, _) => "container log files".to_string(),
+                    (n, _) => format!(
+                        "{n} container log file(s) ({})",
+                        bytesize::ByteSize(d.log_bytes_lost).display().iec()
+                    ),
+                };
+                w.push(format!(
+                    "{}: {what} rotated away before they were shipped since the agent started; their lines are lost (the shipper fell behind by more than logs.hold_rotated_files; raise it or containers.log_max_size)",
                     d.name
                 ));
             }

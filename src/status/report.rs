@@ -135,6 +135,7 @@ fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
         .quota
         .as_ref()
         .and_then(|q| q.developers.get(&d.name));
+    let logs = s.logs.developers.get(&d.name);
     let uptime = c
         .filter(|c| c.state == "running")
         .and_then(|c| c.started_at.as_deref())
@@ -191,6 +192,10 @@ fn developer_row(s: &Snapshot, d: &Developer, now: SystemTime) -> DeveloperRow {
             .developers
             .get(&d.name)
             .and_then(|l| l.checkpoint_error.clone()),
+        log_files_lost: logs.map_or(0, |l| l.lost_log_files),
+        log_files_held: logs.map_or(0, |l| l.held_log_files),
+        log_bytes_lost: logs.map_or(0, |l| l.lost_log_bytes),
+        log_gaps: logs.map_or(0, |l| l.log_gaps),
         problem,
         pull_error: s
             .image
@@ -687,6 +692,46 @@ mod tests {
             "{:?}",
             r.warnings
         );
+    }
+
+    #[test]
+    fn log_files_rotated_away_unread_warn_with_their_size() {
+        let mut s = healthy();
+        s.logs.enabled = true;
+        s.logs.developers.insert(
+            "dev1".into(),
+            DeveloperLogs {
+                held_log_files: 2,
+                lost_log_files: 3,
+                lost_log_bytes: 3 << 20,
+                ..Default::default()
+            },
+        );
+        let r = report(&s, memory(), now());
+        let d = row(&r, "dev1");
+        assert_eq!(
+            (d.log_files_held, d.log_files_lost, d.log_bytes_lost),
+            (2, 3, 3 << 20)
+        );
+        assert!(!r.healthy);
+        assert!(
+            r.warnings[0].starts_with(
+                "dev1: 3 container log file(s) (3.0 MiB) rotated away before they were shipped"
+            ),
+            "{:?}",
+            r.warnings
+        );
+        // Files only held (the shipper is behind, nothing lost) are no problem.
+        let mut s = healthy();
+        s.logs.enabled = true;
+        s.logs.developers.insert(
+            "dev1".into(),
+            DeveloperLogs {
+                held_log_files: 2,
+                ..Default::default()
+            },
+        );
+        assert!(report(&s, memory(), now()).healthy);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod cwlogs;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -280,6 +282,18 @@ pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
     let mut head = [0u8; 12];
     s.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// The address moto listens on (from [`moto_url`]), for a proxy in front of it.
+pub fn moto_addr() -> std::net::SocketAddr {
+    let url = moto_url();
+    let hostport = url.trim_start_matches("http://").trim_end_matches('/');
+    use std::net::ToSocketAddrs;
+    hostport
+        .to_socket_addrs()
+        .expect("moto address")
+        .next()
+        .expect("moto resolves")
 }
 
 /// A TCP proxy on 127.0.0.1 in front of `target`, to cut a service off and bring

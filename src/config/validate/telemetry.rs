@@ -2,9 +2,10 @@
 
 use super::Validator;
 use crate::config::defaults::{
-    DEFAULT_AGENT_LOG_GROUP, DEFAULT_DOCKER_LOG_GROUP, DEFAULT_HOST_LOGS, DEFAULT_LOG_GROUP,
-    DEFAULT_LOGS_ENABLED, DEFAULT_METRICS_ENABLED, DEFAULT_METRICS_INTERVAL,
-    DEFAULT_METRICS_NAMESPACE, DEFAULT_RETENTION_DAYS, DEFAULT_SYSTEM_LOG_GROUP,
+    DEFAULT_AGENT_LOG_GROUP, DEFAULT_DOCKER_LOG_GROUP, DEFAULT_HOLD_ROTATED_FILES,
+    DEFAULT_HOST_LOGS, DEFAULT_LOG_GROUP, DEFAULT_LOGS_ENABLED, DEFAULT_METRICS_ENABLED,
+    DEFAULT_METRICS_INTERVAL, DEFAULT_METRICS_NAMESPACE, DEFAULT_RETENTION_DAYS,
+    DEFAULT_SYSTEM_LOG_GROUP,
 };
 use crate::config::file::{FileLogs, FileMetrics};
 use crate::config::{ConfigError, LogsConfig, MetricsConfig};
@@ -91,6 +92,13 @@ impl Validator<'_> {
                 format!("{} must be an absolute path", p.display()),
             ));
         }
+        let hold_rotated_files = l.hold_rotated_files.unwrap_or(DEFAULT_HOLD_ROTATED_FILES);
+        if hold_rotated_files > 100 {
+            return Err(self.err(
+                "logs.hold_rotated_files",
+                format!("must be 0..=100 (got {hold_rotated_files})"),
+            ));
+        }
         Ok(LogsConfig {
             enabled: l.enabled.unwrap_or(DEFAULT_LOGS_ENABLED),
             group,
@@ -99,6 +107,7 @@ impl Validator<'_> {
             host: l.host.unwrap_or(DEFAULT_HOST_LOGS),
             system_group,
             docker_group,
+            hold_rotated_files,
             journal: l.journal,
         })
     }
