@@ -550,6 +550,7 @@ async fn follow_file(
                 return Pass::Interrupted;
             }
         }
+        let idle = matches!(read, Ok(Read2::Idle));
         let wait = match read {
             Ok(Read2::Data) => {
                 backoff.reset();
@@ -574,6 +575,17 @@ async fn follow_file(
                 delay
             }
         };
+        let mut wait = wait;
+        if let (Some(w), true) = (&watcher, idle) {
+            // Armed now, so a write from here on wakes us; one from before it
+            // would not: look once more.
+            if w.arm(Watch::Writes).is_err() {
+                wait = POLL_WITHOUT_INOTIFY;
+            }
+            if tail.grew() {
+                continue;
+            }
+        }
         tokio::select! {
             biased;
             _ = ctx.stop.requested() => return Pass::Interrupted,
@@ -631,6 +643,11 @@ async fn send_looking_ahead(
     let send = out.send(ctx, developer, lines);
     tokio::pin!(send);
     loop {
+        if let Some(w) = watcher {
+            // Only rotations matter while the reader waits; a watch on writes
+            // would fire at once and cost dockerd.
+            let _ = w.arm(Watch::Rotations);
+        }
         tokio::select! {
             biased;
             sent = &mut send => return sent,
@@ -688,8 +705,23 @@ async fn wake(watcher: Option<&Watcher>) {
 }
 
 /// inotify on the log's directory: Docker writing, rotating or creating the file.
+///
+/// The watch is one-shot, armed just before the reader waits: a watch left on
+/// while Docker writes makes every write (one per line) queue an event in
+/// dockerd's own write path, which measured at about a tenth of dockerd's CPU
+/// during a flood (docs/benchmarks.md, "Issue 20").
 struct Watcher {
     fd: tokio::io::unix::AsyncFd<InotifyFd>,
+    dir: std::path::PathBuf,
+}
+
+/// What a reader waits for.
+#[derive(Debug, Clone, Copy)]
+enum Watch {
+    /// Anything: more lines, or a rotation (caught up, waiting for lines).
+    Writes,
+    /// Files created, renamed or deleted (back-pressured: only rotations matter).
+    Rotations,
 }
 
 struct InotifyFd(nix::sys::inotify::Inotify);
@@ -703,23 +735,33 @@ impl std::os::fd::AsRawFd for InotifyFd {
 
 impl Watcher {
     fn new(dir: &std::path::Path) -> Option<Watcher> {
-        use nix::sys::inotify::{AddWatchFlags as F, InitFlags, Inotify};
+        use nix::sys::inotify::{InitFlags, Inotify};
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
-        inotify
-            .add_watch(
-                dir,
-                F::IN_MODIFY
-                    | F::IN_CREATE
-                    | F::IN_MOVED_FROM
-                    | F::IN_MOVED_TO
-                    | F::IN_DELETE
-                    | F::IN_CLOSE_WRITE,
-            )
-            .ok()?;
         // SAFETY: InotifyFd owns the inotify descriptor (nix's Inotify holds an
         // OwnedFd) and always returns it; it stays open until the AsyncFd drops it.
         let fd = unsafe { tokio::io::unix::AsyncFd::register(InotifyFd(inotify)) };
-        fd.ok().map(|fd| Watcher { fd })
+        let w = Watcher {
+            fd: fd.ok()?,
+            dir: dir.to_path_buf(),
+        };
+        w.arm(Watch::Writes).ok()?;
+        Some(w)
+    }
+
+    /// Arms the one-shot watch (replacing one still armed): the next event
+    /// of this kind wakes [`changed`](Self::changed), then the watch is gone.
+    fn arm(&self, what: Watch) -> nix::Result<()> {
+        use nix::sys::inotify::AddWatchFlags as F;
+        let rotations = F::IN_CREATE | F::IN_MOVED_FROM | F::IN_MOVED_TO | F::IN_DELETE;
+        let mask = match what {
+            Watch::Writes => rotations | F::IN_MODIFY | F::IN_CLOSE_WRITE,
+            Watch::Rotations => rotations,
+        };
+        self.fd
+            .get_ref()
+            .0
+            .add_watch(&self.dir, mask | F::IN_ONESHOT)
+            .map(drop)
     }
 
     /// Resolves after something changed in the directory (events drained).

@@ -361,6 +361,17 @@ impl Tail {
         Ok(())
     }
 
+    /// Whether the log has more than has been read: the file grew, or it is
+    /// no longer the current one. Errors count as "more" (the read will say).
+    pub fn grew(&self) -> bool {
+        let read_to = self.offset + (self.end - self.start) as u64;
+        match self.file.metadata() {
+            Ok(m) if m.len() > read_to => true,
+            Ok(_) => inode_of(&self.base) != Some(self.inode),
+            Err(_) => true,
+        }
+    }
+
     /// The position after the last line handed out.
     pub fn position(&self) -> FilePos {
         FilePos {
