@@ -5,6 +5,8 @@
 #
 #   sudo bash scripts/bench-logs.sh [LINES_PER_CONTAINER] [CONTAINER_COUNTS...]
 #   e.g. sudo bash scripts/bench-logs.sh 100000 1 8
+#   AGENT_BIN=path/to/ship_logs sudo -E bash scripts/bench-logs.sh ...  (a given build)
+#   AWSLOGS=0 ...: csagent's shipper only (to compare two builds of it)
 #
 # Needs root, a running dockerd, the test image (scripts/build-test-image.sh) and
 # python3. Each container is the fake code-server printing LINES numbered lines
@@ -49,6 +51,8 @@ cleanup() {
 trap cleanup EXIT
 
 docker image inspect "$IMAGE" >/dev/null 2>&1 || bash scripts/build-test-image.sh
+# AGENT_BIN=path measures that ship_logs binary instead (e.g. one built with another
+# profile, to compare builds).
 if [ -n "${AGENT_BIN:-}" ]; then
   agent_bin=$AGENT_BIN
 else
@@ -168,7 +172,7 @@ run_awslogs() {
 
 for k in "${COUNTS[@]}"; do
   run_csagent "$k"
-  run_awslogs "$k"
+  [ "${AWSLOGS:-1}" = 0 ] || run_awslogs "$k"
 done
 
 echo

@@ -12,10 +12,12 @@ IMAGE_FLAG=""
 IDLE=${1:-60}
 DEMO=/run/csagent-demo
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=ap-southeast-7
-config=$DEMO/config.toml
 # Set the demo up once (images, secrets, loop device) unless it already is.
-[ -f "$config" ] || bash scripts/demo.sh $IMAGE_FLAG
-[ -f "$config" ] || { echo "bench-start: demo setup failed" >&2; exit 1; }
+[ -f "$DEMO/config.toml" ] || bash scripts/demo.sh $IMAGE_FLAG
+[ -f "$DEMO/config.toml" ] || { echo "bench-start: demo setup failed" >&2; exit 1; }
+# BENCH_CONFIG=path runs the agent with another config (e.g. the demo's with other
+# intervals); the demo's own polls every 10 s (secrets) and 15 s (metrics).
+config=${BENCH_CONFIG:-$DEMO/config.toml}
 if [ -n "${CSAGENT_BIN:-}" ]; then
   bin=$CSAGENT_BIN
 else
@@ -66,11 +68,14 @@ rm -f "$notify" "$ready_file"
 echo "start -> READY=1: ${ready}s; -> 8 running: ${running}s; -> 8 healthy: ${healthy}s (health_interval ${health_interval}: Docker's first check comes one interval after start)"
 
 ticks=$(getconf CLK_TCK)
+# The agent's own CPU (utime + stime) and that of the programs it ran and reaped
+# meanwhile (cutime + cstime: blkid, iptables).
 cpu() { awk '{print $14+$15}' "/proc/$pid/stat"; }
-c0=$(cpu); sleep "$IDLE"; c1=$(cpu)
+cpu_children() { awk '{print $16+$17}' "/proc/$pid/stat"; }
+c0=$(cpu); k0=$(cpu_children); sleep "$IDLE"; c1=$(cpu); k1=$(cpu_children)
 rss=$(awk '/VmRSS/{print $2}' "/proc/$pid/status")
 hwm=$(awk '/VmHWM/{print $2}' "/proc/$pid/status")
-python3 -c "print(f'idle over ${IDLE}s: CPU {100*($c1-$c0)/$ticks/$IDLE:.2f}% of one core, RSS {$rss/1024:.1f} MiB (peak {$hwm/1024:.1f} MiB)')"
+python3 -c "print(f'idle over ${IDLE}s: CPU {100*($c1-$c0)/$ticks/$IDLE:.3f}% of one core (+ {100*($k1-$k0)/$ticks/$IDLE:.3f}% in programs it ran), RSS {$rss/1024:.1f} MiB (peak {$hwm/1024:.1f} MiB)')"
 # Where the idle RSS is: the binary's own pages (text, data: file-backed, shared
 # with the page cache), other files (libc...), the main heap, anonymous mappings
 # (glibc arenas of other threads, large allocations, thread stacks).

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
+use tokio::sync::Notify;
 use tracing_subscriber::fmt::MakeWriter;
 
 use super::batch::{Batcher, Event, Limits, MAX_MESSAGE_BYTES, split_message};
@@ -29,6 +30,9 @@ static QUEUE: LazyLock<Queue> = LazyLock::new(Queue::default);
 #[derive(Debug, Default)]
 struct Queue {
     inner: Mutex<Inner>,
+    /// Signalled on every queued line, so the shipper sleeps while nothing is
+    /// logged instead of waking every flush interval to find the queue empty.
+    queued: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -47,19 +51,29 @@ impl Queue {
     }
 
     fn push(&self, ts_ms: i64, line: String) {
-        let mut q = self.lock();
-        if q.off {
-            return;
+        {
+            let mut q = self.lock();
+            if q.off {
+                return;
+            }
+            q.bytes += line.len();
+            q.lines.push_back((ts_ms, line));
+            while q.bytes > QUEUE_BYTES {
+                let Some((_, old)) = q.lines.pop_front() else {
+                    break;
+                };
+                q.bytes -= old.len();
+                q.dropped += 1;
+            }
         }
-        q.bytes += line.len();
-        q.lines.push_back((ts_ms, line));
-        while q.bytes > QUEUE_BYTES {
-            let Some((_, old)) = q.lines.pop_front() else {
-                break;
-            };
-            q.bytes -= old.len();
-            q.dropped += 1;
-        }
+        // Stores a permit when the shipper is not waiting (busy delivering, or not
+        // started yet): its next wait returns at once, so no line is left behind.
+        self.queued.notify_one();
+    }
+
+    /// Returns once a line was queued since the last call returned.
+    async fn wait_queued(&self) {
+        self.queued.notified().await;
     }
 
     fn drain(&self) -> (Vec<(i64, String)>, u64) {
@@ -121,7 +135,8 @@ impl Drop for LineWriter {
     }
 }
 
-/// Ships queued lines every `flush_interval` until `stop`, then once more.
+/// Ships queued lines until `stop`, then once more: once a line is queued, the
+/// lines of the next `flush_interval` go together.
 pub(crate) async fn ship(
     mut sink: Sink,
     retention_days: Option<u32>,
@@ -134,8 +149,12 @@ pub(crate) async fn ship(
     let status = LogsStatusHandle::default();
     let mut tail = Tail::default();
     loop {
+        // The agent is quiet while idle: no timer runs until a line is queued.
         let stopping = tokio::select! {
-            _ = tokio::time::sleep(options.flush_interval) => false,
+            _ = QUEUE.wait_queued() => tokio::select! {
+                _ = tokio::time::sleep(options.flush_interval) => false,
+                _ = stop.requested() => true,
+            },
             _ = stop.requested() => true,
         };
         let (lines, dropped) = QUEUE.drain();
@@ -207,5 +226,35 @@ mod tests {
         q.set_off(true);
         q.push(1, "ignored".into());
         assert!(q.drain().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_shipper_sleeps_until_a_line_is_queued() {
+        let q = Queue::default();
+        let short = std::time::Duration::from_millis(50);
+        assert!(
+            tokio::time::timeout(short, q.wait_queued()).await.is_err(),
+            "nothing queued: no wake-up"
+        );
+        // Queued while nobody waited (the shipper busy delivering): the next
+        // wait returns at once.
+        q.push(1, "before the wait".into());
+        assert!(tokio::time::timeout(short, q.wait_queued()).await.is_ok());
+        assert!(tokio::time::timeout(short, q.wait_queued()).await.is_err());
+        // Queued while waiting.
+        let waiter = async {
+            tokio::time::timeout(std::time::Duration::from_secs(5), q.wait_queued()).await
+        };
+        let push = async {
+            tokio::time::sleep(short).await;
+            q.push(2, "during the wait".into());
+        };
+        let (woke, ()) = tokio::join!(waiter, push);
+        assert!(woke.is_ok(), "a queued line wakes the shipper");
+        assert_eq!(q.drain().0.len(), 2);
+        // A line refused because shipping is off wakes nobody.
+        q.set_off(true);
+        q.push(3, "ignored".into());
+        assert!(tokio::time::timeout(short, q.wait_queued()).await.is_err());
     }
 }
