@@ -158,8 +158,16 @@ pub fn port_block(n: u16) -> u16 {
 /// A /24 for a test's container network, distinct per test and per process.
 pub fn test_subnet() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("10.{}.{}.0/24", 200 + (std::process::id() % 50), n % 250)
+    // Skip what Docker already has: a network left by a killed test binary whose
+    // pid was the same modulo 50 fails the create with "Pool overlaps".
+    let taken = docker_subnets();
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let candidate = format!("10.{}.{}.0/24", 200 + (std::process::id() % 50), n % 250);
+        if n >= 250 || !taken.iter().any(|t| subnets_overlap(t, &candidate)) {
+            return candidate;
+        }
+    }
 }
 
 /// A moto_server of the test's own on a free port (state private to the test),
