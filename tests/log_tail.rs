@@ -402,33 +402,16 @@ async fn partial_16k_lines_with_escapes_arrive_whole() {
 // SIGKILL: a child process runs the shipper
 // ---------------------------------------------------------------------------
 
+/// Not a test on its own: the SIGKILL test runs this test binary again with
+/// `CSAGENT_LOG_TAIL_TEST_CHILD_CONFIG` set, and this runs the shipper until killed.
 #[test]
 fn log_tail_child() {
-    let Ok(path) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter("info")
-        .with_ansi(false)
-        .try_init();
-    let config = Config::load(Path::new(&path)).expect("child config");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let mut options = test_options();
-        // Many small batches, so kills land in every phase of a put.
-        options.flush_interval = Duration::from_millis(50);
-        options.buffer_bytes = 256 * 1024;
-        let shipper = Shipper::new(
-            docker().await,
-            logs_client(&moto_url()).await,
-            &config,
-            &identity(),
-        )
-        .with_options(options);
-        let (_tx, rx) = watch::channel(false);
-        shipper.run(rx).await.expect("shipper run");
-    });
+    run_child_shipper(
+        CHILD_ENV,
+        identity(),
+        test_options(),
+        |endpoint| async move { logs_client(&endpoint).await },
+    );
 }
 
 /// The shipper is SIGKILLed six times at random moments while a container

@@ -488,31 +488,12 @@ async fn burst_of_50000_lines_obeys_the_limits() {
 /// `CSAGENT_LOGS_TEST_CHILD_CONFIG` set, and this runs the shipper until killed.
 #[test]
 fn ship_logs_child() {
-    let Ok(path) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter("info")
-        .with_ansi(false)
-        .try_init();
-    let config = Config::load(Path::new(&path)).expect("child config");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let endpoint = config
-            .endpoint_url
-            .clone()
-            .expect("endpoint in the child config");
-        let client = logs_client(&endpoint, None).await;
-        let mut options = test_options();
-        // Many small batches, so kills land in every phase of a put.
-        options.flush_interval = Duration::from_millis(50);
-        options.buffer_bytes = 256 * 1024;
-        let shipper =
-            Shipper::new(docker().await, client, &config, &identity()).with_options(options);
-        let (_tx, rx) = watch::channel(false);
-        shipper.run(rx).await.expect("shipper run");
-    });
+    run_child_shipper(
+        CHILD_ENV,
+        identity(),
+        test_options(),
+        |endpoint| async move { logs_client(&endpoint, None).await },
+    );
 }
 
 fn write_config_file(dir: &Path, project: &str, dev: &str, endpoint: &str) -> PathBuf {

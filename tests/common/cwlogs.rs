@@ -333,3 +333,45 @@ impl Drop for ShipperChild {
         self.kill();
     }
 }
+
+/// The child side of [`ShipperChild`]: when `env` names a config, runs a
+/// shipper for it until the process is killed, with `options` made for many
+/// small batches (so kills land in every phase of a put) and a client from
+/// `client` for the config's endpoint; without `env`, returns at once.
+pub fn run_child_shipper<F, Fut>(
+    env: &str,
+    identity: csagent::aws::Identity,
+    mut options: csagent::logs::ShipperOptions,
+    client: F,
+) where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = aws_sdk_cloudwatchlogs::Client>,
+{
+    let Ok(path) = std::env::var(env) else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter("info")
+        .with_ansi(false)
+        .try_init();
+    let config = csagent::config::Config::load(std::path::Path::new(&path)).expect("child config");
+    let endpoint = config
+        .endpoint_url
+        .clone()
+        .expect("endpoint in the child config");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        options.flush_interval = Duration::from_millis(50);
+        options.buffer_bytes = 256 * 1024;
+        let shipper = csagent::logs::Shipper::new(
+            super::docker().await,
+            client(endpoint).await,
+            &config,
+            &identity,
+        )
+        .with_options(options);
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        shipper.run(rx).await.expect("shipper run");
+    });
+}
