@@ -194,9 +194,16 @@ fn agent_readings(secrets: Option<&SecretsStatus>, logs: &LogsStatus) -> AgentRe
             .map(|d| d.lag_seconds)
             .fold(0.0, f64::max)
     });
+    let lost = logs.enabled.then(|| {
+        logs.developers
+            .values()
+            .map(|d| d.lost_log_files + d.log_gaps)
+            .sum()
+    });
     AgentReadings {
         secrets_staleness_seconds: staleness as f64,
         log_lag_seconds: lag,
+        log_files_lost: lost,
         disk_quota: Vec::new(),
     }
 }
@@ -216,20 +223,29 @@ mod tests {
     }
 
     #[test]
-    fn log_lag_is_the_worst_developer_and_absent_without_a_shipper() {
+    fn log_lag_is_the_worst_developer_losses_the_sum_and_absent_without_a_shipper() {
         let mut logs = LogsStatus::default();
         assert_eq!(agent_readings(None, &logs).log_lag_seconds, None);
+        assert_eq!(agent_readings(None, &logs).log_files_lost, None);
         logs.enabled = true;
         assert_eq!(agent_readings(None, &logs).log_lag_seconds, Some(0.0));
-        for (name, lag) in [("dev1", 3.0), ("dev2", 40.0)] {
+        assert_eq!(agent_readings(None, &logs).log_files_lost, Some(0));
+        for (name, lag, lost, gaps) in [("dev1", 3.0, 7, 0), ("dev2", 40.0, 2, 1)] {
             let d = DeveloperLogs {
                 lag_seconds: lag,
+                lost_log_files: lost,
+                log_gaps: gaps,
                 ..Default::default()
             };
             logs.developers.insert(name.into(), d);
         }
         let r = agent_readings(None, &logs);
         assert_eq!(r.log_lag_seconds, Some(40.0));
+        assert_eq!(
+            r.log_files_lost,
+            Some(10),
+            "files and gaps of every developer"
+        );
         assert_eq!(r.secrets_staleness_seconds, 0.0);
     }
 }

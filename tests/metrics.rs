@@ -426,6 +426,7 @@ async fn eight_developers_one_call_every_metric_matching_df_and_docker_stats() {
     let extra = AgentReadings {
         secrets_staleness_seconds: 12.0,
         log_lag_seconds: Some(3.5),
+        log_files_lost: Some(4),
         ..Default::default()
     };
 
@@ -436,14 +437,14 @@ async fn eight_developers_one_call_every_metric_matching_df_and_docker_stats() {
         .await
         .expect("first interval");
     eprintln!("first interval took {:?}", t.elapsed());
-    assert_eq!(n, 67, "5 host + 8×7 developer + 2 rollups + 4 agent");
+    assert_eq!(n, 68, "5 host + 8×7 developer + 2 rollups + 5 agent");
     assert_eq!(
         counter.calls(),
-        vec![67],
+        vec![68],
         "one PutMetricData call, ≤ 1000 datums"
     );
     let s = status.snapshot();
-    assert_eq!((s.put_calls, s.published_datums), (1, 67));
+    assert_eq!((s.put_calls, s.published_datums), (1, 68));
     assert_eq!((s.buffered_datums, s.dropped_datums), (0, 0));
     assert!(s.last_publish.is_some() && s.last_error.is_none(), "{s:?}");
 
@@ -464,6 +465,7 @@ async fn eight_developers_one_call_every_metric_matching_df_and_docker_stats() {
         "agent_heartbeat",
         "secrets_staleness_seconds",
         "log_lag_seconds",
+        "log_files_lost",
         "metrics_dropped",
     ] {
         expected.insert((name.to_string(), reader.dims(&[])));
@@ -570,6 +572,7 @@ async fn eight_developers_one_call_every_metric_matching_df_and_docker_stats() {
     assert_eq!(reader.latest("agent_heartbeat", &[]).await, 1.0);
     assert_eq!(reader.latest("secrets_staleness_seconds", &[]).await, 12.0);
     assert_eq!(reader.latest("log_lag_seconds", &[]).await, 3.5);
+    assert_eq!(reader.latest("log_files_lost", &[]).await, 4.0);
     assert_eq!(reader.latest("metrics_dropped", &[]).await, 0.0);
 
     // --- `docker stop` one: the next interval says running 0, healthy 0.
@@ -579,6 +582,8 @@ async fn eight_developers_one_call_every_metric_matching_df_and_docker_stats() {
     let extra = AgentReadings {
         secrets_staleness_seconds: 13.0,
         log_lag_seconds: None,
+        // Two more files lost since the first interval.
+        log_files_lost: Some(6),
         ..Default::default()
     };
     let t = Instant::now();
@@ -587,8 +592,14 @@ async fn eight_developers_one_call_every_metric_matching_df_and_docker_stats() {
         .await
         .expect("second interval");
     eprintln!("second interval took {:?}", t.elapsed());
-    assert_eq!(n, 66, "log_lag_seconds left out while unknown");
-    assert_eq!(counter.calls(), vec![67, 66], "one call per interval");
+    assert_eq!(n, 67, "log_lag_seconds left out while unknown");
+    assert_eq!(counter.calls(), vec![68, 67], "one call per interval");
+    let lost = reader.series("log_files_lost", &[]).await;
+    assert_eq!(
+        lost.iter().map(|p| p.1).collect::<Vec<_>>(),
+        vec![4.0, 2.0],
+        "each interval sends the growth of the total"
+    );
     let d3 = [("Developer", dev3.as_str())];
     let running = reader.series("container_running", &d3).await;
     assert_eq!(running.len(), 2, "{running:?}");
@@ -799,13 +810,14 @@ async fn full_buffer_drops_oldest_first_and_reports_it() {
     );
     let ident = identity(&config);
     let mut metrics = Metrics::new(cw, docker().await, &config, &ident);
-    let per_interval = 18; // with log_lag_seconds
+    let per_interval = 19; // with log_lag_seconds and log_files_lost
     assert_eq!(metrics.buffer_capacity(), 2 * per_interval);
     let status = metrics.status_handle();
     let started = SystemTime::now();
     let extra = |i: u32| AgentReadings {
         secrets_staleness_seconds: f64::from(i),
         log_lag_seconds: Some(0.5),
+        log_files_lost: Some(0),
         ..Default::default()
     };
 

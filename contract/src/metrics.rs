@@ -38,6 +38,10 @@ pub const DEVELOPERS_ACTIVE: &str = "developers_active";
 pub const AGENT_HEARTBEAT: &str = "agent_heartbeat";
 pub const SECRETS_STALENESS_SECONDS: &str = "secrets_staleness_seconds";
 pub const LOG_LAG_SECONDS: &str = "log_lag_seconds";
+/// Container log files Docker rotated away before the shipper read them, per
+/// interval (a gap, files gone unseen, counts 1): their lines never reach
+/// CloudWatch Logs. Sent while the log shipper runs, 0 when nothing was lost.
+pub const LOG_FILES_LOST: &str = "log_files_lost";
 
 /// Host metrics, dimension `InstanceId` (disk metrics add `path`).
 pub const HOST_METRICS: [&str; 3] = [MEM_USED_PERCENT, DISK_USED_PERCENT, DISK_FREE];

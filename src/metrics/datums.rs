@@ -18,8 +18,8 @@ use crate::metrics::QuotaReading;
 pub use csagent_contract::metrics::{
     ACTIVE, AGENT_HEARTBEAT, CONTAINER_HEALTHY, CONTAINER_RUNNING, CPU_PERCENT, DEVELOPERS_ACTIVE,
     DEVELOPERS_HEALTHY, DIM_DEVELOPER, DIM_INSTANCE, DIM_PATH, DISK_FREE, DISK_QUOTA_USED_BYTES,
-    DISK_QUOTA_USED_PERCENT, DISK_USED_PERCENT, LOG_LAG_SECONDS, MEM_USED_BYTES, MEM_USED_PERCENT,
-    RESTARTS, SECRETS_STALENESS_SECONDS,
+    DISK_QUOTA_USED_PERCENT, DISK_USED_PERCENT, LOG_FILES_LOST, LOG_LAG_SECONDS, MEM_USED_BYTES,
+    MEM_USED_PERCENT, RESTARTS, SECRETS_STALENESS_SECONDS,
 };
 /// The agent's own count of datums it gave up on (not on the dashboard).
 pub const METRICS_DROPPED: &str = "metrics_dropped";
@@ -38,6 +38,7 @@ pub const PER_HOST: &[&str] = &[
     AGENT_HEARTBEAT,
     SECRETS_STALENESS_SECONDS,
     LOG_LAG_SECONDS,
+    LOG_FILES_LOST,
     METRICS_DROPPED,
 ];
 
@@ -104,6 +105,9 @@ impl Datum {
 pub struct AgentSample {
     pub secrets_staleness_seconds: f64,
     pub log_lag_seconds: Option<f64>,
+    /// Container log files lost since the previous interval's report; None
+    /// without a log shipper (the metric is then left out).
+    pub log_files_lost_since_last: Option<u64>,
     /// Datums dropped from the full buffer since the previous interval's report.
     pub dropped_since_last: u64,
     /// Each developer's disk quota use (empty without quota accounting).
@@ -222,6 +226,9 @@ pub fn build(instance_id: &str, sample: &Sample) -> Vec<Datum> {
     if let Some(lag) = sample.agent.log_lag_seconds {
         push(LOG_LAG_SECONDS, host(), lag, Unit::Seconds);
     }
+    if let Some(lost) = sample.agent.log_files_lost_since_last {
+        push(LOG_FILES_LOST, host(), lost as f64, Unit::Count);
+    }
     push(
         METRICS_DROPPED,
         host(),
@@ -273,6 +280,8 @@ mod tests {
             agent: AgentSample {
                 secrets_staleness_seconds: 30.0,
                 log_lag_seconds: log_lag,
+                // The shipper runs exactly when its lag is known.
+                log_files_lost_since_last: log_lag.map(|_| 0),
                 dropped_since_last: 0,
                 disk_quota: Vec::new(),
             },
@@ -318,9 +327,9 @@ mod tests {
     }
 
     #[test]
-    fn eight_developers_make_67_datums_with_the_right_dimensions() {
+    fn eight_developers_make_68_datums_with_the_right_dimensions() {
         let d = build("i-0abc", &sample(8, Some(1.5)));
-        assert_eq!(d.len(), 67);
+        assert_eq!(d.len(), 68);
         assert_eq!(d.len(), datums_per_interval(8, 2));
         assert!(
             d.iter()
@@ -343,6 +352,7 @@ mod tests {
         assert_eq!(value(DEVELOPERS_ACTIVE), Some(2.0));
         assert_eq!(value(AGENT_HEARTBEAT), Some(1.0));
         assert_eq!(value(LOG_LAG_SECONDS), Some(1.5));
+        assert_eq!(value(LOG_FILES_LOST), Some(0.0));
         let ts = d[0].timestamp;
         assert!(d.iter().all(|x| x.timestamp == ts));
     }
@@ -353,6 +363,7 @@ mod tests {
         s.agent.secrets_staleness_seconds = f64::NAN;
         let d = build("i-1", &s);
         assert!(d.iter().all(|x| x.name != LOG_LAG_SECONDS));
+        assert!(d.iter().all(|x| x.name != LOG_FILES_LOST));
         assert!(d.iter().all(|x| x.name != SECRETS_STALENESS_SECONDS));
         assert!(d.iter().all(|x| x.value.is_finite()));
     }

@@ -25,11 +25,12 @@
 //! | `agent_heartbeat` | InstanceId | Count | 1 every interval (alarm on missing data) |
 //! | `secrets_staleness_seconds` | InstanceId | Seconds | since the last successful secrets poll |
 //! | `log_lag_seconds` | InstanceId | Seconds | log shipper's lag (left out while unknown) |
+//! | `log_files_lost` | InstanceId | Count | container log files rotated away unread since the previous interval (left out without a shipper) |
 //! | `metrics_dropped` | InstanceId | Count | datums dropped since the previous interval |
 //!
-//! For 8 developers that is 5 host + 56 per-developer + 2 rollup + 4 agent = 67
+//! For 8 developers that is 5 host + 56 per-developer + 2 rollup + 5 agent = 68
 //! custom metrics, sent in one PutMetricData call per interval: at ~$0.30 per
-//! metric-month and 43,200 calls a month ($0.01 per 1,000) about $20.53 a month
+//! metric-month and 43,200 calls a month ($0.01 per 1,000) about $20.83 a month
 //! (`docs/metrics.md` has the breakdown).
 //!
 //! A stopped or missing container reports running 0, healthy 0, active 0 and zero
@@ -140,9 +141,22 @@ pub struct AgentReadings {
     pub secrets_staleness_seconds: f64,
     /// None until the log shipper knows its lag; the metric is then left out.
     pub log_lag_seconds: Option<f64>,
+    /// Container log files lost since the shipper started (files plus gaps, all
+    /// developers); None without a shipper. A total: the interval's datum is
+    /// its growth.
+    pub log_files_lost: Option<u64>,
     /// Each developer's disk quota use, from the volume's last refresh (empty
     /// without quota accounting).
     pub disk_quota: Vec<QuotaReading>,
+}
+
+/// The growth of the counter `total` since `reported`, which becomes `total`. A
+/// total below `reported` means its owner started over (a restarted shipper):
+/// all of it is new.
+fn since_last(total: u64, reported: &mut u64) -> u64 {
+    let new = total.checked_sub(*reported).unwrap_or(total);
+    *reported = total;
+    new
 }
 
 /// One developer's home use against their disk quota.
@@ -165,6 +179,8 @@ pub struct Metrics {
     status: MetricsStatusHandle,
     /// Dropped count already reported in a `metrics_dropped` datum.
     reported_dropped: u64,
+    /// Lost log files already reported in a `log_files_lost` datum.
+    reported_log_files_lost: u64,
 }
 
 impl Metrics {
@@ -200,6 +216,7 @@ impl Metrics {
             publisher: Publisher::new(cw, &config.metrics.namespace, capacity, status.clone()),
             status,
             reported_dropped: 0,
+            reported_log_files_lost: 0,
         }
     }
 
@@ -251,11 +268,13 @@ impl Metrics {
             agent: AgentSample {
                 secrets_staleness_seconds: readings.secrets_staleness_seconds,
                 log_lag_seconds: readings.log_lag_seconds,
+                log_files_lost_since_last: readings
+                    .log_files_lost
+                    .map(|total| since_last(total, &mut self.reported_log_files_lost)),
                 disk_quota: readings.disk_quota.clone(),
-                dropped_since_last: dropped.saturating_sub(self.reported_dropped),
+                dropped_since_last: since_last(dropped, &mut self.reported_dropped),
             },
         };
-        self.reported_dropped = dropped;
         let batch = datums::build(&self.instance_id, &sample);
         tracing::debug!(
             datums = batch.len(),
@@ -367,11 +386,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn counters_report_their_growth_and_a_restart_counts_in_full() {
+        let mut reported = 0;
+        assert_eq!(since_last(7, &mut reported), 7);
+        assert_eq!(since_last(7, &mut reported), 0);
+        assert_eq!(since_last(9, &mut reported), 2);
+        // The shipper restarted: its counters began at 0 again.
+        assert_eq!(since_last(1, &mut reported), 1);
+        assert_eq!(reported, 1);
+    }
+
+    #[test]
     fn buffer_holds_an_hour() {
         assert_eq!(buffered_intervals(Duration::from_secs(60)), 60);
         assert_eq!(buffered_intervals(Duration::from_secs(7200)), 1);
         assert_eq!(buffered_intervals(Duration::from_millis(1500)), 2400);
-        assert_eq!(datums::datums_per_interval(8, 2) * 60, 4020);
+        assert_eq!(datums::datums_per_interval(8, 2) * 60, 4080);
     }
 
     #[tokio::test]
