@@ -197,7 +197,7 @@ pub fn idle_stop_alarm(instance: &str) -> Value {
             "TreatMissingData": "notBreaching",
             // The topic too: whoever finds the host stopped learns why.
             "AlarmActions": [
-                r#ref("AlarmTopic"),
+                r#ref(crate::monitoring::ALARM_TOPIC),
                 sub("arn:${AWS::Partition}:automate:${AWS::Region}:ec2:stop"),
             ],
             "Tags": tags(&[name_tag("idle-stop")]),
