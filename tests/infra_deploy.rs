@@ -5,8 +5,9 @@
 //! attached to the instance as /dev/sdf, and the team image's ECR repository (immutable tags)
 //! with its URI as an output. With every option on, the scheduled start/stop and the idle stop
 //! are on too: moto creates their IAM role (and only with them); it does not model
-//! `AWS::Scheduler::Schedule` or `AWS::CloudWatch::Alarm` and accepts both as placeholders
-//! (infra/tests/template.rs checks their properties).
+//! `AWS::Scheduler::Schedule`, `AWS::CloudWatch::Alarm` or `AWS::CloudWatch::CompositeAlarm`
+//! and accepts them as placeholders, so no alarm is evaluated here (infra/tests/template.rs
+//! and infra/tests/hosts.rs check their properties).
 //!
 //! SSO (issue 19.5): the same template with SsoProvider `oidc`, and `cognito` with a given
 //! pool, deploys, and each developer's listener rule then authenticates (Order 1) before it

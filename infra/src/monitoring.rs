@@ -1,11 +1,24 @@
 //! Log groups with retention, one SNS topic (plus an optional e-mail subscription) that every
-//! alarm notifies, the alarms, and a dashboard of the agent's metrics.
+//! paging alarm notifies, the alarms, and a dashboard of the agent's metrics.
 //!
 //! Alarms: EC2 CPU; data-disk `disk_used_percent` > 85; `mem_used_percent` > 90; each
 //! developer's `container_healthy` < 1; any developer's `disk_quota_used_percent` ≥ 90
 //! (one Metrics Insights alarm over all developers, not one per developer: the stack's
-//! 500-resource limit); and `agent_heartbeat` missing (missing data is breaching, so a
-//! dead agent or a stopped host alarms).
+//! 500-resource limit); and a dead agent on a running host.
+//!
+//! A dead agent is three alarms per host, so that a stopped host (the schedule, the idle stop,
+//! an admin) does not page: an alarm that cries wolf every night gets ignored.
+//! 1. `AgentHeartbeatAlarm`: `agent_heartbeat` missing for 5 minutes (missing data is
+//!    breaching). No actions: it is also in ALARM whenever the host is stopped.
+//! 2. `HostStoppedAlarm`: `AWS/EC2` `StatusCheckFailed` missing for 3 minutes. EC2 publishes
+//!    it (0 or 1, free, every minute) only while the instance runs, and the threshold `< 0`
+//!    never breaches on a real value, so it is in ALARM exactly when the host is not running.
+//!    No actions.
+//! 3. `AgentDownAlarm` (composite): heartbeat in ALARM and host-stopped not, i.e. the agent
+//!    is dead, the host hung (its status check fails, which is still data) or CloudWatch
+//!    unreachable, on a running host. It notifies the topic; host-stopped is also its actions
+//!    suppressor, which covers the minutes around a stop and a start when the two disagree
+//!    ([`SUPPRESSOR_WAIT_SECONDS`], [`SUPPRESSOR_EXTENSION_SECONDS`]).
 
 use crate::cfn::{Resources, name_tag, r#ref, resource, skip_checkov, sub, tags, with};
 use crate::naming::{agent_log_group, container_log_group, docker_log_group, system_log_group};
@@ -39,7 +52,13 @@ struct AlarmSpec<'a> {
     extra_tags: Vec<(&'a str, Value)>,
 }
 
+/// A metric alarm that notifies the topic on ALARM and on OK.
 fn alarm(spec: AlarmSpec<'_>) -> Value {
+    notify(signal(spec))
+}
+
+/// A metric alarm without actions: an input of a composite alarm, not a page.
+fn signal(spec: AlarmSpec<'_>) -> Value {
     resource(
         "AWS::CloudWatch::Alarm",
         json!({
@@ -54,12 +73,39 @@ fn alarm(spec: AlarmSpec<'_>) -> Value {
             "ComparisonOperator": spec.comparison,
             "Threshold": spec.threshold,
             "TreatMissingData": spec.treat_missing,
-            "AlarmActions": [r#ref("AlarmTopic")],
-            "OKActions": [r#ref("AlarmTopic")],
             "Tags": tags(&spec.extra_tags),
         }),
     )
 }
+
+/// `alarm` (metric or composite) with the topic as its ALARM and OK action.
+fn notify(mut alarm: Value) -> Value {
+    if let Some(p) = alarm["Properties"].as_object_mut() {
+        p.insert("AlarmActions".into(), json!([r#ref(ALARM_TOPIC)]));
+        p.insert("OKActions".into(), json!([r#ref(ALARM_TOPIC)]));
+    }
+    alarm
+}
+
+/// Logical id of the SNS topic the paging alarms notify.
+pub const ALARM_TOPIC: &str = "AlarmTopic";
+/// Logical ids (host 1; `HostN…` for host N) of a host's agent alarms (module doc).
+pub const HEARTBEAT_ALARM: &str = "AgentHeartbeatAlarm";
+pub const HOST_STOPPED_ALARM: &str = "HostStoppedAlarm";
+pub const AGENT_DOWN_ALARM: &str = "AgentDownAlarm";
+
+/// How long `AgentDownAlarm` holds its actions, once in ALARM, for host-stopped to follow. At
+/// a stop the heartbeats end at the agent's SIGTERM, when shutdown begins, and the status
+/// metric only when the instance has stopped: with 5 vs 3 periods host-stopped leads unless
+/// the shutdown takes over 2 minutes, and 300 s covers a shutdown of up to 7. A dead agent on
+/// a running host pages this much later: about 10 minutes after its last heartbeat.
+pub const SUPPRESSOR_WAIT_SECONDS: u32 = 300;
+/// How long `AgentDownAlarm` keeps holding its actions after host-stopped leaves ALARM. At a
+/// start the status metric comes back within a minute or two of running; the heartbeat alarm
+/// goes OK only after boot, the agent's start, its first put and an evaluation (about 2-4
+/// minutes). 600 s leaves room for a slow boot; an agent that never comes up pages 10
+/// minutes after the host does.
+pub const SUPPRESSOR_EXTENSION_SECONDS: u32 = 600;
 
 /// Logical id of the agent's log group.
 pub const AGENT_LOG_GROUP_ID: &str = "AgentLogGroup";
@@ -130,7 +176,7 @@ pub fn add(res: &mut Resources, instances: &[String]) {
     res.add(DOCKER_LOG_GROUP_ID, log_group(docker_log_group(), &[]));
 
     res.add(
-        "AlarmTopic",
+        ALARM_TOPIC,
         skip_checkov(
             resource(
                 "AWS::SNS::Topic",
@@ -151,7 +197,7 @@ pub fn add(res: &mut Resources, instances: &[String]) {
             resource(
                 "AWS::SNS::Subscription",
                 json!({
-                    "TopicArn": r#ref("AlarmTopic"),
+                    "TopicArn": r#ref(ALARM_TOPIC),
                     "Protocol": "email",
                     "Endpoint": r#ref("AlarmEmail"),
                 }),
@@ -172,8 +218,8 @@ pub fn add(res: &mut Resources, instances: &[String]) {
     );
 }
 
-/// Adds host `host`'s alarms (CPU, data disk, disk quota, memory, agent heartbeat; ids as
-/// before for host 1, `Host2HighCpuAlarm`, … for host 2).
+/// Adds host `host`'s alarms (CPU, data disk, disk quota, memory, agent down; ids as before
+/// for host 1, `Host2HighCpuAlarm`, … for host 2).
 pub fn add_host(res: &mut Resources, host: &Host) {
     let instance = host.id("Instance");
     let instance = instance.as_str();
@@ -236,11 +282,18 @@ pub fn add_host(res: &mut Resources, host: &Host) {
             extra_tags: vec![],
         }),
     );
+    add_agent_down(res, host, instance, &who);
+}
+
+/// Adds host `host`'s heartbeat, host-stopped and agent-down alarms (module doc).
+fn add_agent_down(res: &mut Resources, host: &Host, instance: &str, who: &str) {
+    let heartbeat = host.id(HEARTBEAT_ALARM);
+    let stopped = host.id(HOST_STOPPED_ALARM);
     res.add(
-        host.id("AgentHeartbeatAlarm"),
-        alarm(AlarmSpec {
+        &heartbeat,
+        signal(AlarmSpec {
             description: sub(format!(
-                "{who}: no agent_heartbeat for 5 minutes (agent dead, host stopped or CloudWatch unreachable)",
+                "{who}: no agent_heartbeat for 5 minutes (agent dead, host stopped or CloudWatch unreachable). No actions: the agent-down composite alarm pages, only while the host runs",
             )),
             namespace: NAMESPACE,
             metric: AGENT_HEARTBEAT,
@@ -253,6 +306,46 @@ pub fn add_host(res: &mut Resources, host: &Host) {
             treat_missing: "breaching",
             extra_tags: vec![],
         }),
+    );
+    res.add(
+        &stopped,
+        signal(AlarmSpec {
+            description: sub(format!(
+                "{who}: the host is not running (EC2 reported no status check for 3 minutes: a scheduled, idle or manual stop). A signal, not a page: it keeps the agent-down composite alarm quiet",
+            )),
+            namespace: "AWS/EC2",
+            metric: "StatusCheckFailed",
+            dimensions: json!([instance_dimension(instance)]),
+            statistic: "Maximum",
+            period: 60,
+            // 3 minutes: shorter than the heartbeat's 5, so at an ordinary stop this alarm is
+            // usually in ALARM before the heartbeat alarm and the composite never fires.
+            evaluation_periods: 3,
+            // Real values are 0 or 1, never < 0: only missing data (breaching) alarms.
+            comparison: "LessThanThreshold",
+            threshold: 0.0,
+            treat_missing: "breaching",
+            extra_tags: vec![],
+        }),
+    );
+    res.add(
+        host.id(AGENT_DOWN_ALARM),
+        notify(resource(
+            "AWS::CloudWatch::CompositeAlarm",
+            json!({
+                "AlarmDescription": sub(format!(
+                    "{who}: agent dead, host hung or CloudWatch unreachable on a running host; a stopped host (schedule, idle stop, admin) does not alarm",
+                )),
+                // Ref of a metric alarm is its name; the rule takes names in quotes.
+                "AlarmRule": sub(format!(
+                    "ALARM(\"${{{heartbeat}}}\") AND NOT ALARM(\"${{{stopped}}}\")"
+                )),
+                "ActionsSuppressor": r#ref(&stopped),
+                "ActionsSuppressorWaitPeriod": SUPPRESSOR_WAIT_SECONDS,
+                "ActionsSuppressorExtensionPeriod": SUPPRESSOR_EXTENSION_SECONDS,
+                "Tags": tags(&[]),
+            }),
+        )),
     );
 }
 
@@ -294,7 +387,7 @@ fn disk_quota_alarm(instance: &str, who: &str) -> Value {
     let query = format!(
         "SELECT MAX({DISK_QUOTA_USED_PERCENT}) FROM SCHEMA(\"{NAMESPACE}\", {DIM_DEVELOPER}, {DIM_INSTANCE}) WHERE {DIM_INSTANCE} = '${{{instance}}}'"
     );
-    resource(
+    notify(resource(
         "AWS::CloudWatch::Alarm",
         json!({
             "AlarmDescription": sub(format!(
@@ -311,11 +404,9 @@ fn disk_quota_alarm(instance: &str, who: &str) -> Value {
             "ComparisonOperator": "GreaterThanOrEqualToThreshold",
             "Threshold": DISK_QUOTA_ALARM_PERCENT,
             "TreatMissingData": "notBreaching",
-            "AlarmActions": [r#ref("AlarmTopic")],
-            "OKActions": [r#ref("AlarmTopic")],
             "Tags": tags(&[]),
         }),
-    )
+    ))
 }
 
 /// One metric line `[namespace, name, dim, value, ...]` per host for the dashboard.

@@ -67,7 +67,7 @@ pub fn outputs(s: &Settings) -> Value {
     crate::sso::outputs(s, &mut o);
     o.insert(
         "AlarmTopicArn".into(),
-        json!({ "Description": "SNS topic every alarm notifies", "Value": r#ref("AlarmTopic") }),
+        json!({ "Description": "SNS topic the paging alarms notify", "Value": r#ref(crate::monitoring::ALARM_TOPIC) }),
     );
     Value::Object(o)
 }

@@ -16,6 +16,11 @@
 //!    to OK while the host is off and a host that was just started gets a full `IdleStopHours`
 //!    before the alarm can stop it again.
 //!
+//! A stop by either (or by an admin) pages no one: the agent's heartbeat stops with the host,
+//! but `crate::monitoring`'s agent-down alarm fires only while EC2 still reports the instance
+//! (its host-stopped alarm, on `StatusCheckFailed`, suppresses it). The idle-stop alarm itself
+//! tells the topic once per stop it makes, so whoever finds the host stopped learns why.
+//!
 //! Everything takes a list of instance logical ids, so more than one host is covered by the
 //! same two schedules, one role, and one idle alarm per host.
 
@@ -197,7 +202,7 @@ pub fn idle_stop_alarm(instance: &str) -> Value {
             "TreatMissingData": "notBreaching",
             // The topic too: whoever finds the host stopped learns why.
             "AlarmActions": [
-                r#ref("AlarmTopic"),
+                r#ref(crate::monitoring::ALARM_TOPIC),
                 sub("arn:${AWS::Partition}:automate:${AWS::Region}:ec2:stop"),
             ],
             "Tags": tags(&[name_tag("idle-stop")]),

@@ -225,11 +225,35 @@ fn each_host_has_its_own_volume_backup_role_parameter_and_alarms() {
             "DataDiskAlarm",
             "MemoryAlarm",
             "AgentHeartbeatAlarm",
+            "HostStoppedAlarm",
         ] {
             assert_eq!(
                 res[&id(alarm)]["Properties"]["Dimensions"][0]["Value"]["Ref"],
                 id("Instance"),
                 "{alarm} of host {n}"
+            );
+        }
+        // Its agent-down page reads its own heartbeat and host-stopped alarms, never another
+        // host's: host 2 stopped must not hide host 1's dead agent.
+        let down = &res[&id("AgentDownAlarm")];
+        assert_eq!(down["Type"], "AWS::CloudWatch::CompositeAlarm");
+        assert_eq!(
+            sub_text(&down["Properties"]["AlarmRule"]),
+            format!(
+                "ALARM(\"${{{}}}\") AND NOT ALARM(\"${{{}}}\")",
+                id("AgentHeartbeatAlarm"),
+                id("HostStoppedAlarm")
+            ),
+            "host {n}"
+        );
+        assert_eq!(
+            down["Properties"]["ActionsSuppressor"]["Ref"],
+            id("HostStoppedAlarm")
+        );
+        for signal in ["AgentHeartbeatAlarm", "HostStoppedAlarm"] {
+            assert!(
+                res[&id(signal)]["Properties"].get("AlarmActions").is_none(),
+                "{signal} of host {n} pages"
             );
         }
         assert!(

@@ -447,15 +447,69 @@ fn restore_statement_is_scoped(st: &Value, actions: &[&str], resource: &str) {
 fn alarms_notify_the_topic_and_cover_the_agent_metrics() {
     let t = template(8);
     let res = resources(&t);
+    // Every metric alarm pages but the two signals the agent-down composite reads: they are
+    // in ALARM whenever the host is stopped.
+    let topic = serde_json::json!({ "Ref": "AlarmTopic" });
+    let mut silent = BTreeSet::new();
     for (id, a) in of_type(&t, "AWS::CloudWatch::Alarm") {
-        assert_eq!(
-            a["Properties"]["AlarmActions"][0]["Ref"], "AlarmTopic",
-            "{id}"
-        );
+        let p = &a["Properties"];
+        match p.get("AlarmActions") {
+            Some(actions) => assert_eq!(actions[0], topic, "{id}"),
+            None => {
+                assert!(p.get("OKActions").is_none(), "{id}");
+                assert!(p.get("InsufficientDataActions").is_none(), "{id}");
+                silent.insert(id.as_str());
+            }
+        }
     }
+    assert_eq!(
+        silent,
+        BTreeSet::from(["AgentHeartbeatAlarm", "HostStoppedAlarm"])
+    );
     let heartbeat = &res["AgentHeartbeatAlarm"]["Properties"];
     assert_eq!(heartbeat["MetricName"], "agent_heartbeat");
     assert_eq!(heartbeat["TreatMissingData"], "breaching");
+    assert_eq!(heartbeat["Dimensions"][0]["Value"]["Ref"], "Instance");
+    // Host stopped: EC2's free per-minute status check, which only a running instance has;
+    // a real value (0 or 1) never breaches `< 0`, missing data does.
+    let stopped = &res["HostStoppedAlarm"]["Properties"];
+    assert_eq!(stopped["Namespace"], "AWS/EC2");
+    assert_eq!(stopped["MetricName"], "StatusCheckFailed");
+    assert_eq!(stopped["Dimensions"].as_array().unwrap().len(), 1);
+    assert_eq!(stopped["Dimensions"][0]["Name"], "InstanceId");
+    assert_eq!(stopped["Dimensions"][0]["Value"]["Ref"], "Instance");
+    assert_eq!(stopped["Statistic"], "Maximum");
+    assert_eq!(stopped["Period"], 60);
+    assert_eq!(stopped["EvaluationPeriods"], 3);
+    assert_eq!(stopped["DatapointsToAlarm"], 3);
+    assert_eq!(stopped["ComparisonOperator"], "LessThanThreshold");
+    assert_eq!(stopped["Threshold"], 0.0);
+    assert_eq!(stopped["TreatMissingData"], "breaching");
+    // Shorter than the heartbeat's window, so at an ordinary stop it alarms first.
+    assert!(
+        stopped["EvaluationPeriods"].as_u64().unwrap() * stopped["Period"].as_u64().unwrap()
+            < heartbeat["EvaluationPeriods"].as_u64().unwrap()
+                * heartbeat["Period"].as_u64().unwrap()
+    );
+    // The page: heartbeat lost while the host runs, held while host-stopped is (or is about
+    // to be, or just was) in ALARM.
+    let composites = of_type(&t, "AWS::CloudWatch::CompositeAlarm");
+    assert_eq!(composites.len(), 1);
+    assert_eq!(composites[0].0, "AgentDownAlarm");
+    let down = &composites[0].1["Properties"];
+    assert_eq!(
+        sub_text(&down["AlarmRule"]),
+        r#"ALARM("${AgentHeartbeatAlarm}") AND NOT ALARM("${HostStoppedAlarm}")"#
+    );
+    assert_eq!(down["ActionsSuppressor"]["Ref"], "HostStoppedAlarm");
+    assert_eq!(down["ActionsSuppressorWaitPeriod"], 300);
+    assert_eq!(down["ActionsSuppressorExtensionPeriod"], 600);
+    assert_eq!(down["AlarmActions"], serde_json::json!([topic]));
+    assert_eq!(down["OKActions"], serde_json::json!([topic]));
+    assert!(
+        sub_text(&down["AlarmDescription"])
+            .contains("a stopped host (schedule, idle stop, admin) does not alarm")
+    );
     let disk = &res["DataDiskAlarm"]["Properties"];
     assert_eq!(disk["MetricName"], "disk_used_percent");
     assert_eq!(disk["Threshold"], 85.0);
