@@ -58,10 +58,11 @@ pub const DEVELOPER_METRICS: [&str; 7] = [
 ];
 
 /// Host roll-ups and the agent's own metrics that the dashboard shows, dimension `InstanceId`.
-pub const ROLLUP_METRICS: [&str; 5] = [
+pub const ROLLUP_METRICS: [&str; 6] = [
     DEVELOPERS_HEALTHY,
     DEVELOPERS_ACTIVE,
     AGENT_HEARTBEAT,
     SECRETS_STALENESS_SECONDS,
     LOG_LAG_SECONDS,
+    LOG_FILES_LOST,
 ];

@@ -4,7 +4,8 @@
 //! Alarms: EC2 CPU; data-disk `disk_used_percent` > 85; `mem_used_percent` > 90; each
 //! developer's `container_healthy` < 1; any developer's `disk_quota_used_percent` ≥ 90
 //! (one Metrics Insights alarm over all developers, not one per developer: the stack's
-//! 500-resource limit); and a dead agent on a running host.
+//! 500-resource limit); `log_files_lost` ≥ 1 in 5 minutes (container log lines that will
+//! never reach CloudWatch Logs); and a dead agent on a running host.
 //!
 //! A dead agent is three alarms per host, so that a stopped host (the schedule, the idle stop,
 //! an admin) does not page: an alarm that cries wolf every night gets ignored.
@@ -27,8 +28,8 @@ use csagent_contract::DATA_MOUNT;
 use csagent_contract::metrics::{
     ACTIVE, AGENT_HEARTBEAT, CONTAINER_HEALTHY, CONTAINER_RUNNING, DEVELOPER_METRICS,
     DEVELOPERS_ACTIVE, DEVELOPERS_HEALTHY, DIM_DEVELOPER, DIM_INSTANCE, DIM_PATH, DISK_FREE,
-    DISK_QUOTA_ALARM_PERCENT, DISK_QUOTA_USED_PERCENT, DISK_USED_PERCENT, LOG_LAG_SECONDS,
-    MEM_USED_PERCENT, NAMESPACE, RESTARTS, SECRETS_STALENESS_SECONDS,
+    DISK_QUOTA_ALARM_PERCENT, DISK_QUOTA_USED_PERCENT, DISK_USED_PERCENT, LOG_FILES_LOST,
+    LOG_LAG_SECONDS, MEM_USED_PERCENT, NAMESPACE, RESTARTS, SECRETS_STALENESS_SECONDS,
 };
 use serde_json::{Value, json};
 
@@ -282,6 +283,25 @@ pub fn add_host(res: &mut Resources, host: &Host) {
             extra_tags: vec![],
         }),
     );
+    res.add(
+        host.id("LogsLostAlarm"),
+        alarm(AlarmSpec {
+            description: sub(format!(
+                "{who}: container log files rotated away before the agent shipped them (their lines are not in CloudWatch Logs; `csagent status` names the developer and the bytes)"
+            )),
+            namespace: NAMESPACE,
+            metric: LOG_FILES_LOST,
+            dimensions: json!([instance_dimension(instance)]),
+            statistic: "Sum",
+            period: 300,
+            evaluation_periods: 1,
+            comparison: "GreaterThanOrEqualToThreshold",
+            threshold: 1.0,
+            // The agent sends 0 while nothing is lost: OK again 5 minutes after a loss.
+            treat_missing: "missing",
+            extra_tags: vec![],
+        }),
+    );
     add_agent_down(res, host, instance, &who);
 }
 
@@ -527,8 +547,8 @@ pub fn dashboard_body(instances: &[String]) -> String {
         widget(
             0,
             12,
-            "Agent heartbeat",
-            lines(&[h(AGENT_HEARTBEAT, &[])]),
+            "Agent heartbeat, log files lost",
+            lines(&[h(AGENT_HEARTBEAT, &[]), h(LOG_FILES_LOST, &[])]),
             json!({ "stat": "Sum" }),
         ),
         widget(

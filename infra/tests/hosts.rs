@@ -224,6 +224,7 @@ fn each_host_has_its_own_volume_backup_role_parameter_and_alarms() {
             "HighCpuAlarm",
             "DataDiskAlarm",
             "MemoryAlarm",
+            "LogsLostAlarm",
             "AgentHeartbeatAlarm",
             "HostStoppedAlarm",
         ] {

@@ -528,6 +528,13 @@ fn alarms_notify_the_topic_and_cover_the_agent_metrics() {
     );
     assert_eq!(quota["Threshold"], 90.0);
     assert_eq!(quota["TreatMissingData"], "notBreaching");
+    let lost = &res["LogsLostAlarm"]["Properties"];
+    assert_eq!(lost["MetricName"], "log_files_lost");
+    assert_eq!(lost["Dimensions"][0]["Value"]["Ref"], "Instance");
+    assert_eq!(lost["Statistic"], "Sum");
+    assert_eq!(lost["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+    assert_eq!(lost["Threshold"], 1.0);
+    assert_eq!(lost["AlarmActions"], serde_json::json!([topic]));
     let cpu = &res["HighCpuAlarm"]["Properties"];
     assert_eq!(cpu["Namespace"], "AWS/EC2");
     assert_eq!(cpu["MetricName"], "CPUUtilization");
