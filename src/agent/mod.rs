@@ -23,10 +23,12 @@
 //! | `developers.rs` | the developer set published in SSM: at start, polled, on reload |
 //! | `background.rs` | starting and stopping the log shipper and metrics loop |
 //! | `watchdog.rs` | the systemd watchdog pings |
+//! | `footprint.rs` | start-up code paged out once the agent idles |
 
 mod background;
 mod converge;
 mod developers;
+pub mod footprint;
 mod main_loop;
 mod reload;
 mod watchdog;
@@ -82,6 +84,14 @@ pub async fn run(config_path: &Path, once: bool) -> i32 {
     // Start-up is the agent's busiest moment (volume, secrets, every container
     // created); what it freed need not stay resident while the agent idles.
     crate::secrets::release_freed_memory();
+    tokio::spawn(async {
+        tokio::time::sleep(footprint::AFTER_START).await;
+        match tokio::task::spawn_blocking(footprint::page_out_executable).await {
+            Ok(Ok(bytes)) => tracing::debug!(bytes, "start-up code paged out"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "start-up code not paged out"),
+            Err(e) => tracing::debug!(error = %e, "start-up code not paged out"),
+        }
+    });
     agent.run_loop().await
 }
 
