@@ -293,10 +293,15 @@ impl StatusReport {
                 ));
             }
             if d.log_files_lost > 0 || d.log_gaps > 0 {
+                // A gap is files gone before the shipper saw them: how many is unknown.
                 let what = match (d.log_files_lost, d.log_gaps) {
-                    (0, _) => "container log files".to_string(),
-                    (n, _) => format!(
+                    (0, g) => format!("container log files (how many is unknown: {g} gap(s))"),
+                    (n, 0) => format!(
                         "{n} container log file(s) ({})",
+                        bytesize::ByteSize(d.log_bytes_lost).display().iec()
+                    ),
+                    (n, g) => format!(
+                        "{n} container log file(s) ({}) and an unknown number more ({g} gap(s))",
                         bytesize::ByteSize(d.log_bytes_lost).display().iec()
                     ),
                 };

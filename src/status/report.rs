@@ -721,6 +721,33 @@ mod tests {
             "{:?}",
             r.warnings
         );
+        // Files gone before the shipper saw them: how many is unknown, and said so.
+        for (lost, gaps, says) in [
+            (
+                296,
+                102,
+                "dev1: 296 container log file(s) (3.0 MiB) and an unknown number more (102 gap(s)) rotated away",
+            ),
+            (
+                0,
+                1,
+                "dev1: container log files (how many is unknown: 1 gap(s)) rotated away",
+            ),
+        ] {
+            let mut s = healthy();
+            s.logs.enabled = true;
+            s.logs.developers.insert(
+                "dev1".into(),
+                DeveloperLogs {
+                    lost_log_files: lost,
+                    lost_log_bytes: 3 << 20,
+                    log_gaps: gaps,
+                    ..Default::default()
+                },
+            );
+            let r = report(&s, memory(), now());
+            assert!(r.warnings[0].starts_with(says), "{:?}", r.warnings);
+        }
         // Files only held (the shipper is behind, nothing lost) are no problem.
         let mut s = healthy();
         s.logs.enabled = true;
