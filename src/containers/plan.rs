@@ -199,8 +199,13 @@ pub fn plan<'a>(observed: &Observed<'_>, desired: &Desired<'a>) -> Step<'a> {
         // Without a password the developer is not started; an existing
         // container keeps running with the credentials it had.
         (Err(reason), None) => {
+            let what = if existing.is_some() {
+                "left as it is (not updated)"
+            } else {
+                "not started"
+            };
             return Step::Skip {
-                why: format!("not started: {reason}"),
+                why: format!("{what}: {reason}"),
             };
         }
     };
