@@ -5,6 +5,7 @@
 #   sudo bash scripts/bench-start.sh [--test-image] [idle-seconds]
 # CSAGENT_BIN=path measures that binary instead of building the release one (to
 # compare builds); the memory line splits RSS by mapping (from /proc/PID/smaps).
+# BENCH_CONFIG=path another config; BENCH_TLS=1 through TLS (both below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGE_FLAG=""
@@ -18,6 +19,30 @@ export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGIO
 # BENCH_CONFIG=path runs the agent with another config (e.g. the demo's with other
 # intervals); the demo's own polls every 10 s (secrets) and 15 s (metrics).
 config=${BENCH_CONFIG:-$DEMO/config.toml}
+# BENCH_TLS=1: the agent reaches moto through TLS (scripts/bench-tls-proxy.py on 5443, a CA
+# made here, trusted with the system's bundle through SSL_CERT_FILE), as a real host
+# reaches AWS: rustls and the certificate store then count in the figures.
+if [ "${BENCH_TLS:-0}" = 1 ]; then
+  tls=$DEMO/bench-tls
+  mkdir -p "$tls"
+  if [ ! -f "$tls/srv.pem" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=csagent bench CA" \
+      -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$tls/srv.key" -out "$tls/srv.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$tls/ext.cnf"
+    openssl x509 -req -in "$tls/srv.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+      -days 30 -extfile "$tls/ext.cnf" -out "$tls/srv.pem" 2>/dev/null
+  fi
+  cat /etc/ssl/certs/ca-certificates.crt "$tls/ca.pem" > "$tls/bundle.pem"
+  export SSL_CERT_FILE=$tls/bundle.pem
+  sed 's|endpoint_url = "http://127.0.0.1:5055"|endpoint_url = "https://127.0.0.1:5443"|' "$config" > "$tls/config.toml"
+  grep -q 'endpoint_url = "https://127.0.0.1:5443"' "$tls/config.toml" ||
+    { echo "bench-start: BENCH_TLS=1 needs endpoint_url http://127.0.0.1:5055 in $config" >&2; exit 1; }
+  config=$tls/config.toml
+  python3 scripts/bench-tls-proxy.py 5443 5055 "$tls/srv.pem" "$tls/srv.key" &
+  tls_proxy=$!
+  trap 'kill $tls_proxy 2>/dev/null || true' EXIT
+fi
 if [ -n "${CSAGENT_BIN:-}" ]; then
   bin=$CSAGENT_BIN
 else
@@ -26,8 +51,12 @@ else
 fi
 
 # Fresh start: stop the agent, remove the containers (data stays), start again.
-kill "$(cat "$DEMO/csagent.pid")" 2>/dev/null || true
-sleep 2
+# Wait for it to be gone: its shutdown flushes logs and metrics (up to ~10 s with AWS
+# unreachable), and a new agent refuses to start while it holds the control socket.
+old_pid=$(cat "$DEMO/csagent.pid" 2>/dev/null || true)
+if [ -n "$old_pid" ] && kill "$old_pid" 2>/dev/null; then
+  for _ in $(seq 1 300); do kill -0 "$old_pid" 2>/dev/null || break; sleep 0.1; done
+fi
 docker ps -aq --filter label=csagent.managed=true --filter label=csagent.project=code-server-multi-dev | xargs -r docker rm -f >/dev/null
 # A notify socket of our own, so READY=1 is timed the way systemd sees it.
 notify=$DEMO/bench-notify.sock ready_file=$DEMO/bench-ready
