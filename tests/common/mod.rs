@@ -273,11 +273,25 @@ impl Drop for MotoServer {
 }
 
 /// A port nothing listens on right now.
+///
+/// Taken below the kernel's ephemeral range (32768–60999): a port from `bind(0)` lies in
+/// it, and the source port of any outgoing connection (to moto, dockerd) could take it
+/// before the test binds it; that once failed a container start with "address already in
+/// use". Distinct within a process (a counter) and, likely, between processes (the pid).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(97);
+    loop {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(i < 2 * COUNT, "no free port in {FIRST}..{}", FIRST + COUNT);
+        let port = (FIRST + start.wrapping_add(i) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Status of a plain HTTP GET to 127.0.0.1:`port`, None when nothing answers.
