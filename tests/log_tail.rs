@@ -73,6 +73,7 @@ async fn logs_client(endpoint: &str) -> aws_sdk_cloudwatchlogs::Client {
 fn test_options() -> ShipperOptions {
     ShipperOptions {
         flush_interval: Duration::from_millis(300),
+        quiet_flush: Duration::from_millis(100),
         flush_timeout: Duration::from_secs(5),
         buffer_bytes: 4 * 1024 * 1024,
         backoff: csagent::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(3)),

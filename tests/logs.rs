@@ -147,6 +147,7 @@ async fn logs_client(endpoint: &str, recorder: Option<Recorder>) -> aws_sdk_clou
 fn test_options() -> ShipperOptions {
     ShipperOptions {
         flush_interval: Duration::from_millis(300),
+        quiet_flush: Duration::from_millis(100),
         flush_timeout: Duration::from_secs(5),
         buffer_bytes: 4 * 1024 * 1024,
         backoff: csagent::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(3)),
@@ -414,9 +415,10 @@ async fn burst_of_50000_lines_obeys_the_limits() {
     let group = group_of(&config, &dev);
     let recorder = Recorder::default();
     let client = logs_client(&moto_url(), Some(recorder.clone())).await;
-    // A longer flush interval, so batches close on the limits, not on time.
+    // Longer flush times, so batches close on the limits, not on time.
     let options = ShipperOptions {
         flush_interval: Duration::from_secs(3),
+        quiet_flush: Duration::from_secs(3),
         ..test_options()
     };
     let shipper = Running::start(docker.clone(), client.clone(), &config, options).await;

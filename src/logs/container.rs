@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::batch::{Batch, Batcher, Event, Limits, MAX_MESSAGE_BYTES, split_message};
 use super::checkpoint::{Checkpoint, CheckpointError, Inflight};
+use super::flush::FlushTimer;
 use super::follow::{Line, Mark, Position, Reassembler, Source};
 use super::jsonfile;
 use super::persist::{load, save_retrying};
@@ -171,16 +172,15 @@ async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<Pass
 
     let limits = Limits::for_retention(ctx.config.logs.retention_days);
     let mut batcher = Batcher::<Mark>::new(limits);
-    let mut flush_at: Option<Instant> = None;
+    let mut timer = FlushTimer::new(ctx.options.flush_interval, ctx.options.quiet_flush);
     let result = loop {
         let batches: Vec<Batch<Mark>> = tokio::select! {
+            // Lines already queued come before the timer: the log is not quiet.
+            biased;
             chunk = rx.recv() => match chunk {
                 Some(chunk) => {
-                    let closed = push_chunk(&mut batcher, chunk, now_ms());
-                    if flush_at.is_none() {
-                        flush_at = Some(Instant::now() + ctx.options.flush_interval);
-                    }
-                    closed
+                    timer.line(Instant::now());
+                    push_chunk(&mut batcher, chunk, now_ms())
                 }
                 None => {
                     // The follower is done: ship the rest and finish.
@@ -191,8 +191,8 @@ async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<Pass
                     }
                 }
             },
-            _ = sleep_until_opt(flush_at) => {
-                flush_at = None;
+            _ = timer.wait() => {
+                timer.clear();
                 batcher.take().into_iter().collect()
             }
         };
@@ -206,7 +206,7 @@ async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<Pass
         {
             break Err(e);
         }
-        flush_at = (!batcher.is_empty()).then(|| Instant::now() + ctx.options.flush_interval);
+        timer.sent(!batcher.is_empty(), Instant::now());
     };
     // A follower waiting for budget that will never come back (the uploader
     // failed) must not hang this task: closing the budget wakes it.
@@ -218,13 +218,6 @@ async fn ship(ctx: &Arc<ShipperState>, id: &str, developer: &str) -> Result<Pass
     let (events, bytes) = buffered.take();
     ctx.status.unbuffered(developer, events, bytes);
     result.map(|()| ended)
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn ship_all(

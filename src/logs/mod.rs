@@ -20,7 +20,9 @@
 //!   already shipped messages are skipped by position. Both readers keep that
 //!   position, and an old checkpoint with only a position is carried over to
 //!   the file reader without a line shipped twice or skipped.
-//! - **Batch** ([`batch`]): every PutLogEvents limit in one place.
+//! - **Batch** ([`batch`]): every PutLogEvents limit in one place. A batch goes
+//!   when full, 200 ms after the log went quiet, or 2 s after its first line,
+//!   whichever comes first ([`flush`]).
 //! - **Deliver** ([`sink`]): group (with retention) and stream created when
 //!   missing; retries with jittered backoff; an ambiguous failure is settled by
 //!   reading the stream back before trying again.
@@ -76,6 +78,7 @@
 mod batch;
 mod checkpoint;
 mod container;
+mod flush;
 mod follow;
 pub mod host;
 mod jsonfile;
@@ -126,6 +129,12 @@ pub enum LogsError {
 pub struct ShipperOptions {
     /// Longest a line waits before its batch is sent.
     pub flush_interval: Duration,
+    /// Once no new lines have come for this long, what is held is sent without
+    /// waiting out `flush_interval`: the end of a burst (an error and its stack
+    /// trace) reaches CloudWatch in a fraction of a second. Puts per stream stay
+    /// under one per `quiet_flush` while lines trickle, and a steady stream
+    /// still fills its batches.
+    pub quiet_flush: Duration,
     /// After shutdown, how long buffered lines may take to be delivered.
     pub flush_timeout: Duration,
     /// Bytes each container may hold between Docker and CloudWatch (messages plus
@@ -143,6 +152,7 @@ impl Default for ShipperOptions {
     fn default() -> Self {
         ShipperOptions {
             flush_interval: Duration::from_secs(2),
+            quiet_flush: Duration::from_millis(200),
             flush_timeout: Duration::from_secs(10),
             buffer_bytes: 4 * 1024 * 1024,
             // Capped at 10 s rather than 30 s so lag after an outage stays short.

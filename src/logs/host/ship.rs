@@ -9,6 +9,7 @@ use super::checkpoint::{HostCheckpoint, HostInflight};
 use super::journal::{Query, ReadError, Reader, parse};
 use super::{HostCtx, Source};
 use crate::logs::batch::{Batch, Batcher, Event, Limits, MAX_MESSAGE_BYTES, split_message};
+use crate::logs::flush::FlushTimer;
 use crate::logs::sink::{Delivered, Sink, settle_delay};
 use crate::logs::status::now_ms;
 use crate::logs::{CheckpointError, SinkError};
@@ -94,7 +95,7 @@ async fn pass(ctx: &HostCtx, source: &Source, backoff: &mut Backoff) -> Result<(
     // The newest entry read, when it was not selected: the cursor may move
     // there once nothing selected before it is waiting.
     let mut skipped: Option<At> = None;
-    let mut flush_at: Option<Instant> = None;
+    let mut timer = FlushTimer::new(ctx.options.flush_interval, ctx.options.quiet_flush);
     let ended = loop {
         tokio::select! {
             biased;
@@ -109,9 +110,7 @@ async fn pass(ctx: &HostCtx, source: &Source, backoff: &mut Backoff) -> Result<(
                         }
                     };
                     let at = At { cursor: entry.cursor.clone(), ms: entry.timestamp_ms() };
-                    if flush_at.is_none() {
-                        flush_at = Some(Instant::now() + ctx.options.flush_interval);
-                    }
+                    timer.line(Instant::now());
                     if !source.keeps(&entry) {
                         ctx.status.host_skipped(name);
                         skipped = Some(at);
@@ -142,8 +141,8 @@ async fn pass(ctx: &HostCtx, source: &Source, backoff: &mut Backoff) -> Result<(
                 Ok(None) => break Some(None),
                 Err(e) => break Some(Some(e.to_string())),
             },
-            _ = sleep_until_opt(flush_at) => {
-                flush_at = None;
+            _ = timer.wait() => {
+                timer.clear();
                 if let Some(batch) = batcher.take() {
                     ship_batch(ctx, name, &mut sink, &mut cp, &batch).await?;
                     backoff.reset();
@@ -178,13 +177,6 @@ fn sink(ctx: &HostCtx, group: &str) -> Sink {
         ctx.retention_days,
         ctx.options.readback_settle,
     )
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Nothing selected waits before `at` (the batcher is empty): the cursor moves
