@@ -32,6 +32,14 @@ for b in "$bin" "$(command -v curl)"; do
     cp -L "$lib" "$root$lib"
   done
 done
+# The rest of glibc's core a Debian-based image has (libm, libgcc_s): with a disk quota,
+# csagent's own binary runs in the container as `container-init`.
+for name in libm.so.6 libgcc_s.so.1; do
+  lib=$(ldconfig -p | awk -v n="$name" '$1 == n && /x86-64|AArch64/ {print $NF; exit}')
+  [ -n "$lib" ] || { echo "build-test-image: $name not found (ldconfig -p)" >&2; exit 1; }
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
 cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/" 2>/dev/null || true
 
 cat > "$root/usr/bin/entrypoint.sh" <<'EOS'

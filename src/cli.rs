@@ -60,6 +60,14 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Print the version.
     Version,
+    /// Inside a developer's container (with `containers.disk_quota`): keep files in
+    /// their project quota, then run the image's entrypoint. Not for people.
+    #[command(hide = true)]
+    ContainerInit {
+        /// The program to run and its arguments, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 const RESTORE_ABOUT: &str = "Copy one developer's files from an EBS snapshot of the data volume \

@@ -38,6 +38,7 @@ pub fn dispatch(cli: Cli) -> i32 {
                 aws_timeout: args.aws_timeout,
             },
         ),
+        Command::ContainerInit { command } => crate::containers::init::exec(&command),
         Command::RefreshSecrets => runtime()
             .map(|rt| rt.block_on(simple_request(&cli.global.config, "refresh-secrets")))
             .unwrap_or(exit::FAILED),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use argon2::Argon2;
 use argon2::password_hash::PasswordHasher;
 use bollard::Docker;
-use bollard::models::MountType;
+use bollard::models::{ContainerInspectResponse, MountType};
 use bollard::query_parameters::InspectContainerOptions;
 use common::*;
 use csagent::config::{Config, PullPolicy};
@@ -107,7 +107,8 @@ impl Env {
             .collect()
     }
 
-    async fn id_of(&self, dev: &str) -> Option<String> {
+    /// The developer's container as Docker shows it (None: there is none).
+    async fn inspect(&self, dev: &str) -> Option<ContainerInspectResponse> {
         self.docker
             .inspect_container(
                 &format!("code-server-{dev}"),
@@ -115,7 +116,10 @@ impl Env {
             )
             .await
             .ok()
-            .and_then(|c| c.id)
+    }
+
+    async fn id_of(&self, dev: &str) -> Option<String> {
+        self.inspect(dev).await.and_then(|c| c.id)
     }
 
     fn leftovers(&self) -> Leftovers {
@@ -211,14 +215,7 @@ async fn eight_developers_converge_with_limits_and_no_plaintext() {
     wait_healthy(&r, &names, Duration::from_secs(60)).await;
 
     for (&i, name) in devs.iter().zip(&names) {
-        let c = env
-            .docker
-            .inspect_container(
-                &format!("code-server-{name}"),
-                None::<InspectContainerOptions>,
-            )
-            .await
-            .expect("inspect");
+        let c = env.inspect(name).await.expect("inspect");
         let hc = c.host_config.clone().expect("host config");
         assert_eq!(hc.nano_cpus, Some(250_000_000));
         assert_eq!(hc.memory, Some(512 << 20));
@@ -1011,4 +1008,85 @@ async fn an_image_change_rolls_out_one_at_a_time_and_a_failing_image_halts_it() 
         .await
         .expect("converge");
     assert_eq!(r.rollout_status().halted, None);
+}
+
+/// `POST /chproj` in the fake code-server: sets a file's project id from the
+/// server process itself (what `chattr -p` does), so under whatever seccomp
+/// filters the container's process tree carries. Returns (status, body).
+async fn chproj(port: u16, path: &str, id: u32) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "--max-time",
+            "5",
+            "-X",
+            "POST",
+            &format!("http://127.0.0.1:{port}/chproj?path={path}&id={id}"),
+        ])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// With `containers.disk_quota` the container starts through `csagent
+/// container-init`: the developer cannot move a file out of their project (the
+/// ioctl is refused under Docker's own profile, stacked), the image's server
+/// still runs and serves; without the quota nothing is wrapped and the same
+/// call goes through to the filesystem.
+#[tokio::test]
+async fn a_disk_quota_keeps_project_ids_out_of_the_developers_reach() {
+    let env = Env::new(1).await;
+    let name = env.dev(1);
+    let port = env.base_port + 1;
+    let mut config = env.config(&[1], None);
+    config.containers.disk_quota = Some(10 << 30);
+    config.containers.init_binary = csagent_bin();
+    let config = Arc::new(config);
+    let r = Reconciler::new(env.docker.clone(), config.clone());
+    let versions = BTreeMap::new();
+    let desired = env.desired(&config, &versions);
+    // A file of the developer's own in their home (the server runs as uid 1000).
+    let probe = config.volume.mount_point.join(&name).join("home/probe");
+    std::fs::write(&probe, "x").expect("probe");
+    std::os::unix::fs::chown(&probe, Some(1000), Some(1000)).expect("chown probe");
+
+    r.converge(&desired).await.expect("converge");
+    wait_healthy(&r, std::slice::from_ref(&name), Duration::from_secs(60)).await;
+    let c = env.inspect(&name).await.expect("inspect");
+    let entrypoint = c.config.and_then(|c| c.entrypoint).unwrap_or_default();
+    assert_eq!(
+        entrypoint[..4],
+        [
+            "/run/csagent-init",
+            "container-init",
+            "--",
+            "/usr/bin/entrypoint.sh"
+        ],
+        "{entrypoint:?}"
+    );
+    let (status, body) = chproj(port, "/home/coder/probe", 0).await;
+    assert_eq!(
+        (status, body.contains("Operation not permitted")),
+        (403, true),
+        "the project id change is refused: {body}"
+    );
+    // The server behind the init is the image's: it still logs people in.
+    assert_eq!(login(port, &format!("pw-{name}")).await, 302);
+
+    // Without the quota the container is recreated unwrapped, and the same
+    // call reaches the filesystem (0 is the file's project already).
+    let mut plain = (*config).clone();
+    plain.containers.disk_quota = None;
+    let plain = Arc::new(plain);
+    let r = Reconciler::new(env.docker.clone(), plain.clone());
+    r.converge(&env.desired(&plain, &versions))
+        .await
+        .expect("converge");
+    wait_healthy(&r, std::slice::from_ref(&name), Duration::from_secs(60)).await;
+    let (status, body) = chproj(port, "/home/coder/probe", 0).await;
+    assert_eq!((status, body.as_str()), (200, "changed"));
 }

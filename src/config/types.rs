@@ -169,6 +169,10 @@ pub struct ContainersConfig {
     /// Add the INPUT rule that stops containers opening connections to the host
     /// (and so to other developers' published ports; default `DEFAULT_ISOLATE_HOST`).
     pub isolate_host: bool,
+    /// The agent's binary on the host, mounted into containers to run
+    /// `container-init` (not from the file: the running program's own path).
+    #[serde(skip)]
+    pub init_binary: PathBuf,
     /// Drop `no-new-privileges`, so the image's `sudo` works inside (default
     /// `DEFAULT_SUDO`: off; see docs/security.md for the trade-off).
     pub sudo: bool,

@@ -11,6 +11,7 @@ mod ecr;
 mod events;
 mod execute;
 mod image;
+pub mod init;
 pub mod network;
 pub mod plan;
 pub mod pull;

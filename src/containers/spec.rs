@@ -126,9 +126,20 @@ impl DesiredSpec {
                 read_only: true,
             },
         ];
-        // The image's own entrypoint and cmd: nothing is wrapped around them (the
-        // Claude key is read from its file by Claude Code's apiKeyHelper).
-        let entrypoint = image.entrypoint.clone();
+        // The image's own entrypoint and cmd (the Claude key is read from its file
+        // by Claude Code's apiKeyHelper); with a disk quota, run through
+        // `container-init`, which keeps files in their quota.
+        let mut mounts = mounts;
+        let entrypoint = if super::init::wraps(config) {
+            mounts.push(BindMount {
+                source: config.containers.init_binary.display().to_string(),
+                target: super::init::CONTAINER_INIT.to_string(),
+                read_only: true,
+            });
+            super::init::wrap(&image.entrypoint)
+        } else {
+            image.entrypoint.clone()
+        };
         DesiredSpec {
             project: config.project.clone(),
             developer: dev.name.clone(),
@@ -343,6 +354,45 @@ pub(super) mod tests {
         assert_ne!(a.hash(), bigger.hash(), "a limit change recreates");
         let other = DesiredSpec::new(&c, &c.developers[1], &image(), &creds("v1"));
         assert_ne!(a.hash(), other.hash());
+    }
+
+    #[test]
+    fn a_disk_quota_runs_the_image_entrypoint_through_container_init() {
+        let mut c = config("[containers]\ndisk_quota = \"50GiB\"\n");
+        c.containers.init_binary = PathBuf::from("/usr/bin/csagent");
+        let spec = DesiredSpec::new(&c, &c.developers[0], &image(), &creds("v1"));
+        assert_eq!(
+            spec.entrypoint,
+            super::super::init::wrap(&image().entrypoint),
+            "the image's entrypoint, after container-init"
+        );
+        assert_eq!(
+            spec.entrypoint[..3],
+            ["/run/csagent-init", "container-init", "--"]
+        );
+        let init = BindMount {
+            source: "/usr/bin/csagent".into(),
+            target: "/run/csagent-init".into(),
+            read_only: true,
+        };
+        assert_eq!(spec.mounts.last(), Some(&init));
+        let body = spec.create_body("h");
+        assert_eq!(body.entrypoint, Some(spec.entrypoint.clone()));
+        let plain = config("");
+        let without = DesiredSpec::new(&plain, &plain.developers[0], &image(), &creds("v1"));
+        assert_eq!(without.entrypoint, image().entrypoint);
+        assert_eq!(without.mounts.len(), 2);
+        assert_ne!(
+            spec.hash(),
+            without.hash(),
+            "turning the quota on recreates"
+        );
+
+        // With sudo the filter cannot be installed without breaking sudo, and a
+        // developer who can be root could change project ids anyway.
+        let sudo = config("[containers]\ndisk_quota = \"50GiB\"\nsudo = true\n");
+        let spec = DesiredSpec::new(&sudo, &sudo.developers[0], &image(), &creds("v1"));
+        assert_eq!(spec.entrypoint, image().entrypoint);
     }
 
     #[test]

@@ -140,6 +140,7 @@ impl Validator<'_> {
             disk_quota,
             block_metadata: c.block_metadata.unwrap_or(DEFAULT_BLOCK_METADATA),
             isolate_host: c.isolate_host.unwrap_or(DEFAULT_ISOLATE_HOST),
+            init_binary: crate::containers::init::host_binary(),
             sudo: c.sudo.unwrap_or(DEFAULT_SUDO),
             health_interval,
             health_start_period,

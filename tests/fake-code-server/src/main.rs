@@ -13,6 +13,8 @@
 //! - `GET /env?name=X` → 200 "set" / 404 "unset" for an environment variable, and
 //!   `GET /file?path=X` → 200 "readable" / 404 — so tests can check what a container
 //!   was given without the value ever leaving it;
+//! - `POST /chproj?path=X&id=N` sets file X's project id to N (as `chattr -p`):
+//!   200 "changed", or 403 with the error;
 //! - `FAKE_PRINT_LINES=N` prints N numbered lines at start (`FAKE_PRINT_PREFIX`).
 
 use std::io::Write;
@@ -221,12 +223,55 @@ fn handle(mut request: Request, last: &Mutex<(Instant, u128)>, idle_after: Durat
                     .boxed(),
             }
         }
+        (Method::Post, "/chproj") => {
+            // What `chattr -p ID FILE` does, from this process (so under any
+            // seccomp filter its process tree carries).
+            let p = query(&url, "path").map(percent_decode).unwrap_or_default();
+            let id = query(&url, "id").and_then(|v| v.parse().ok()).unwrap_or(0);
+            match set_project(&p, id) {
+                Ok(()) => Response::from_string("changed").boxed(),
+                Err(e) => Response::from_string(e.to_string())
+                    .with_status_code(403)
+                    .boxed(),
+            }
+        }
         (_, "/") => Response::from_string("fake code-server").boxed(),
         _ => Response::from_string("not found")
             .with_status_code(404)
             .boxed(),
     };
     let _ = request.respond(response);
+}
+
+/// `struct fsxattr` of linux/fs.h.
+#[repr(C)]
+#[derive(Default)]
+struct FsXattr {
+    xflags: u32,
+    extsize: u32,
+    nextents: u32,
+    projid: u32,
+    cowextsize: u32,
+    pad: [u8; 8],
+}
+
+/// Sets a file's project id with FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR.
+fn set_project(path: &str, id: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const GET: libc::c_ulong = 0x801c_581f;
+    const SET: libc::c_ulong = 0x401c_5820;
+    let f = std::fs::File::open(path)?;
+    let mut attr = FsXattr::default();
+    // SAFETY: the fd is open and `attr` is a live struct fsxattr.
+    if unsafe { libc::ioctl(f.as_raw_fd(), GET, &mut attr as *mut FsXattr) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    attr.projid = id;
+    // SAFETY: as above.
+    if unsafe { libc::ioctl(f.as_raw_fd(), SET, &attr as *const FsXattr) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn json(s: String) -> tiny_http::ResponseBox {
