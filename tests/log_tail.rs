@@ -218,13 +218,25 @@ async fn flood_during_an_outage(hold: u32) -> Flood {
         "most lines were rotated away before CloudWatch came back ({on_disk} on disk)"
     );
     proxy.resume().await;
-    // Shipped until the shipper is caught up (nothing buffered, nothing held).
+    // Shipped until the shipper is caught up: nothing buffered, nothing held, and
+    // nothing more shipped for 2 s (a partial batch sent after a quiet moment
+    // empties the buffer while the reader is still behind).
     let deadline = Instant::now() + Duration::from_secs(240);
+    let mut settled: Option<(u64, Instant)> = None;
     loop {
         let s = shipper.developer(&dev);
         max_held = max_held.max(s.held_log_files);
         if s.buffered_events == 0 && s.held_log_files == 0 && s.shipped_events > 1 {
-            break;
+            match settled {
+                Some((n, since)) if n == s.shipped_events => {
+                    if since.elapsed() >= Duration::from_secs(2) {
+                        break;
+                    }
+                }
+                _ => settled = Some((s.shipped_events, Instant::now())),
+            }
+        } else {
+            settled = None;
         }
         assert!(
             Instant::now() < deadline,
