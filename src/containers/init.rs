@@ -31,8 +31,6 @@ use crate::config::Config;
 pub const CONTAINER_INIT: &str = "/run/csagent-init";
 /// The subcommand that installs the filter and execs the rest.
 pub const SUBCOMMAND: &str = "container-init";
-/// `FS_IOC_FSSETXATTR`: `_IOW('X', 32, struct fsxattr)`.
-const FS_IOC_FSSETXATTR: u64 = 0x401c_5820;
 /// Where the agent binary is installed, when its own path cannot be read.
 const INSTALLED: &str = "/usr/bin/csagent";
 
@@ -72,7 +70,7 @@ pub fn filter() -> Result<BpfProgram, String> {
             1,
             SeccompCmpArgLen::Dword,
             SeccompCmpOp::Eq,
-            FS_IOC_FSSETXATTR,
+            crate::volume::FS_IOC_FSSETXATTR,
         )
         .map_err(|e| e.to_string())?,
     ])

@@ -53,6 +53,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::VolumeError;
+/// Sets a file's fsxattr (its project id): what `container-init` refuses.
+pub(crate) use quota::FS_IOC_FSSETXATTR;
 pub use quota::{DeveloperQuota, QuotaMode, QuotaStatus};
 pub use stray::{QuarantineItem, Sweep, quarantine_dir};
 

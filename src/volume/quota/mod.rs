@@ -39,6 +39,7 @@ use super::discover::Device;
 use super::{HOME_DIR, VolumeError};
 use crate::config::{Config, Filesystem};
 pub(crate) use support::Kernel;
+pub(crate) use sys::FS_IOC_FSSETXATTR;
 
 /// The mount option that turns project quota accounting and enforcement on
 /// (ext4 and xfs alike).

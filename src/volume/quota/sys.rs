@@ -29,7 +29,7 @@ struct FsXattr {
 
 /// `_IOR('X', 31, struct fsxattr)` and `_IOW('X', 32, struct fsxattr)`.
 const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
-const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401c_5820;
+pub(crate) const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401c_5820;
 /// New entries of a directory with this flag get its project id.
 pub(crate) const FS_XFLAG_PROJINHERIT: u32 = 0x0000_0200;
 
