@@ -148,11 +148,38 @@ pub fn csagent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_csagent"))
 }
 
-/// A block of `n` host ports no other test in this run uses.
+/// A block of `n` consecutive host ports nothing listens on right now, distinct from
+/// every other block or [`free_port`] handed out in this process.
+///
+/// Taken below the kernel's ephemeral range (32768–60999): the source port of any
+/// outgoing connection (to moto, dockerd) may take a port in it before Docker binds it
+/// for a container, which once failed a start with "address already in use". Each port
+/// is checked on 0.0.0.0 (what Docker's proxy binds), and the pid spreads test binaries
+/// of one run over the range.
 pub fn port_block(n: u16) -> u16 {
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_700;
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let offset = NEXT.fetch_add(u32::from(n.max(1)), Ordering::Relaxed) as u16;
-    20000 + ((std::process::id() % 97) as u16) * 400 + offset
+    let n = u32::from(n.max(1));
+    let start = std::process::id().wrapping_mul(397) % COUNT;
+    loop {
+        let i = NEXT.fetch_add(n, Ordering::Relaxed);
+        assert!(
+            i < COUNT,
+            "no free block of {n} ports in {FIRST}..{}",
+            FIRST + COUNT
+        );
+        let offset = (start + i) % COUNT;
+        if offset + n > COUNT {
+            continue; // a block never wraps around the end of the range
+        }
+        let first = FIRST + offset;
+        let free =
+            (first..first + n).all(|p| std::net::TcpListener::bind(("0.0.0.0", p as u16)).is_ok());
+        if free {
+            return first as u16;
+        }
+    }
 }
 
 /// A /24 for a test's container network, distinct per test and per process.
@@ -272,26 +299,9 @@ impl Drop for MotoServer {
     }
 }
 
-/// A port nothing listens on right now.
-///
-/// Taken below the kernel's ephemeral range (32768–60999): a port from `bind(0)` lies in
-/// it, and the source port of any outgoing connection (to moto, dockerd) could take it
-/// before the test binds it; that once failed a container start with "address already in
-/// use". Distinct within a process (a counter) and, likely, between processes (the pid).
+/// A port nothing listens on right now (see [`port_block`]).
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const FIRST: u32 = 20_000;
-    const COUNT: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let start = std::process::id().wrapping_mul(97);
-    loop {
-        let i = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(i < 2 * COUNT, "no free port in {FIRST}..{}", FIRST + COUNT);
-        let port = (FIRST + start.wrapping_add(i) % COUNT) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    port_block(1)
 }
 
 /// Status of a plain HTTP GET to 127.0.0.1:`port`, None when nothing answers.
