@@ -394,7 +394,10 @@ async fn follow(
     out: Outbox,
 ) -> Pass {
     let path = if ctx.read_files {
-        json_log_path(&ctx, &id).await
+        match json_log_path(&ctx, &id, &developer).await {
+            Some(p) => p,
+            None => return Pass::Interrupted,
+        }
     } else {
         None
     };
@@ -404,16 +407,39 @@ async fn follow(
     }
 }
 
-/// The container's json-file log, when it logs with that driver.
-async fn json_log_path(ctx: &ShipperState, id: &str) -> Option<std::path::PathBuf> {
-    let c = ctx.docker.inspect_container(id, None).await.ok()?;
+/// The container's json-file log, when it logs with that driver (`Some(None)`
+/// for another driver, or a container already gone). Docker failing to answer
+/// is retried rather than taken for "no file": the API reader it would fall
+/// back to loses rotated files without counting them. None: the shipper stops.
+async fn json_log_path(
+    ctx: &ShipperState,
+    id: &str,
+    developer: &str,
+) -> Option<Option<std::path::PathBuf>> {
+    let mut backoff = Backoff::standard();
+    let c = loop {
+        match ctx.docker.inspect_container(id, None).await {
+            Ok(c) => break c,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Some(None),
+            Err(e) => {
+                let delay = backoff.next_delay().min(Duration::from_secs(5));
+                tracing::warn!(developer = %developer, container = %short(id), error = %e, retry_in = ?delay, "inspecting the container for its log file failed; retrying");
+                tokio::select! {
+                    _ = ctx.stop.requested() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    };
     let driver = c
         .host_config
         .as_ref()
         .and_then(|h| h.log_config.as_ref())
         .and_then(|l| l.typ.as_deref());
-    let path = c.log_path.filter(|p| !p.is_empty())?;
-    (driver == Some("json-file")).then(|| path.into())
+    let path = c.log_path.filter(|p| !p.is_empty());
+    Some(path.filter(|_| driver == Some("json-file")).map(Into::into))
 }
 
 /// Cost of the lines one chunk carries to the uploader, at most.

@@ -77,6 +77,31 @@ fn inode_of(path: &Path) -> Option<u64> {
     std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
+/// A log file recognised while this does not hold it open: its inode, and its
+/// birth time. Docker deletes the oldest rotated file and creates the new
+/// `<LogPath>` in one rotation, and ext4 hands the freed inode straight to the
+/// new file, so an inode alone would take the new file for one seen before and
+/// skip every file between them, uncounted. Where the filesystem has no birth
+/// time (no statx btime) only the inode is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileId {
+    inode: u64,
+    born: Option<std::time::SystemTime>,
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> FileId {
+        FileId {
+            inode: meta.ino(),
+            born: meta.created().ok(),
+        }
+    }
+}
+
+fn id_of(path: &Path) -> Option<FileId> {
+    std::fs::metadata(path).ok().map(|m| FileId::of(&m))
+}
+
 /// What a read found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Read2 {
@@ -107,6 +132,7 @@ pub struct Tail {
     base: PathBuf,
     file: File,
     inode: u64,
+    born: Option<std::time::SystemTime>,
     head: u64,
     /// File offset of `buf[start]`.
     offset: u64,
@@ -123,9 +149,7 @@ pub struct Tail {
 /// A log file newer than the one being read.
 #[derive(Debug)]
 struct Ahead {
-    inode: u64,
-    /// Its birth time, so a reused inode is not taken for it.
-    born: Option<std::time::SystemTime>,
+    id: FileId,
     /// Its size when last seen: what is lost if it goes before it is read.
     size: u64,
     /// Held open: readable even after Docker deletes it.
@@ -148,8 +172,8 @@ pub struct Lost {
 /// A file found under one of the log's names.
 struct Named {
     file: File,
-    inode: u64,
-    born: Option<std::time::SystemTime>,
+    /// Held open for the whole scan: within one scan an inode names one file.
+    id: FileId,
     size: u64,
 }
 
@@ -176,12 +200,11 @@ fn scan(base: &Path) -> io::Result<Vec<Named>> {
         };
         empty = 0;
         let meta = file.metadata()?;
-        if out.iter().any(|n| n.inode == meta.ino()) {
+        if out.iter().any(|n| n.id.inode == meta.ino()) {
             continue;
         }
         out.push(Named {
-            inode: meta.ino(),
-            born: meta.created().ok(),
+            id: FileId::of(&meta),
             size: meta.len(),
             file,
         });
@@ -231,7 +254,8 @@ impl Tail {
             base: base.to_path_buf(),
             head: file_head(&first.file)?.unwrap_or(0),
             file: first.file,
-            inode: first.inode,
+            inode: first.id.inode,
+            born: first.id.born,
             offset,
             buf: vec![0; READ_SIZE],
             start: 0,
@@ -253,7 +277,7 @@ impl Tail {
     /// Where in `names` (oldest first) the file checkpointed at `pos` is, and
     /// its offset.
     fn find(names: &[Named], pos: FilePos) -> io::Result<Option<(usize, u64)>> {
-        let Some(at) = names.iter().position(|n| n.inode == pos.inode) else {
+        let Some(at) = names.iter().position(|n| n.id.inode == pos.inode) else {
             return Ok(None);
         };
         let head = file_head(&names[at].file)?.unwrap_or(0);
@@ -264,6 +288,19 @@ impl Tail {
             return Ok(None); // truncated (max-file 1 truncates in place)
         }
         Ok(Some((at, pos.offset)))
+    }
+
+    /// The file being read (held open, so its inode cannot be reused).
+    fn id(&self) -> FileId {
+        FileId {
+            inode: self.inode,
+            born: self.born,
+        }
+    }
+
+    /// The newest file known: the last one ahead, else the one being read.
+    fn newest(&self) -> FileId {
+        self.ahead.back().map_or(self.id(), |a| a.id)
     }
 
     /// Files held open ahead of the one being read.
@@ -279,8 +316,7 @@ impl Tail {
     fn push_ahead(&mut self, n: Named) {
         let file = (self.held() < self.hold).then_some(n.file);
         self.ahead.push_back(Ahead {
-            inode: n.inode,
-            born: n.born,
+            id: n.id,
             size: n.size,
             file,
         });
@@ -291,8 +327,7 @@ impl Tail {
     /// reader is behind: a file rotated through all of Docker's names before
     /// this sees it is lost unseen.
     pub fn look_ahead(&mut self) -> io::Result<()> {
-        let newest = self.ahead.back().map_or(self.inode, |a| a.inode);
-        if inode_of(&self.base) == Some(newest) {
+        if id_of(&self.base) == Some(self.newest()) {
             return Ok(());
         }
         self.refresh(self.hold)
@@ -303,21 +338,21 @@ impl Tail {
     /// ones that went before they were held are lost.
     fn refresh(&mut self, hold: usize) -> io::Result<()> {
         let names = scan(&self.base)?;
-        let newest = self.ahead.back().map_or(self.inode, |a| a.inode);
-        let newest_at = names.iter().position(|n| n.inode == newest);
+        let newest = self.newest();
+        let newest_at = names.iter().position(|n| n.id == newest);
         if newest_at.is_none() && !names.is_empty() {
             // The newest file known went: Docker rotated through all its names
             // since the last look, and files between may have gone unseen.
             self.lost.gaps += 1;
         }
-        let mut known: std::collections::HashMap<u64, Named> = Default::default();
+        let mut known: std::collections::HashMap<FileId, Named> = Default::default();
         let mut new = Vec::new();
         for (i, n) in names.into_iter().enumerate() {
-            if n.inode == self.inode {
+            if n.id == self.id() {
                 continue;
             }
-            if self.ahead.iter().any(|a| a.inode == n.inode) {
-                known.insert(n.inode, n);
+            if self.ahead.iter().any(|a| a.id == n.id) {
+                known.insert(n.id, n);
             } else if newest_at.is_none_or(|at| i > at) {
                 new.push(n);
             }
@@ -336,10 +371,9 @@ impl Tail {
                 kept.push_back(a);
                 continue;
             }
-            match known.remove(&a.inode).filter(|n| n.born == a.born) {
+            match known.remove(&a.id) {
                 Some(n) => kept.push_back(Ahead {
-                    inode: n.inode,
-                    born: n.born,
+                    id: n.id,
                     size: n.size,
                     file: hold_one(n.file),
                 }),
@@ -351,8 +385,7 @@ impl Tail {
         }
         for n in new {
             kept.push_back(Ahead {
-                inode: n.inode,
-                born: n.born,
+                id: n.id,
                 size: n.size,
                 file: hold_one(n.file),
             });
@@ -453,24 +486,31 @@ impl Tail {
             tracing::warn!(path = %self.base.display(), bytes = self.end - self.start, "rotated container log ends inside a line; dropping the torn line");
         }
         // The next file: the oldest one ahead, held open now if it is not yet
-        // (with no hold, this is the only file opened ahead).
-        self.refresh(self.hold.max(1))?;
+        // (room for one more than is held: with no hold, this is the only file
+        // opened ahead).
+        self.refresh(self.hold.max(self.held() + 1))?;
         match self.ahead.pop_front() {
             Some(Ahead {
-                inode,
+                id,
                 file: Some(file),
                 ..
             }) => {
                 self.file = file;
-                self.inode = inode;
+                self.inode = id.inode;
+                self.born = id.born;
                 self.head = 0;
                 self.offset = 0;
                 self.start = 0;
                 self.end = 0;
                 Ok(Read2::Data)
             }
-            // refresh() holds the oldest ahead (or drops it as lost).
-            Some(Ahead { file: None, .. }) | None => Ok(Read2::Rotating),
+            // refresh() holds the oldest ahead (or drops it as lost); should
+            // it not have, the next look does.
+            Some(a @ Ahead { file: None, .. }) => {
+                self.ahead.push_front(a);
+                Ok(Read2::Rotating)
+            }
+            None => Ok(Read2::Rotating),
         }
     }
 }
@@ -650,6 +690,39 @@ mod tests {
         let (got, lost, _) = behind_by(6, 0);
         assert_eq!(got, ["f0", "f4", "f5", "f6"]);
         assert_eq!((lost.files, lost.gaps), (3, 0));
+    }
+
+    #[test]
+    fn a_file_on_the_inode_of_one_seen_before_is_not_taken_for_it() {
+        // Hold 0, the reader still in f0. f1 is seen, then rotations with no
+        // look: Docker deletes f1 and creates the next file in one rotation,
+        // and ext4 gives it f1's freed inode (f3 gets it, and f5 gets f3's).
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("c-json.log");
+        std::fs::write(&base, "f0\n").unwrap();
+        let (mut t, _) = Tail::open(&base, None, 0).unwrap();
+        rotate(&base, 3);
+        append(&base, "f1\n");
+        t.look_ahead().unwrap();
+        let f1 = inode_of(&base).unwrap();
+        let mut reused = false;
+        for i in 2..=5 {
+            rotate(&base, 3);
+            append(&base, &format!("f{i}\n"));
+            reused |= inode_of(&base) == Some(f1);
+        }
+        // Whether or not this filesystem reused the inode, the reader reads
+        // what is left and counts f1 lost and the unseen f2 as a gap.
+        assert_eq!(
+            drain(&mut t).0,
+            ["f0", "f3", "f4", "f5"],
+            "inode reused: {reused}"
+        );
+        assert_eq!(
+            (t.lost().files, t.lost().gaps),
+            (1, 1),
+            "inode reused: {reused}"
+        );
     }
 
     #[test]
