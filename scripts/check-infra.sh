@@ -113,6 +113,8 @@ check_case() { # developers format options
       local dir="$WORK/out-$developers-$options"
       local per_host=()
       [ "$options" = hosts-8 ] && per_host=(--developers-per-host 8)
+      # A restore of hosts 1 and 3 (host 2 blank): per-host snapshot parameters set.
+      [ "$options" = hosts ] && per_host=(--data-volume-snapshot-id snap-0123456789abcdef0,,snap-89abcdef)
       if ! infra --developers "$developers" --domain "$DOMAIN" --hosted-zone-id "$ZONE_PLACEHOLDER" \
         --format "$format" "${per_host[@]}" --out-dir "$dir" \
         --template-url-prefix https://csagent-ci-templates.s3.amazonaws.com/env/ >"$WORK/written.txt"; then

@@ -297,6 +297,9 @@ async fn delete_stack(
     }
 }
 
+/// `--data-volume-snapshot-id` of deployments with three hosts or more.
+const RESTORE_SNAPSHOTS: &str = "snap-0123456789abcdef0,,snap-89abcdef";
+
 /// moto's S3 bucket the child templates go to.
 const TEMPLATE_BUCKET: &str = "csagent-ci-templates";
 
@@ -313,6 +316,7 @@ fn generate(
         "https://s3.amazonaws.com/{TEMPLATE_BUCKET}/{}/",
         unique("env")
     );
+    let hosts = developers.div_ceil(10);
     let developers = developers.to_string();
     let format_name = match format {
         Format::Json => "json",
@@ -333,6 +337,11 @@ fn generate(
         "--template-url-prefix",
         &prefix,
     ];
+    if hosts >= 3 {
+        // A restore of hosts 1 and 3 from their own snapshots, the others blank: each
+        // host's parameter and condition are evaluated (moto ignores a volume's SnapshotId).
+        args.extend(["--data-volume-snapshot-id", RESTORE_SNAPSHOTS]);
+    }
     if optional == Optional::All {
         args.extend(["--password-rotation-lambda-arn", ROTATION_LAMBDA_ARN]);
         // Defaults from the command line; the deployment passes other values as Parameters.
@@ -865,6 +874,42 @@ async fn check_hosts(
     let ssm = aws_sdk_ssm::Client::new(config);
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
     let mut problems = Vec::new();
+    // Each host's snapshot parameter, as the stack took it.
+    let stack = cfn
+        .describe_stacks()
+        .stack_name(stack_name)
+        .send()
+        .await
+        .expect("describe the stack");
+    let taken: BTreeMap<String, String> = stack.stacks()[0]
+        .parameters()
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p.parameter_key()?.to_string(),
+                p.parameter_value()?.to_string(),
+            ))
+        })
+        .collect();
+    let named: Vec<&str> = RESTORE_SNAPSHOTS.split(',').collect();
+    for n in 1..=hosts {
+        let key = if n == 1 {
+            "DataVolumeSnapshotId".to_string()
+        } else {
+            format!("Host{n}DataVolumeSnapshotId")
+        };
+        let want = if hosts >= 3 {
+            named.get(n as usize - 1).copied().unwrap_or_default()
+        } else {
+            ""
+        };
+        if taken.get(&key).map(String::as_str) != Some(want) {
+            problems.push(format!(
+                "host {n}: parameter {key} is {:?}, want {want:?}",
+                taken.get(&key)
+            ));
+        }
+    }
     let parent = physical_ids(cfn, stack_name).await;
     // dev name -> (host, port) from the parameters.
     let mut on_host: BTreeMap<String, (u32, i64)> = BTreeMap::new();

@@ -193,8 +193,10 @@ pub struct Cli {
     pub existing_team_image_repository: Option<String>,
 
     /// EBS snapshot to create the data volume from, e.g. the final snapshot a deleted stack
-    /// left; default none: a blank volume [Parameter DataVolumeSnapshotId].
-    #[arg(long, value_name = "SNAPSHOT_ID")]
+    /// left; with more hosts one per host in host order, comma-separated (an empty entry: that
+    /// host starts blank); default none: blank volumes [Parameters DataVolumeSnapshotId,
+    /// Host2DataVolumeSnapshotId, …].
+    #[arg(long, value_name = "SNAPSHOT_ID[,SNAPSHOT_ID…]")]
     pub data_volume_snapshot_id: Option<String>,
 
     /// Single sign-on at the ALB before code-server's password page: none, oidc (needs the

@@ -83,15 +83,14 @@ pub fn add(res: &mut Resources, s: &Settings, host: &Host) {
         json!({
             "AvailabilityZone": availability_zone(0),
             "Size": r#ref("DataVolumeSize"),
-            // Re-creating a deleted stack: start from its final snapshot (the agent mounts a
-            // volume that has a filesystem; it formats only a blank one).
-            // Host 1's only: the snapshot is one volume's data, and another host's volume
-            // from it would carry host 1's developers' homes.
-            "SnapshotId": if host.number == 1 {
-                if_("HasDataVolumeSnapshot", r#ref("DataVolumeSnapshotId"), no_value())
-            } else {
-                no_value()
-            },
+            // Re-creating a deleted stack: start from its final snapshot of this host's
+            // volume (the agent mounts a volume that has a filesystem; it formats only a
+            // blank one). Each host has its own parameter: a snapshot holds one host's homes.
+            "SnapshotId": if_(
+                &crate::parameters::snapshot_condition(host),
+                r#ref(&crate::parameters::snapshot_parameter(host)),
+                no_value(),
+            ),
             "VolumeType": "gp3",
             "Encrypted": true,
             "Tags": tags(&[name_tag(&host.name("data"))]),

@@ -2,7 +2,7 @@
 //! parameter grouping.
 
 use crate::cfn::r#ref;
-use crate::settings::Settings;
+use crate::settings::{Host, Settings};
 use csagent_contract::LOG_RETENTION_DAYS;
 use csagent_contract::validate;
 use serde_json::{Map, Value, json};
@@ -265,15 +265,23 @@ pub fn parameters(s: &Settings) -> Value {
     );
     repository["MaxLength"] = json!(validate::ECR_REPOSITORY_MAX_LENGTH);
     p.insert("ExistingTeamImageRepository".into(), repository);
-    p.insert(
-        "DataVolumeSnapshotId".into(),
-        string_param(
-            "Optional EBS snapshot to create the data volume from, e.g. the final snapshot of a deleted stack (DataVolumeSize must be at least its size). Empty: a blank volume, which the agent formats.",
-            &s.data_volume_snapshot_id,
-            validate::SNAPSHOT_ID_PATTERN,
-            "empty or an EBS snapshot id (snap-...)",
-        ),
-    );
+    let snapshots = s.data_volume_snapshot_ids();
+    for host in s.host_list() {
+        let whose = if s.hosts() == 1 {
+            "the data volume".to_string()
+        } else {
+            format!("host {}'s data volume", host.number)
+        };
+        p.insert(
+            snapshot_parameter(&host),
+            string_param(
+                &format!("Optional EBS snapshot to create {whose} from, e.g. the final snapshot a deleted stack left of it (DataVolumeSize must be at least its size). Empty: a blank volume, which the agent formats. Keep it once set: a change replaces the volume."),
+                snapshots.get(host.number as usize - 1).copied().unwrap_or_default(),
+                validate::SNAPSHOT_ID_PATTERN,
+                "empty or an EBS snapshot id (snap-...)",
+            ),
+        );
+    }
     crate::sso::parameters(&s.sso, &mut p);
     p.insert(
         "AccessLogBucket".into(),
@@ -310,12 +318,26 @@ pub fn conditions(s: &Settings) -> Value {
         json!({ "Fn::Equals": [r#ref("ExistingBackupVaultName"), ""] });
     conditions["CreateTeamImageRepository"] =
         json!({ "Fn::Equals": [r#ref("ExistingTeamImageRepository"), ""] });
-    conditions["HasDataVolumeSnapshot"] = not_empty("DataVolumeSnapshotId");
+    for host in s.host_list() {
+        conditions[snapshot_condition(&host)] = not_empty(&snapshot_parameter(&host));
+    }
     if let Some(map) = conditions.as_object_mut() {
         map.extend(crate::schedule::conditions());
         crate::sso::conditions(map);
     }
     conditions
+}
+
+/// The Parameter with the snapshot `host`'s data volume starts from (`DataVolumeSnapshotId`,
+/// `Host2DataVolumeSnapshotId`, …): each volume has its own, as a snapshot is one host's
+/// developers' homes.
+pub fn snapshot_parameter(host: &Host) -> String {
+    host.id("DataVolumeSnapshotId")
+}
+
+/// The Condition that `host`'s [`snapshot_parameter`] is set.
+pub fn snapshot_condition(host: &Host) -> String {
+    host.id("HasDataVolumeSnapshot")
 }
 
 /// `AWS::CloudFormation::Interface`: how the console groups the Parameters.
@@ -329,12 +351,32 @@ pub fn interface(s: &Settings) -> Value {
     if !s.password_rotation_lambda_arn.is_empty() {
         operations.extend(["PasswordRotationLambdaArn", "PasswordRotationDays"]);
     }
+    let mut host = vec![
+        "InstanceType",
+        "LatestAmiId",
+        "RootVolumeSize",
+        "DataVolumeSize",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
+    host.extend(s.host_list().iter().map(snapshot_parameter));
+    host.extend(
+        [
+            "DebUrl",
+            "TeamImageTag",
+            "ExistingTeamImageRepository",
+            "KeyPairName",
+            "AdminSshCidr",
+        ]
+        .map(String::from),
+    );
     json!({
         "ParameterGroups": [
             { "Label": { "default": "Project and tags" },
               "Parameters": ["ProjectName", "Environment", "CostCenter"] },
             { "Label": { "default": "Host" },
-              "Parameters": ["InstanceType", "LatestAmiId", "RootVolumeSize", "DataVolumeSize", "DataVolumeSnapshotId", "DebUrl", "TeamImageTag", "ExistingTeamImageRepository", "KeyPairName", "AdminSshCidr"] },
+              "Parameters": host },
             { "Label": { "default": "DNS and TLS" },
               "Parameters": ["DomainName", "HostedZoneId", "ExistingCertificateArn", "AccessLogBucket"] },
             { "Label": { "default": "Operations" },

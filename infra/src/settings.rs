@@ -131,8 +131,9 @@ pub struct Settings {
     /// repository a deleted stack kept); empty: the stack creates
     /// `<project>/code-server-<stack id>`.
     pub existing_team_image_repository: String,
-    /// EBS snapshot to create the data volume from (e.g. the final snapshot of a deleted
-    /// stack); empty: a blank volume.
+    /// EBS snapshots to create the data volumes from (e.g. the final snapshots of a deleted
+    /// stack), one per host in host order, comma-separated; an empty entry, or none: a blank
+    /// volume. Each host's is its own Parameter's default.
     pub data_volume_snapshot_id: String,
 }
 
@@ -357,14 +358,26 @@ impl Settings {
             "must be an ECR repository name such as my-project/code-server (lower case, up to 256)",
             &self.existing_team_image_repository,
         )?;
-        check(
-            validate::is_snapshot_id(&self.data_volume_snapshot_id),
-            "--data-volume-snapshot-id",
-            "must be an EBS snapshot id, snap- and 8 or 17 hex digits",
-            &self.data_volume_snapshot_id,
-        )?;
+        for id in self.data_volume_snapshot_ids() {
+            check(
+                validate::is_snapshot_id(id),
+                "--data-volume-snapshot-id",
+                "must be EBS snapshot ids, snap- and 8 or 17 hex digits, one per host in host order, comma-separated (an empty entry: that host starts blank)",
+                id,
+            )?;
+        }
         self.sso.validate()?;
         self.validate_capacity()?;
+        let named = self.data_volume_snapshot_ids().len();
+        check(
+            named <= self.hosts() as usize,
+            "--data-volume-snapshot-id",
+            &format!(
+                "names {named} snapshots but the template has {} host(s): one per host at most",
+                self.hosts()
+            ),
+            &self.data_volume_snapshot_id,
+        )?;
         if self.hosts() > 1 {
             check(
                 !self.template_url_prefix.is_empty(),
@@ -500,6 +513,15 @@ impl Settings {
     }
 
     /// The hosts, each with its developers.
+    /// `data_volume_snapshot_id` split per host (host 1 first); empty when none is named.
+    pub fn data_volume_snapshot_ids(&self) -> Vec<&str> {
+        if self.data_volume_snapshot_id.is_empty() {
+            Vec::new()
+        } else {
+            self.data_volume_snapshot_id.split(',').collect()
+        }
+    }
+
     pub fn host_list(&self) -> Vec<Host> {
         let all = self.developer_list();
         (1..=self.hosts())

@@ -6,7 +6,7 @@
 //! what they declare or the parent passes; every template is within CloudFormation's limits.
 
 use infra::{Settings, Templates, build};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
 const PREFIX: &str = "https://csagent-templates.s3.amazonaws.com/env/";
@@ -164,12 +164,16 @@ fn each_host_has_its_own_volume_backup_role_parameter_and_alarms() {
             id("DataVolume")
         );
         volumes.insert(id("DataVolume"));
-        // DataVolumeSnapshotId is host 1's data: only host 1's volume may start from it.
+        // A snapshot is one host's homes: each volume starts from its own parameter only.
         let snapshot = &res[&id("DataVolume")]["Properties"]["SnapshotId"];
         assert_eq!(
-            snapshot.to_string().contains("DataVolumeSnapshotId"),
-            n == 1,
-            "host {n}: {snapshot}"
+            snapshot,
+            &json!({ "Fn::If": [
+                id("HasDataVolumeSnapshot"),
+                { "Ref": id("DataVolumeSnapshotId") },
+                { "Ref": "AWS::NoValue" },
+            ] }),
+            "host {n}"
         );
         let selection = &res[&id("BackupSelection")]["Properties"]["BackupSelection"];
         assert!(
@@ -457,4 +461,61 @@ fn the_same_settings_give_the_same_file_names() {
     assert_eq!(a, b);
     let names: BTreeSet<&String> = a.children.iter().map(|c| &c.file_name).collect();
     assert_eq!(names.len(), 3);
+}
+
+/// Re-creating a deleted three-host stack: each host's volume starts from the final snapshot
+/// of its own volume, named in host order; an empty entry leaves that host blank.
+#[test]
+fn each_host_restores_its_own_snapshot() {
+    let s = Settings {
+        data_volume_snapshot_id: "snap-0123456789abcdef0,,snap-89abcdef".into(),
+        ..settings(24, 8)
+    };
+    s.validate().unwrap();
+    let t = build(&s);
+    let params = &t.parent["Parameters"];
+    let defaults: Vec<&str> = (1..=3)
+        .map(|n| {
+            params[host_id(n, "DataVolumeSnapshotId")]["Default"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(defaults, ["snap-0123456789abcdef0", "", "snap-89abcdef"]);
+    for n in 1..=3 {
+        assert_eq!(
+            t.parent["Conditions"][host_id(n, "HasDataVolumeSnapshot")],
+            json!({ "Fn::Not": [ { "Fn::Equals": [
+                { "Ref": host_id(n, "DataVolumeSnapshotId") }, ""
+            ] } ] }),
+            "host {n}: a plain Ref, the only kind of value Conditions may compare"
+        );
+    }
+    // The console shows them with the host's other settings, in host order.
+    let groups = t.parent["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+        .as_array()
+        .unwrap();
+    let host_group = groups[1]["Parameters"].as_array().unwrap();
+    let at = |p: &str| host_group.iter().position(|x| x == p).unwrap();
+    assert!(at("DataVolumeSnapshotId") < at("Host2DataVolumeSnapshotId"));
+    assert!(at("Host2DataVolumeSnapshotId") < at("Host3DataVolumeSnapshotId"));
+
+    // More snapshots than hosts is refused, naming the option and the count.
+    let four = Settings {
+        data_volume_snapshot_id: "snap-01234567,snap-01234567,snap-01234567,snap-01234567".into(),
+        ..settings(24, 8)
+    };
+    let err = four.validate().unwrap_err();
+    assert_eq!(err.option, "--data-volume-snapshot-id");
+    assert!(err.to_string().contains("names 4 snapshots"), "{err}");
+    let bad = Settings {
+        data_volume_snapshot_id: "snap-01234567,vol-01234567".into(),
+        ..settings(24, 8)
+    };
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("vol-01234567")
+    );
 }
