@@ -337,9 +337,20 @@ impl Tail {
     /// ones are appended, known ones held while fewer than `hold` are, known
     /// ones that went before they were held are lost.
     fn refresh(&mut self, hold: usize) -> io::Result<()> {
-        let names = scan(&self.base)?;
         let newest = self.newest();
-        let newest_at = names.iter().position(|n| n.id == newest);
+        let mut looks = 0;
+        let (names, newest_at) = loop {
+            let names = scan(&self.base)?;
+            let at = names.iter().position(|n| n.id == newest);
+            looks += 1;
+            if at.is_some() || names.is_empty() || looks == 3 {
+                break (names, at);
+            }
+            // A scan preempted for a whole rotation between two names sees both
+            // vacated and stops short of the newest file known: look again
+            // before taking it for gone (defensive: not seen in the tests).
+            tracing::debug!(looks, path = %self.base.display(), "newest log file known not found; looking again");
+        };
         if newest_at.is_none() && !names.is_empty() {
             // The newest file known went: Docker rotated through all its names
             // since the last look, and files between may have gone unseen.
