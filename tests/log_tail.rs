@@ -610,6 +610,47 @@ async fn api_checkpoint_migrates_to_the_file_reader() {
     c.remove().await;
 }
 
+/// A container the shipper finds created but not yet started (its startup listing
+/// includes it, and it has no log file yet) is read from its json-file once it
+/// starts. Before, the follower took the empty `LogPath` for "no json-file" and
+/// used the Docker API; when the start fell between that inspect and the logs
+/// call, the API reader stayed for the container's life (seen in 2 of about 80
+/// log_tail runs). That window is not forced here: this checks the waiting path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_found_before_it_starts_is_read_from_its_file() {
+    let docker = docker().await;
+    let dev = unique("lt");
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = config(&unique("tail-created"), &[&dev], state.path());
+    let group = config.render(&config.logs.group, &dev);
+    let client = logs_client(&moto_url()).await;
+    let id =
+        TestContainer::create_logging(&docker, &config.project, &dev, &[], Some("json-file"), &[])
+            .await;
+    let shipper = Running::start(&config, true).await;
+    // The shipper has listed it (created) and is waiting for its start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = TestContainer::start_created(&docker, id).await;
+    c.print(500, "cs-").await;
+    let got = wait_for_lines(
+        &client,
+        &group,
+        INSTANCE,
+        "cs-",
+        500,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_exactly_once(&got, &numbered("cs-", 1..=500));
+    shipper.stop().await;
+    let cp = checkpoint(state.path(), &c.id);
+    assert!(
+        cp["file"]["inode"].as_u64().unwrap_or(0) > 0,
+        "read from the json-file: {cp}"
+    );
+    c.remove().await;
+}
+
 /// A container with the `local` log driver has no json-file: it is followed
 /// through the Docker logs API, every line exactly once (its checkpoint has no
 /// file position), through a shipper restart.

@@ -410,36 +410,52 @@ async fn follow(
 /// The container's json-file log, when it logs with that driver (`Some(None)`
 /// for another driver, or a container already gone). Docker failing to answer
 /// is retried rather than taken for "no file": the API reader it would fall
-/// back to loses rotated files without counting them. None: the shipper stops.
+/// back to loses rotated files without counting them. A container created but
+/// not yet started has no log file yet (the startup listing includes it): this
+/// waits for the start. None: the shipper stops.
 async fn json_log_path(
     ctx: &ShipperState,
     id: &str,
     developer: &str,
 ) -> Option<Option<std::path::PathBuf>> {
+    use bollard::models::ContainerStateStatusEnum;
     let mut backoff = Backoff::standard();
-    let c = loop {
-        match ctx.docker.inspect_container(id, None).await {
-            Ok(c) => break c,
+    loop {
+        let delay = match ctx.docker.inspect_container(id, None).await {
+            Ok(c) => {
+                let driver = c
+                    .host_config
+                    .as_ref()
+                    .and_then(|h| h.log_config.as_ref())
+                    .and_then(|l| l.typ.as_deref());
+                if driver != Some("json-file") {
+                    return Some(None);
+                }
+                if let Some(path) = c.log_path.filter(|p| !p.is_empty()) {
+                    return Some(Some(path.into()));
+                }
+                let created = c.state.as_ref().and_then(|s| s.status)
+                    == Some(ContainerStateStatusEnum::CREATED);
+                if !created {
+                    return Some(None);
+                }
+                tracing::debug!(developer = %developer, container = %short(id), "container not started yet; waiting for its log file");
+                backoff.next_delay().min(Duration::from_secs(5))
+            }
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => return Some(None),
             Err(e) => {
                 let delay = backoff.next_delay().min(Duration::from_secs(5));
                 tracing::warn!(developer = %developer, container = %short(id), error = %e, retry_in = ?delay, "inspecting the container for its log file failed; retrying");
-                tokio::select! {
-                    _ = ctx.stop.requested() => return None,
-                    _ = tokio::time::sleep(delay) => {}
-                }
+                delay
             }
+        };
+        tokio::select! {
+            _ = ctx.stop.requested() => return None,
+            _ = tokio::time::sleep(delay) => {}
         }
-    };
-    let driver = c
-        .host_config
-        .as_ref()
-        .and_then(|h| h.log_config.as_ref())
-        .and_then(|l| l.typ.as_deref());
-    let path = c.log_path.filter(|p| !p.is_empty());
-    Some(path.filter(|_| driver == Some("json-file")).map(Into::into))
+    }
 }
 
 /// Cost of the lines one chunk carries to the uploader, at most.

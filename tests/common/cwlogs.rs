@@ -178,6 +178,19 @@ impl TestContainer {
         driver: Option<&str>,
         opts: &[(&str, &str)],
     ) -> TestContainer {
+        let id = Self::create_logging(docker, project, developer, env, driver, opts).await;
+        Self::start_created(docker, id).await
+    }
+
+    /// As [`start_logging`](Self::start_logging), created but not started: its id.
+    pub async fn create_logging(
+        docker: &bollard::Docker,
+        project: &str,
+        developer: &str,
+        env: &[(&str, String)],
+        driver: Option<&str>,
+        opts: &[(&str, &str)],
+    ) -> String {
         use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
         use bollard::query_parameters::CreateContainerOptionsBuilder;
         let labels = HashMap::from([
@@ -213,12 +226,17 @@ impl TestContainer {
             .expect(
                 "create the test container (is the test image built? scripts/build-test-image.sh)",
             );
+        created.id
+    }
+
+    /// Starts a container [`create_logging`](Self::create_logging) made.
+    pub async fn start_created(docker: &bollard::Docker, id: String) -> TestContainer {
         docker
-            .start_container(&created.id, None)
+            .start_container(&id, None)
             .await
             .expect("start the test container");
         let inspect = docker
-            .inspect_container(&created.id, None)
+            .inspect_container(&id, None)
             .await
             .expect("inspect the test container");
         let ip = inspect
@@ -229,7 +247,7 @@ impl TestContainer {
             .expect("the test container has a bridge IP address");
         let c = TestContainer {
             docker: docker.clone(),
-            id: created.id,
+            id,
             ip,
         };
         c.wait_http().await;
