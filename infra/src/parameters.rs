@@ -351,17 +351,17 @@ pub fn interface(s: &Settings) -> Value {
     if !s.password_rotation_lambda_arn.is_empty() {
         operations.extend(["PasswordRotationLambdaArn", "PasswordRotationDays"]);
     }
-    let mut host = vec![
+    // The host's settings, each host's snapshot parameter in host order among them.
+    let host: Vec<String> = [
         "InstanceType",
         "LatestAmiId",
         "RootVolumeSize",
         "DataVolumeSize",
     ]
-    .into_iter()
     .map(String::from)
-    .collect::<Vec<_>>();
-    host.extend(s.host_list().iter().map(snapshot_parameter));
-    host.extend(
+    .into_iter()
+    .chain(s.host_list().iter().map(snapshot_parameter))
+    .chain(
         [
             "DebUrl",
             "TeamImageTag",
@@ -370,7 +370,8 @@ pub fn interface(s: &Settings) -> Value {
             "AdminSshCidr",
         ]
         .map(String::from),
-    );
+    )
+    .collect();
     json!({
         "ParameterGroups": [
             { "Label": { "default": "Project and tags" },
